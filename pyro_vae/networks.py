@@ -1,0 +1,43 @@
+"""The two neural networks of the VAE: decoder (for p(x|z)) and encoder (for q(z|x)).
+
+They are plain :class:`torch.nn.Module` s; the probabilistic meaning is given to
+them in :mod:`pyro_vae.vae`, where the model and guide register them with Pyro.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, the activation between them."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class GaussianEncoder(nn.Module):
+    r"""Maps ``x`` to the mean :math:`\mu(x)` and scale :math:`\sigma(x)` of a diagonal Normal.
+
+    The scale is ``softplus(.) + 1e-6``: smooth, positive, and it never underflows
+    to zero (which would put the sample outside the Normal's support).
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden_dims: Sequence[int], activation: str):
+        super().__init__()
+        self.net = mlp([x_dim, *hidden_dims, 2 * z_dim], activation)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).chunk(2, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-6

@@ -1,0 +1,213 @@
+r"""The variational autoencoder as a Pyro model and guide.
+
+The *model* is the generative story (seed items 5 and 10)
+
+.. math::
+
+    z_i \sim p(z) = \mathcal N(0, I), \qquad x_i \mid z_i \sim p_\phi(x \mid z_i),
+
+with the decoder network inside :math:`p_\phi`. The *guide* is the amortized
+approximate posterior (seed items 6 and 10)
+
+.. math::
+
+    q_\theta(z \mid x_i) = \mathcal N\big(\mu_\theta(x_i), \operatorname{diag} \sigma_\theta(x_i)^2\big).
+
+Both sample the latent site ``"z"`` inside ``pyro.plate("data")``; the model
+observes site ``"x"``. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
+the ELBO (seed item 8), and SVI ascends it in the encoder's parameters
+:math:`\theta` and the decoder's :math:`\phi` jointly.
+
+Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer.util import is_validation_enabled
+from pyro.params.param_store import param_with_module_name
+from torch import nn
+
+from .errors import InvalidDataError
+from .likelihoods import get_likelihood
+from .networks import GaussianEncoder, mlp
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def register_module(name: str, module: nn.Module) -> nn.Module:
+    """``pyro.module(name, module)``, making sure the param store holds *this* module's tensors.
+
+    Pyro's param store is global and keyed by name: a second VAE in the same
+    process would otherwise have its optimizer step the first VAE's tensors
+    (which ``pyro.module`` silently returns for a name it has seen). Stale entries
+    under our names are dropped so that the module being run owns them.
+    """
+    store = pyro.get_param_store()
+    for param_name, param in module.named_parameters():
+        full_name = param_with_module_name(name, param_name)
+        if full_name in store and store._params[full_name] is not param:
+            del store[full_name]
+    return pyro.module(name, module)
+
+
+def data_plate(batch_size: int, num_data: Optional[int], device: torch.device) -> pyro.plate:
+    """``pyro.plate("data")`` over a minibatch of ``batch_size`` out of ``num_data`` datapoints.
+
+    With ``num_data = N > B`` the plate scales every log-density inside it by
+    ``N / B``, so the minibatch ELBO is an unbiased estimate of the full-data ELBO
+    (seed item 9). Model and guide must both use it, with the same arguments.
+    """
+    if num_data is None or num_data == batch_size:
+        return pyro.plate("data", batch_size)
+    if num_data < batch_size:
+        raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size})")
+    return pyro.plate("data", num_data, subsample=torch.arange(batch_size, device=device))
+
+
+class VAE(nn.Module):
+    r"""A VAE written as a Pyro ``model`` (prior and decoder) and ``guide`` (encoder).
+
+    :param x_dim: number of pixels; inputs may be ``[B, x_dim]`` or images whose
+        trailing dimensions multiply to ``x_dim`` (e.g. ``[B, 1, 28, 28]``).
+    :param z_dim: dimension of the latent code ``z``.
+    :param hidden_dims: widths of the hidden layers of encoder and decoder.
+    :param likelihood: ``"bernoulli"`` (binary pixels) or ``"continuous_bernoulli"``
+        (grey-level pixels in [0, 1]); see :mod:`pyro_vae.likelihoods`.
+    :param guide: ``None`` for the built-in diagonal-Normal MLP encoder, or a
+        callable ``guide(x, num_data=None)`` that samples site ``"z"`` (event shape
+        ``(z_dim,)``) inside ``pyro.plate("data", ...)`` exactly as :meth:`model`
+        does. If it is an :class:`~torch.nn.Module` it becomes a submodule, so its
+        parameters are saved with the VAE.
+    :param activation: hidden-layer nonlinearity (``softplus``, ``relu``, ``tanh``, ``elu``).
+    :param name: prefix of this VAE's parameter names in Pyro's param store.
+    """
+
+    def __init__(
+        self,
+        x_dim: int = 784,
+        z_dim: int = 50,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        guide: Optional[Callable[..., Any]] = None,
+        activation: str = "softplus",
+        name: str = "vae",
+    ) -> None:
+        super().__init__()
+        self.x_dim = _positive_int("x_dim", x_dim)
+        self.z_dim = _positive_int("z_dim", z_dim)
+        if isinstance(hidden_dims, int):
+            hidden_dims = (hidden_dims,)
+        self.hidden_dims = tuple(_positive_int("each hidden size", h) for h in hidden_dims)
+        self.likelihood = get_likelihood(likelihood)
+        self.activation = activation
+        self.name = name
+        self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim], activation)
+        if guide is None:
+            self.encoder: Optional[GaussianEncoder] = GaussianEncoder(
+                self.x_dim, self.z_dim, self.hidden_dims, activation
+            )
+            self._custom_guide = None
+        elif callable(guide):
+            self.encoder = None
+            self._custom_guide = guide  # an nn.Module guide is registered as a submodule here
+        else:
+            raise TypeError(
+                f"guide must be None (the built-in encoder) or a callable guide(x, num_data=None), "
+                f"got {type(guide).__name__}"
+            )
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """What is needed to rebuild this VAE (stored in checkpoints)."""
+        return {
+            "x_dim": self.x_dim,
+            "z_dim": self.z_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.name,
+            "activation": self.activation,
+            "guide": "default" if self._custom_guide is None else type(self._custom_guide).__name__,
+        }
+
+    # ---- input handling ---------------------------------------------------------------
+
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, ...]`` images to ``[B, x_dim]`` float pixels, with a clear error on bad shapes."""
+        if not isinstance(x, torch.Tensor):
+            raise InvalidDataError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2 or x[0].numel() != self.x_dim:
+            raise InvalidDataError(
+                f"x has shape {tuple(x.shape)}; expected [batch, {self.x_dim}] or "
+                f"[batch, ...] images with {self.x_dim} pixels each (e.g. [batch, 1, 28, 28])"
+            )
+        if not x.is_floating_point():
+            raise InvalidDataError(
+                f"x has dtype {x.dtype}; pass float pixels in [0, 1] (e.g. uint8 images / 255)"
+            )
+        return x.reshape(x.shape[0], self.x_dim)
+
+    # ---- the model: p(z) p(x|z) ---------------------------------------------------------
+
+    def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
+        r"""The joint :math:`p(x, z) = p(z)\,p_\phi(x|z)` (seed item 5), ``x`` observed.
+
+        Returns the decoder logits for the sampled ``z``.
+        """
+        x = self.flatten(x)
+        if is_validation_enabled():
+            self.likelihood.check_support(x)
+        register_module(f"{self.name}.decoder", self.decoder)
+        batch_size = x.shape[0]
+        with data_plate(batch_size, num_data, x.device):
+            prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([batch_size, self.z_dim])
+            z = pyro.sample("z", prior.to_event(1))
+            logits = self.decoder(z)
+            pyro.sample("x", self.likelihood(logits), obs=x)
+        return logits
+
+    # ---- the guide: q(z|x) ----------------------------------------------------------------
+
+    def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
+        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10)."""
+        if self._custom_guide is not None:
+            return self._custom_guide(x, num_data=num_data)
+        x = self.flatten(x)
+        register_module(f"{self.name}.encoder", self.encoder)
+        with data_plate(x.shape[0], num_data, x.device):
+            loc, scale = self.encoder(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+        return loc, scale
+
+    # ---- conveniences built on the two programs ---------------------------------------------
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        r"""The guide's distribution :math:`q(z|x)` for a batch, whatever the guide."""
+        trace = pyro.poutine.trace(self.guide).get_trace(x)
+        if "z" not in trace.nodes:
+            raise ValueError("the guide did not sample a site named 'z'")
+        return trace.nodes["z"]["fn"]
+
+    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+        r"""The likelihood :math:`p_\phi(x|z)` as a distribution over images."""
+        return self.likelihood(self.decoder(z))
+
+    def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathbb E[x|z]` under the decoder."""
+        return self.likelihood.mean(self.decoder(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Mean reconstruction :math:`\mathbb E[x|z=\mu(x)]` at the posterior mean."""
+        return self.decoded_mean(self.posterior(x).mean)
+
+    def sample_prior(self, num_samples: int) -> torch.Tensor:
+        r"""Decoder means of ``num_samples`` codes :math:`z \sim p(z) = \mathcal N(0, I)`."""
+        device = next(self.decoder.parameters()).device
+        return self.decoded_mean(torch.randn(num_samples, self.z_dim, device=device))
