@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Train a VAE on MNIST with Pyro's SVI and write its figures, metrics and checkpoint.
+
+    python examples/mnist_svi.py                      # embedded 5,000-digit sample, 100 epochs
+    python examples/mnist_svi.py --data-dir ~/data    # full MNIST (downloaded there if missing)
+    python examples/mnist_svi.py --resume             # continue the run in --out
+
+The model p(z) p(x|z) and guide q(z|x) are pyro_vae.VAE's; see docs/equations.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+import pyro
+import torch
+
+from pyro_vae import VAE, Trainer, load_mnist
+from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.errors import PyroVAEError
+from pyro_vae.plots import plot_all
+
+# Options that define the model and its data stream. On --resume they come from the
+# checkpoint; giving a different value on the command line is an error.
+DEFAULTS = {
+    "z_dim": 50,
+    "hidden": [400],
+    "likelihood": "bernoulli",
+    "activation": "softplus",
+    "binarize": None,  # dynamic for bernoulli, none for continuous_bernoulli
+    "lr": 1e-3,
+    "seed": 0,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=100, help="train until this epoch (default 100)")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--z-dim", type=int, default=None, help="latent dimension (default 50)")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer widths (default 400)")
+    p.add_argument("--activation", default=None, choices=["softplus", "relu", "tanh", "elu"],
+                   help="hidden nonlinearity (default softplus)")
+    p.add_argument("--likelihood", default=None, choices=["bernoulli", "continuous_bernoulli"],
+                   help="p(x|z): bernoulli for binarized pixels (default), continuous_bernoulli for grey levels")
+    p.add_argument("--binarize", default=None, choices=["dynamic", "fixed", "none"],
+                   help="dynamic (fresh Bernoulli draw each epoch; default for bernoulli), fixed "
+                        "(threshold 0.5), none (default for continuous_bernoulli)")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST in torchvision's layout (DIR/MNIST/raw); default $PYRO_VAE_DATA, then "
+                        "~/.cache/pyro_vae (downloading), then the embedded 5,000-digit sample")
+    p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
+    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--out", default="runs/mnist_svi", help="output directory (default runs/mnist_svi)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--test-every", type=int, default=1, help="evaluate the test ELBO every N epochs")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return p.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
+    """The run's config: CLI values, else the checkpoint's (on --resume), else the defaults."""
+    given = {
+        "z_dim": args.z_dim,
+        "hidden": args.hidden,
+        "likelihood": args.likelihood,
+        "activation": args.activation,
+        "binarize": args.binarize,
+        "lr": args.lr,
+        "seed": args.seed,
+    }
+    if checkpoint is None:
+        config = {k: (v if v is not None else DEFAULTS[k]) for k, v in given.items()}
+    else:
+        saved = {
+            "z_dim": checkpoint["config"]["z_dim"],
+            "hidden": list(checkpoint["config"]["hidden_dims"]),
+            "likelihood": checkpoint["config"]["likelihood"],
+            "activation": checkpoint["config"]["activation"],
+            **checkpoint["trainer"],
+        }
+        clash = {k: (v, saved[k]) for k, v in given.items() if v is not None and v != saved[k]}
+        if clash:
+            raise PyroVAEError(
+                "--resume continues the saved run, but these options differ from it: "
+                + ", ".join(f"--{k.replace('_', '-')} {a} (checkpoint: {b})" for k, (a, b) in clash.items())
+                + ". Drop them, or use a new --out to start another run."
+            )
+        config = saved
+    if config["binarize"] is None:
+        config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
+    return config
+
+
+def prepare_out(out: str) -> None:
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as err:
+        raise PyroVAEError(f"cannot write to the output directory {out!r} ({err.strerror}); "
+                           f"choose another with --out") from None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    checkpoint_path = os.path.join(args.out, "checkpoint.pt")
+    prepare_out(args.out)
+    checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
+    config = resolve_config(args, checkpoint)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise PyroVAEError(f"--device {args.device} was asked for, but CUDA is not available here; use --device cpu")
+    device = torch.device(args.device)
+
+    data = load_mnist(args.data_dir, download=not args.no_download)
+    train_x, test_x, test_y = data.train_images, data.test_images, data.test_labels
+    if args.train_size is not None:
+        train_x = train_x[: args.train_size]
+    if args.test_size is not None:
+        test_x, test_y = test_x[: args.test_size], test_y[: args.test_size]
+    print(f"data: {data.source}: {len(train_x)} train / {len(test_x)} test images", flush=True)
+
+    pyro.set_rng_seed(config["seed"])  # the seed governs the initial weights too
+    vae = VAE(z_dim=config["z_dim"], hidden_dims=config["hidden"], likelihood=config["likelihood"],
+              activation=config["activation"]).to(device)
+    trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"])
+    if checkpoint is not None:
+        trainer.load_state_dict(checkpoint)
+        print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}", flush=True)
+    print(f"model: z_dim={config['z_dim']} hidden={config['hidden']} {config['activation']}, "
+          f"likelihood={config['likelihood']}, binarize={config['binarize']}; SVI Trace_ELBO, "
+          f"Adam lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(train_x, test_x, epochs=args.epochs, batch_size=args.batch_size,
+                    test_every=args.test_every, checkpoint=checkpoint_path,
+                    progress=not args.no_progress, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last complete epoch ({trainer.epoch}) is in {checkpoint_path}: "
+              f"rerun with --resume --out {args.out} to continue", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - start
+
+    test_ready = trainer.prepare_test(test_x)
+    final = trainer.evaluate(test_ready)
+    figures = plot_all(vae, trainer.history, test_ready, test_y, args.out)
+    seconds = [r["seconds"] for r in trainer.history]
+    metrics = {
+        "epochs": trainer.epoch,
+        "test_elbo": final["elbo"],
+        "test_recon": final["recon"],
+        "test_kl": final["kl"],
+        "test_bits_per_dim": final["bits_per_dim"],
+        "train_elbo": trainer.history[-1]["train_elbo"],
+        "seconds_per_epoch": sum(seconds) / len(seconds),
+        "wall_seconds_this_run": wall,
+        "data": data.source,
+        "num_train": len(train_x),
+        "num_test": len(test_x),
+        "config": {**config, "batch_size": args.batch_size, "device": str(device)},
+        "figures": {k: os.path.basename(v) for k, v in figures.items()},
+        "history": trainer.history,
+    }
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
+          f"({final['bits_per_dim']:.4f} bits/dim); figures, metrics.json and checkpoint.pt in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    debug = "--debug" in sys.argv
+    try:
+        sys.exit(main())
+    except (PyroVAEError, ValueError, TypeError, FloatingPointError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,62 @@
+"""examples/mnist_svi.py end to end: figures, metrics.json, checkpoint, --resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
+FIGURES = ["elbo_curves.png", "reconstructions.png", "prior_samples.png", "latent_map.png", "interpolation.png"]
+
+
+def run(args, mnist_source):
+    data = ["--data-dir", mnist_source] if mnist_source else []
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *data, "--no-download", "--no-progress", *args],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_example_runs_writes_everything_and_resumes(tmp_path, mnist_source):
+    out = str(tmp_path / "run")
+    small = ["--train-size", "1024", "--test-size", "500", "--z-dim", "8", "--hidden", "64", "--out", out]
+    first = run(["--epochs", "1", *small], mnist_source)
+    assert first.returncode == 0, first.stderr
+    for name in FIGURES + ["metrics.json", "checkpoint.pt"]:
+        assert os.path.getsize(os.path.join(out, name)) > 1000 or name == "metrics.json", name
+    metrics = json.loads(Path(out, "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["num_train"] == 1024 and metrics["num_test"] == 500
+    assert metrics["test_elbo"] == pytest.approx(metrics["test_recon"] - metrics["test_kl"])
+    assert -800 < metrics["test_elbo"] < 0
+    state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert state["epoch"] == 1 and {"model", "optim", "rng", "config"} <= set(state)
+
+    second = run(["--epochs", "2", "--resume", "--train-size", "1024", "--test-size", "500", "--out", out], mnist_source)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout and "at epoch 1" in second.stdout
+    metrics = json.loads(Path(out, "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and [r["epoch"] for r in metrics["history"]] == [1, 2]
+    assert metrics["config"]["z_dim"] == 8  # taken from the checkpoint
+
+
+def test_example_errors_are_one_line_without_traceback(tmp_path, mnist_source):
+    out = str(tmp_path / "run")
+    missing = run(["--resume", "--out", out], mnist_source)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: no checkpoint at") and "Traceback" not in missing.stderr
+
+    bad = run(["--epochs", "0", "--out", out, "--train-size", "64"], mnist_source)
+    assert bad.returncode == 2 and "epochs must be a positive int" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_example_help():
+    result = subprocess.run([sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ["--epochs", "--batch-size", "--lr", "--z-dim", "--hidden", "--likelihood", "--data-dir",
+                 "--out", "--seed", "--device", "--test-every", "--resume"]:
+        assert flag in result.stdout
