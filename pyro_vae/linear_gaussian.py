@@ -52,7 +52,7 @@ Bishop (2006), *Pattern Recognition and Machine Learning*, section 2.3.3 and 12.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -60,7 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .elbo import ELBOTerms
+from pyro import poutine
+
+from .elbo import ELBOTerms, elbo_terms
 from .errors import InvalidDataError
 from .vae import data_plate, register_module
 
@@ -248,6 +250,58 @@ class LinearGaussianModel(nn.Module):
         log_det_s = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         log_det_precision = torch.logdet(precision)
         return 0.5 * (trace_term + mahalanobis - self.z_dim - log_det_s - log_det_precision)
+
+
+class ExactDecomposition(NamedTuple):
+    r"""Per-datapoint terms of :math:`\log p(x_i) = \mathrm{ELBO}_i + \mathrm{KL}(q(z|x_i)\,\|\,p(z|x_i))`, in nats."""
+
+    log_evidence: torch.Tensor  #: log p(x_i), exact
+    elbo: torch.Tensor  #: recon - kl_prior
+    kl_posterior: torch.Tensor  #: KL(q(z|x_i) || p(z|x_i)), the gap of the bound
+    recon: torch.Tensor  #: E_q[log p(x_i|z)]
+    kl_prior: torch.Tensor  #: KL(q(z|x_i) || p(z))
+    exact: bool  #: True when every term is a closed form (Gaussian q), False for MC estimates
+
+
+def _gaussian_loc_scale_tril(q: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(loc, scale_tril)`` of a diagonal or full-covariance Gaussian, else ``None``."""
+    if isinstance(q, dist.MultivariateNormal):
+        return q.loc, q.scale_tril
+    base, reinterpreted = q, 0
+    while isinstance(base, dist.Independent):
+        reinterpreted += base.reinterpreted_batch_ndims
+        base = base.base_dist
+    if isinstance(base, dist.Normal) and reinterpreted == 1:
+        return base.loc, torch.diag_embed(base.scale)
+    return None
+
+
+def decompose(
+    model: "LinearGaussianModel",
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    num_particles: int = 1000,
+) -> ExactDecomposition:
+    r"""Split the exact :math:`\log p(x_i)` into the ELBO of ``guide`` and its gap (seed items 7-9).
+
+    ``guide`` is any guide with the VAE's site ``"z"`` and plate ``"data"``. When its
+    :math:`q(z|x)` is Gaussian (``Normal(...).to_event(1)`` or ``MultivariateNormal``)
+    every term is a closed form; otherwise the ELBO is estimated with
+    ``num_particles`` samples by :func:`pyro_vae.elbo.elbo_terms` and the gap is
+    :math:`\log p(x) - \mathrm{ELBO}`.
+    """
+    q = poutine.trace(guide).get_trace(x).nodes["z"]["fn"]
+    log_evidence = model.log_evidence(x)
+    params = _gaussian_loc_scale_tril(q)
+    if params is not None:
+        loc, scale_tril = params
+        terms = model.analytic_elbo_terms(x, loc, scale_tril.expand(x.shape[0], -1, -1))
+        gap = model.kl_to_posterior(x, loc, scale_tril.expand(x.shape[0], -1, -1))
+        return ExactDecomposition(log_evidence, terms.elbo, gap, terms.recon, terms.kl, True)
+    terms = elbo_terms(model.model, guide, x, num_particles=num_particles)
+    return ExactDecomposition(
+        log_evidence, terms.elbo, log_evidence - terms.elbo, terms.recon, terms.kl, False
+    )
 
 
 class LinearGaussianGuide(nn.Module):
