@@ -1,0 +1,21 @@
+"""The documentation builds with Sphinx, warnings as errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_sphinx_builds_the_docs_without_warnings(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    for page in ["index.html", "equations.html", "tutorial.html", "api.html"]:
+        assert (tmp_path / page).is_file(), page
+    api = (tmp_path / "api.html").read_text()
+    for name in ["pyro_vae.vae.VAE", "pyro_vae.elbo.elbo_terms", "pyro_vae.information.entropy",
+                 "pyro_vae.linear_gaussian.LinearGaussianModel"]:
+        assert f'id="{name}"' in api, name
