@@ -1,7 +1,9 @@
 """pyro_vae: the variational autoencoder written as a Pyro model and guide.
 
-``from pyro_vae import VAE`` gives the model/guide pair; :class:`Trainer` fits it
-by SVI on the ELBO; :func:`load_mnist` finds the data. :mod:`pyro_vae.information`
+``from pyro_vae import VAE`` gives the model/guide pair, with built-in or your own
+guides (:mod:`pyro_vae.guides`, :mod:`pyro_vae.guide_contract`); :class:`Trainer` fits
+it by SVI on the ELBO or another objective (:mod:`pyro_vae.objectives`);
+:func:`log_likelihood` estimates test log-likelihoods; :func:`load_mnist` finds the data. :mod:`pyro_vae.information`
 computes information, entropy and KL; :mod:`pyro_vae.linear_gaussian` is an exact
 model on which every identity of the ELBO can be checked. The equations of the seed
 (docs/equations.md) map onto these modules one concept each.
@@ -10,18 +12,37 @@ model on which every identity of the ELBO can be checked. The equations of the s
 from .data import MNISTData, binarize, load_mnist
 from .elbo import ELBOTerms, bits_per_dim, elbo_terms
 from .errors import CheckpointError, DataNotFoundError, InvalidDataError, PyroVAEError
+from .evaluate import LogLikelihood, active_units, kl_per_dimension, log_likelihood
+from .guide_contract import GuideError, check_guide
+from .guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
 from .information import cross_entropy, entropy, information_content, kl_divergence
 from .linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from .objectives import IWAE_ELBO, get_objective, kl_weighted
+from .plate import data_plate, register_module
 from .reparameterization import reparameterize
 from .train import Trainer
-from .vae import VAE, data_plate
+from .vae import VAE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
     "data_plate",
+    "register_module",
+    "DiagonalNormalGuide",
+    "ConvolutionalGuide",
+    "FullCovarianceGuide",
+    "IAFGuide",
+    "check_guide",
+    "GuideError",
     "Trainer",
+    "get_objective",
+    "IWAE_ELBO",
+    "kl_weighted",
+    "log_likelihood",
+    "LogLikelihood",
+    "active_units",
+    "kl_per_dimension",
     "load_mnist",
     "MNISTData",
     "binarize",

@@ -64,7 +64,7 @@ from pyro import poutine
 
 from .elbo import ELBOTerms, elbo_terms
 from .errors import InvalidDataError
-from .vae import data_plate, register_module
+from .plate import data_plate, register_module
 
 
 def _check_data(x: torch.Tensor, x_dim: int) -> torch.Tensor:

@@ -83,8 +83,8 @@ def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0) -> str:
 
 @torch.no_grad()
 def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str) -> str:
-    """Posterior means μ(x) of test digits projected on their first two principal axes."""
-    mu = vae.posterior(x).mean.cpu()
+    """Posterior means E_q[z|x] of test digits projected on their first two principal axes."""
+    mu = vae.posterior_mean(x).cpu()
     centred = mu - mu.mean(0)
     _, s, v = torch.linalg.svd(centred, full_matrices=False)
     coords = centred @ v[:2].T
@@ -106,7 +106,7 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str) 
 def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, steps: int = 10) -> str:
     """Decoder means along straight lines between the posterior means of pairs of test digits."""
     pairs = _distinct_label_pairs(labels, 5)
-    mu = vae.posterior(x[[i for pair in pairs for i in pair]]).mean
+    mu = vae.posterior_mean(x[[i for pair in pairs for i in pair]])
     t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
     rows = [vae.decoded_mean(mu[2 * k] * (1 - t) + mu[2 * k + 1] * t) for k in range(len(pairs))]
     fig, ax = plt.subplots(figsize=(9, 1.0 * len(pairs) + 0.8))

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import SVI
 from pyro.infer.elbo import ELBO
 from tqdm.auto import tqdm
 
@@ -30,6 +30,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import BINARIZATIONS, binarize, check_pixels
 from .elbo import bits_per_dim, elbo_terms
 from .errors import CheckpointError
+from .guide_contract import check_guide
+from .objectives import check_beta, get_objective, kl_weighted
 from .vae import VAE
 
 #: The test set is binarized once, with this seed, whatever the training seed:
@@ -65,7 +67,13 @@ class Trainer:
     :param lr: Adam's learning rate.
     :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.binarize`).
     :param seed: seeds Pyro/torch and the per-epoch data streams.
-    :param loss: the ELBO estimator; :class:`pyro.infer.Trace_ELBO` by default.
+    :param objective: ``"elbo"`` (:class:`pyro.infer.Trace_ELBO`, the default),
+        ``"meanfield"``, ``"iwae"``, ``"jit_elbo"`` or ``"jit_meanfield"``; see
+        :mod:`pyro_vae.objectives`.
+    :param num_particles: particles of the objective (:math:`K` for ``"iwae"``).
+    :param beta: weight of the KL term (of site ``"z"``) in the training objective.
+    :param kl_warmup: epochs over which that weight rises linearly from 0 to ``beta``.
+    :param loss: an ELBO instance to use instead of ``objective``.
     """
 
     def __init__(
@@ -75,20 +83,58 @@ class Trainer:
         lr: float = 1e-3,
         binarize: str = "dynamic",
         seed: int = 0,
+        objective: str = "elbo",
+        num_particles: Optional[int] = None,
+        beta: float = 1.0,
+        kl_warmup: int = 0,
         loss: Optional[ELBO] = None,
     ) -> None:
         if binarize not in BINARIZATIONS:
             raise ValueError(f"unknown binarization {binarize!r}; choose one of {list(BINARIZATIONS)}")
+        if isinstance(kl_warmup, bool) or not isinstance(kl_warmup, int) or kl_warmup < 0:
+            raise ValueError(f"kl_warmup must be a whole number of epochs >= 0, got {kl_warmup!r}")
+        if kl_warmup and objective.startswith("jit"):
+            raise ValueError(
+                f"kl_warmup changes the KL weight every step, which a JIT-compiled objective "
+                f"({objective!r}) would freeze; use objective='elbo' or 'meanfield' with warm-up"
+            )
         self.vae = vae
         self.lr = _positive("lr", lr, float)
         self.binarize = binarize
         self.seed = int(seed)
+        self.objective = objective
+        self.num_particles = num_particles
+        self.beta = check_beta(beta)
+        self.kl_warmup = kl_warmup
         self.optim = pyro.optim.Adam({"lr": self.lr})
-        self.loss = loss if loss is not None else Trace_ELBO()
-        self.svi = SVI(vae.model, vae.guide, self.optim, loss=self.loss)
+        self.loss = loss if loss is not None else get_objective(objective, num_particles)
+        # The KL weight acts on site "z" of both programs (pyro.poutine.scale, per site).
+        self._model = kl_weighted(vae.model, self.beta)
+        self._guide = kl_weighted(vae.guide, self.beta)
+        self.svi = SVI(self._model, self._guide, self.optim, loss=self.loss)
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
         pyro.set_rng_seed(self.seed)
+
+    def set_lr(self, lr: float) -> None:
+        """Change Adam's learning rate for the next steps (for schedules such as Burda et al.'s).
+
+        ``self.lr`` stays the configured base rate; the current rate lives in Adam's
+        state, which checkpoints save and restore.
+        """
+        lr = _positive("lr", lr, float)
+        self.optim.pt_optim_args["lr"] = lr  # for parameters Adam has not seen yet
+        for optimizer in self.optim.optim_objs.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def set_beta(self, beta: float) -> None:
+        """Set the KL weight the next SVI steps use (KL warm-up calls this every step)."""
+        self._model.beta = self._guide.beta = check_beta(beta)
+
+    @property
+    def current_beta(self) -> float:
+        return self._model.beta
 
     @property
     def device(self) -> torch.device:
@@ -117,7 +163,11 @@ class Trainer:
     # ---- one epoch of SVI ----------------------------------------------------------------
 
     def train_epoch(self, x: torch.Tensor, batch_size: int = 128, progress: bool = True) -> float:
-        """One pass over ``x`` in shuffled minibatches; returns the mean train ELBO per datapoint."""
+        """One pass over ``x`` in shuffled minibatches.
+
+        Returns the mean training objective per datapoint: the ELBO by default, the
+        IWAE bound or the beta-weighted ELBO when so configured.
+        """
         _positive("batch_size", batch_size)
         num_data = x.shape[0]
         generator = self._epoch_generator(self.epoch + 1)
@@ -131,7 +181,10 @@ class Trainer:
             leave=False,
             disable=None if progress else True,
         )
+        num_steps = len(bar)
         for step, idx in enumerate(bar):
+            if self.kl_warmup:
+                self.set_beta(self.beta * min(1.0, (self.epoch + step / num_steps) / self.kl_warmup))
             batch = binarize(x[idx], self.binarize, generator).to(self.device, non_blocking=True)
             # The plate scales the batch by num_data / B: svi.step returns -ELBO for all N.
             loss = self.svi.step(batch, num_data=num_data)
@@ -186,6 +239,10 @@ class Trainer:
         _positive("batch_size", batch_size)
         _positive("test_every", test_every)
         train_x = self.check_data(train_x, "training data")
+        if self.epoch == 0:  # the guide contract, checked once by tracing, before any step
+            sample = binarize(train_x[:2], self.binarize, torch.Generator().manual_seed(0))
+            with _rng_fork(self.seed):  # leaves the training RNG stream untouched
+                check_guide(self.vae.model, self.vae.guide, sample.to(self.device), self.vae.z_dim)
         test_ready = self.prepare_test(test_x) if test_x is not None else None
         while self.epoch < epochs:
             start = time.perf_counter()
@@ -194,6 +251,7 @@ class Trainer:
                 "epoch": self.epoch,
                 "train_elbo": train_elbo,
                 "seconds": time.perf_counter() - start,
+                "beta": self.current_beta,
             }
             if test_ready is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
                 test = self.evaluate(test_ready)
@@ -206,11 +264,25 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
+    def state_dict_config(self) -> Dict[str, Dict[str, Any]]:
+        """The settings a checkpoint must share with the trainer that resumes it."""
+        return {
+            "config": self.vae.config,
+            "trainer": {
+                "lr": self.lr,
+                "binarize": self.binarize,
+                "seed": self.seed,
+                "objective": self.objective,
+                "num_particles": self.num_particles,
+                "beta": self.beta,
+                "kl_warmup": self.kl_warmup,
+            },
+        }
+
     def state_dict(self) -> Dict[str, Any]:
         np_state = np.random.get_state()
         return {
-            "config": self.vae.config,
-            "trainer": {"lr": self.lr, "binarize": self.binarize, "seed": self.seed},
+            **self.state_dict_config(),
             "epoch": self.epoch,
             "model": self.vae.state_dict(),
             "optim": self.optim.get_state(),
@@ -224,14 +296,16 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        mine = self.state_dict_config()
         differ = {
-            key: (state["config"].get(key), value)
-            for key, value in self.vae.config.items()
-            if state["config"].get(key) != value
+            key: (state[part].get(key), value)
+            for part in ("config", "trainer")
+            for key, value in mine[part].items()
+            if state[part].get(key) != value
         }
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
-            raise CheckpointError(f"the checkpoint was written for another VAE ({detail})")
+            raise CheckpointError(f"the checkpoint was written for another configuration ({detail})")
         self.vae.load_state_dict(state["model"])
         self.optim.set_state(state["optim"])
         self.epoch = int(state["epoch"])

@@ -29,48 +29,20 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer.util import is_validation_enabled
-from pyro.params.param_store import param_with_module_name
 from torch import nn
 
 from .errors import InvalidDataError
 from .likelihoods import get_likelihood
-from .networks import GaussianEncoder, mlp
+from .evaluate import distribution_mean
+from .guides import make_guide
+from .networks import mlp
+from .plate import data_plate, register_module
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
-
-
-def register_module(name: str, module: nn.Module) -> nn.Module:
-    """``pyro.module(name, module)``, making sure the param store holds *this* module's tensors.
-
-    Pyro's param store is global and keyed by name: a second VAE in the same
-    process would otherwise have its optimizer step the first VAE's tensors
-    (which ``pyro.module`` silently returns for a name it has seen). Stale entries
-    under our names are dropped so that the module being run owns them.
-    """
-    store = pyro.get_param_store()
-    for param_name, param in module.named_parameters():
-        full_name = param_with_module_name(name, param_name)
-        if full_name in store and store._params[full_name] is not param:
-            del store[full_name]
-    return pyro.module(name, module)
-
-
-def data_plate(batch_size: int, num_data: Optional[int], device: torch.device) -> pyro.plate:
-    """``pyro.plate("data")`` over a minibatch of ``batch_size`` out of ``num_data`` datapoints.
-
-    With ``num_data = N > B`` the plate scales every log-density inside it by
-    ``N / B``, so the minibatch ELBO is an unbiased estimate of the full-data ELBO
-    (seed item 9). Model and guide must both use it, with the same arguments.
-    """
-    if num_data is None or num_data == batch_size:
-        return pyro.plate("data", batch_size)
-    if num_data < batch_size:
-        raise ValueError(f"num_data={num_data} is smaller than the batch ({batch_size})")
-    return pyro.plate("data", num_data, subsample=torch.arange(batch_size, device=device))
 
 
 class VAE(nn.Module):
@@ -82,11 +54,13 @@ class VAE(nn.Module):
     :param hidden_dims: widths of the hidden layers of encoder and decoder.
     :param likelihood: ``"bernoulli"`` (binary pixels) or ``"continuous_bernoulli"``
         (grey-level pixels in [0, 1]); see :mod:`pyro_vae.likelihoods`.
-    :param guide: ``None`` for the built-in diagonal-Normal MLP encoder, or a
+    :param guide: the approximate posterior :math:`q(z|x)`: ``None`` or ``"diagonal"``
+        for the diagonal-Normal MLP encoder, another built-in by name (``"conv"``,
+        ``"full_covariance"``, ``"iaf"``; see :mod:`pyro_vae.guides`), or your own
         callable ``guide(x, num_data=None)`` that samples site ``"z"`` (event shape
-        ``(z_dim,)``) inside ``pyro.plate("data", ...)`` exactly as :meth:`model`
-        does. If it is an :class:`~torch.nn.Module` it becomes a submodule, so its
-        parameters are saved with the VAE.
+        ``(z_dim,)``) inside :func:`~pyro_vae.plate.data_plate` exactly as :meth:`model`
+        does (:mod:`pyro_vae.guide_contract`). An :class:`~torch.nn.Module` guide
+        becomes a submodule, so its parameters are saved with the VAE.
     :param activation: hidden-layer nonlinearity (``softplus``, ``relu``, ``tanh``, ``elu``).
     :param name: prefix of this VAE's parameter names in Pyro's param store.
     """
@@ -111,18 +85,25 @@ class VAE(nn.Module):
         self.activation = activation
         self.name = name
         self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim], activation)
-        if guide is None:
-            self.encoder: Optional[GaussianEncoder] = GaussianEncoder(
-                self.x_dim, self.z_dim, self.hidden_dims, activation
+        if guide is None or isinstance(guide, str):
+            # A built-in guide by name (see pyro_vae.guides.GUIDES): an nn.Module encoder.
+            self.guide_name = guide or "diagonal"
+            self.encoder: Optional[nn.Module] = make_guide(
+                self.guide_name, self.x_dim, self.z_dim, self.hidden_dims, activation, name_prefix=name
             )
-            self._custom_guide = None
+            self._guide_fn: Optional[Callable[..., Any]] = None
         elif callable(guide):
-            self.encoder = None
-            self._custom_guide = guide  # an nn.Module guide is registered as a submodule here
+            self.guide_name = f"custom:{getattr(guide, '__name__', type(guide).__name__)}"
+            guide_z_dim = getattr(guide, "z_dim", self.z_dim)
+            if guide_z_dim != self.z_dim:
+                raise ValueError(f"the guide has z_dim={guide_z_dim} but the VAE has z_dim={self.z_dim}")
+            # An nn.Module guide becomes a submodule: its parameters are saved with the VAE.
+            self.encoder = guide if isinstance(guide, nn.Module) else None
+            self._guide_fn = None if isinstance(guide, nn.Module) else guide
         else:
             raise TypeError(
-                f"guide must be None (the built-in encoder) or a callable guide(x, num_data=None), "
-                f"got {type(guide).__name__}"
+                f"guide must be None, the name of a built-in guide, or a callable "
+                f"guide(x, num_data=None); got {type(guide).__name__}"
             )
 
     @property
@@ -134,7 +115,7 @@ class VAE(nn.Module):
             "hidden_dims": list(self.hidden_dims),
             "likelihood": self.likelihood.name,
             "activation": self.activation,
-            "guide": "default" if self._custom_guide is None else type(self._custom_guide).__name__,
+            "guide": self.guide_name,
         }
 
     # ---- input handling ---------------------------------------------------------------
@@ -176,15 +157,13 @@ class VAE(nn.Module):
     # ---- the guide: q(z|x) ----------------------------------------------------------------
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
-        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10)."""
-        if self._custom_guide is not None:
-            return self._custom_guide(x, num_data=num_data)
-        x = self.flatten(x)
-        register_module(f"{self.name}.encoder", self.encoder)
-        with data_plate(x.shape[0], num_data, x.device):
-            loc, scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-        return loc, scale
+        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10).
+
+        Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
+        samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
+        """
+        guide = self.encoder if self.encoder is not None else self._guide_fn
+        return guide(self.flatten(x), num_data=num_data)
 
     # ---- conveniences built on the two programs ---------------------------------------------
 
@@ -203,9 +182,14 @@ class VAE(nn.Module):
         r""":math:`\mathbb E[x|z]` under the decoder."""
         return self.likelihood.mean(self.decoder(z))
 
+    def posterior_mean(self, x: torch.Tensor, num_samples: int = 64) -> torch.Tensor:
+        r""":math:`\mathbb E_q[z|x]`: exact where the guide's distribution has a mean
+        (Gaussian guides), else a Monte Carlo average of ``num_samples`` draws (flows)."""
+        return distribution_mean(self.posterior(x), num_samples)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Mean reconstruction :math:`\mathbb E[x|z=\mu(x)]` at the posterior mean."""
-        return self.decoded_mean(self.posterior(x).mean)
+        r"""Mean reconstruction :math:`\mathbb E[x|z=\mathbb E_q[z|x]]` at the posterior mean."""
+        return self.decoded_mean(self.posterior_mean(x))
 
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         r"""Decoder means of ``num_samples`` codes :math:`z \sim p(z) = \mathcal N(0, I)`."""
