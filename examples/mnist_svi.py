@@ -20,9 +20,14 @@ import traceback
 import pyro
 import torch
 
+from tqdm.auto import tqdm
+
 from pyro_vae import VAE, Trainer, load_mnist
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import PyroVAEError
+from pyro_vae.evaluate import log_likelihood
+from pyro_vae.guides import GUIDES
+from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.plots import plot_all
 
 # Options that define the model and its data stream. On --resume they come from the
@@ -35,6 +40,11 @@ DEFAULTS = {
     "binarize": None,  # dynamic for bernoulli, none for continuous_bernoulli
     "lr": 1e-3,
     "seed": 0,
+    "guide": "diagonal",
+    "objective": "elbo",
+    "num_particles": None,
+    "beta": 1.0,
+    "kl_warmup": 0,
 }
 
 
@@ -52,6 +62,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--binarize", default=None, choices=["dynamic", "fixed", "none"],
                    help="dynamic (fresh Bernoulli draw each epoch; default for bernoulli), fixed "
                         "(threshold 0.5), none (default for continuous_bernoulli)")
+    p.add_argument("--guide", default=None, choices=sorted(GUIDES),
+                   help="q(z|x): diagonal Normal MLP (default), conv, full_covariance, iaf")
+    p.add_argument("--objective", default=None, choices=sorted(OBJECTIVES),
+                   help="elbo (Trace_ELBO, default), meanfield (analytic KL), iwae, jit_elbo, jit_meanfield")
+    p.add_argument("--particles", dest="num_particles", type=int, default=None,
+                   help="particles of the objective; K of iwae (default 5), 1 for the ELBOs")
+    p.add_argument("--beta", type=float, default=None, help="weight of the KL term in training (default 1)")
+    p.add_argument("--kl-warmup", type=int, default=None,
+                   help="epochs over which the KL weight rises linearly from 0 to --beta (default 0)")
+    p.add_argument("--eval-samples", type=int, default=0,
+                   help="K importance samples for the final test log-likelihood (e.g. 5000; default 0: skip)")
     p.add_argument("--data-dir", default=None,
                    help="MNIST in torchvision's layout (DIR/MNIST/raw); default $PYRO_VAE_DATA, then "
                         "~/.cache/pyro_vae (downloading), then the embedded 5,000-digit sample")
@@ -78,6 +99,11 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
         "binarize": args.binarize,
         "lr": args.lr,
         "seed": args.seed,
+        "guide": args.guide,
+        "objective": args.objective,
+        "num_particles": args.num_particles,
+        "beta": args.beta,
+        "kl_warmup": args.kl_warmup,
     }
     if checkpoint is None:
         config = {k: (v if v is not None else DEFAULTS[k]) for k, v in given.items()}
@@ -87,6 +113,7 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
             "hidden": list(checkpoint["config"]["hidden_dims"]),
             "likelihood": checkpoint["config"]["likelihood"],
             "activation": checkpoint["config"]["activation"],
+            "guide": checkpoint["config"]["guide"],
             **checkpoint["trainer"],
         }
         clash = {k: (v, saved[k]) for k, v in given.items() if v is not None and v != saved[k]}
@@ -134,13 +161,18 @@ def main(argv=None) -> int:
 
     pyro.set_rng_seed(config["seed"])  # the seed governs the initial weights too
     vae = VAE(z_dim=config["z_dim"], hidden_dims=config["hidden"], likelihood=config["likelihood"],
-              activation=config["activation"]).to(device)
-    trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"])
+              activation=config["activation"], guide=config["guide"]).to(device)
+    trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"],
+                      objective=config["objective"], num_particles=config["num_particles"],
+                      beta=config["beta"], kl_warmup=config["kl_warmup"])
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint)
         print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}", flush=True)
+    particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
+    warmup = f" (warm-up over {config['kl_warmup']} epochs)" if config["kl_warmup"] else ""
     print(f"model: z_dim={config['z_dim']} hidden={config['hidden']} {config['activation']}, "
-          f"likelihood={config['likelihood']}, binarize={config['binarize']}; SVI Trace_ELBO, "
+          f"likelihood={config['likelihood']}, binarize={config['binarize']}, guide={config['guide']}; "
+          f"SVI {type(trainer.loss).__name__}{particles}, beta={config['beta']}{warmup}, "
           f"Adam lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
 
     start = time.perf_counter()
@@ -174,6 +206,18 @@ def main(argv=None) -> int:
         "figures": {k: os.path.basename(v) for k, v in figures.items()},
         "history": trainer.history,
     }
+    if args.eval_samples:
+        start_ll = time.perf_counter()
+        with tqdm(total=len(test_ready), desc=f"log p(x), K={args.eval_samples}", unit="img",
+                  disable=True if args.no_progress else None) as bar:
+            ll = log_likelihood(vae.model, vae.guide, test_ready, num_samples=args.eval_samples,
+                                progress=lambda done: bar.update(done - bar.n))
+        metrics["test_log_likelihood"] = -ll.nll()
+        metrics["test_log_likelihood_stderr"] = float(ll.stderr.pow(2).mean().sqrt() / len(ll.stderr) ** 0.5)
+        metrics["test_log_likelihood_samples"] = args.eval_samples
+        metrics["test_log_likelihood_seconds"] = time.perf_counter() - start_ll
+        print(f"test log-likelihood {-ll.nll():.3f} nats/datapoint (K={args.eval_samples} importance "
+              f"samples, median ESS {ll.ess.median().item():.0f}, {metrics['test_log_likelihood_seconds']:.0f} s)")
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
