@@ -6,6 +6,8 @@
     python examples/mnist_svi.py --resume             # continue the run in --out
 
 The model p(z) p(x|z) and guide q(z|x) are pyro_vae.VAE's; see docs/equations.md.
+Errors print one line and exit with code 2 (--debug shows the traceback); SIGINT and
+SIGTERM stop after the current step with a checkpoint, exiting 130 and 143.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 import pyro
 import torch
@@ -23,12 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import VAE, Trainer, load_mnist
-from pyro_vae.checkpoint import load_checkpoint
-from pyro_vae.errors import PyroVAEError
+from pyro_vae.checkpoint import check_writable_dir, load_checkpoint
+from pyro_vae.errors import ConfigError, PyroVAEError, TrainingInterrupted, check_positive
 from pyro_vae.evaluate import log_likelihood
 from pyro_vae.guides import GUIDES
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.plots import plot_all
 
 # Options that define the model and its data stream. On --resume they come from the
 # checkpoint; giving a different value on the command line is an error.
@@ -45,11 +47,19 @@ DEFAULTS = {
     "num_particles": None,
     "beta": 1.0,
     "kl_warmup": 0,
+    "clip_norm": None,
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line on stderr (exit code 2, like every error here)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=100, help="train until this epoch (default 100)")
     p.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
@@ -71,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--beta", type=float, default=None, help="weight of the KL term in training (default 1)")
     p.add_argument("--kl-warmup", type=int, default=None,
                    help="epochs over which the KL weight rises linearly from 0 to --beta (default 0)")
+    p.add_argument("--clip-norm", type=float, default=None,
+                   help="clamp every gradient entry to [-C, C] (pyro.optim.ClippedAdam; default: no clipping)")
     p.add_argument("--eval-samples", type=int, default=0,
                    help="K importance samples for the final test log-likelihood (e.g. 5000; default 0: skip)")
     p.add_argument("--data-dir", default=None,
@@ -86,7 +98,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, example in (("epochs", 10), ("batch_size", 128), ("test_every", 1)):
+        check_positive(name, getattr(args, name), example=example, flag=f"--{name.replace('_', '-')}")
+    for name in ("train_size", "test_size"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of images, got {value}; "
+                              f"drop the option to use them all")
+    if args.eval_samples < 0:
+        raise ConfigError(f"--eval-samples must be >= 0, got {args.eval_samples}; "
+                          f"e.g. --eval-samples 5000, or 0 to skip")
+    return args
 
 
 def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
@@ -104,6 +127,7 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
         "num_particles": args.num_particles,
         "beta": args.beta,
         "kl_warmup": args.kl_warmup,
+        "clip_norm": args.clip_norm,
     }
     if checkpoint is None:
         config = {k: (v if v is not None else DEFAULTS[k]) for k, v in given.items()}
@@ -114,6 +138,7 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
             "likelihood": checkpoint["config"]["likelihood"],
             "activation": checkpoint["config"]["activation"],
             "guide": checkpoint["config"]["guide"],
+            "clip_norm": None,  # not recorded before clipping existed
             **checkpoint["trainer"],
         }
         clash = {k: (v, saved[k]) for k, v in given.items() if v is not None and v != saved[k]}
@@ -129,27 +154,27 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
     return config
 
 
-def prepare_out(out: str) -> None:
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
-    except OSError as err:
-        raise PyroVAEError(f"cannot write to the output directory {out!r} ({err.strerror}); "
-                           f"choose another with --out") from None
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     checkpoint_path = os.path.join(args.out, "checkpoint.pt")
-    prepare_out(args.out)
+    check_writable_dir(args.out)
     checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
     config = resolve_config(args, checkpoint)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise PyroVAEError(f"--device {args.device} was asked for, but CUDA is not available here; use --device cpu")
     device = torch.device(args.device)
+
+    # Model and trainer first: a bad setting is refused before the data is read.
+    pyro.set_rng_seed(config["seed"])  # the seed governs the initial weights too
+    vae = VAE(z_dim=config["z_dim"], hidden_dims=config["hidden"], likelihood=config["likelihood"],
+              activation=config["activation"], guide=config["guide"]).to(device)
+    trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"],
+                      objective=config["objective"], num_particles=config["num_particles"],
+                      beta=config["beta"], kl_warmup=config["kl_warmup"], clip_norm=config["clip_norm"])
+    if checkpoint is not None:
+        trainer.resume(checkpoint_path)
+        at = f" (+ {trainer.step_in_epoch} steps of epoch {trainer.epoch + 1})" if trainer.step_in_epoch else ""
+        print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
 
     data = load_mnist(args.data_dir, download=not args.no_download)
     train_x, test_x, test_y = data.train_images, data.test_images, data.test_labels
@@ -158,36 +183,32 @@ def main(argv=None) -> int:
     if args.test_size is not None:
         test_x, test_y = test_x[: args.test_size], test_y[: args.test_size]
     print(f"data: {data.source}: {len(train_x)} train / {len(test_x)} test images", flush=True)
-
-    pyro.set_rng_seed(config["seed"])  # the seed governs the initial weights too
-    vae = VAE(z_dim=config["z_dim"], hidden_dims=config["hidden"], likelihood=config["likelihood"],
-              activation=config["activation"], guide=config["guide"]).to(device)
-    trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"],
-                      objective=config["objective"], num_particles=config["num_particles"],
-                      beta=config["beta"], kl_warmup=config["kl_warmup"])
-    if checkpoint is not None:
-        trainer.load_state_dict(checkpoint)
-        print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}", flush=True)
     particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
     warmup = f" (warm-up over {config['kl_warmup']} epochs)" if config["kl_warmup"] else ""
+    optimizer = "Adam" if config["clip_norm"] is None else f"ClippedAdam clip_norm={config['clip_norm']}"
     print(f"model: z_dim={config['z_dim']} hidden={config['hidden']} {config['activation']}, "
           f"likelihood={config['likelihood']}, binarize={config['binarize']}, guide={config['guide']}; "
           f"SVI {type(trainer.loss).__name__}{particles}, beta={config['beta']}{warmup}, "
-          f"Adam lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
+          f"{optimizer} lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
 
     start = time.perf_counter()
-    try:
-        trainer.fit(train_x, test_x, epochs=args.epochs, batch_size=args.batch_size,
-                    test_every=args.test_every, checkpoint=checkpoint_path,
-                    progress=not args.no_progress, log=lambda line: print(line, flush=True))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last complete epoch ({trainer.epoch}) is in {checkpoint_path}: "
-              f"rerun with --resume --out {args.out} to continue", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        # A NaN loss is reported (step, term, checkpoint) by NonFiniteError; Pyro's warning adds nothing.
+        warnings.filterwarnings("ignore", message="Encountered NaN")
+        try:
+            trainer.fit(train_x, test_x, epochs=args.epochs, batch_size=args.batch_size,
+                        test_every=args.test_every, checkpoint=checkpoint_path,
+                        progress=not args.no_progress, log=lambda line: print(line, flush=True))
+        except TrainingInterrupted as stop:
+            print(f"interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint at {stop.checkpoint}: "
+                  f"rerun with --resume --out {args.out}", file=sys.stderr, flush=True)
+            return stop.exit_code
     wall = time.perf_counter() - start
 
     test_ready = trainer.prepare_test(test_x)
     final = trainer.evaluate(test_ready)
+    from pyro_vae.plots import plot_all  # matplotlib and torchvision: 1-2 s of start-up, spent only here
+
     figures = plot_all(vae, trainer.history, test_ready, test_y, args.out)
     seconds = [r["seconds"] for r in trainer.history]
     metrics = {
@@ -225,12 +246,22 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    debug = "--debug" in sys.argv
+def run(argv=None) -> int:
+    """:func:`main` with every expected error as one line on stderr and exit code 2
+    (``--debug`` prints the traceback first); Ctrl-C outside training exits 130."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        sys.exit(main())
-    except (PyroVAEError, ValueError, TypeError, FloatingPointError) as err:
-        if debug:
+        return main(argv)
+    except (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError) as err:
+        if "--debug" in argv:
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -11,7 +11,16 @@ model on which every identity of the ELBO can be checked. The equations of the s
 
 from .data import MNISTData, binarize, load_mnist
 from .elbo import ELBOTerms, bits_per_dim, elbo_terms
-from .errors import CheckpointError, DataNotFoundError, InvalidDataError, PyroVAEError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataNotFoundError,
+    InvalidDataError,
+    NonFiniteError,
+    OutputDirError,
+    PyroVAEError,
+    TrainingInterrupted,
+)
 from .evaluate import LogLikelihood, active_units, kl_per_dimension, log_likelihood
 from .guide_contract import GuideError, check_guide
 from .guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
@@ -60,4 +69,8 @@ __all__ = [
     "DataNotFoundError",
     "InvalidDataError",
     "CheckpointError",
+    "ConfigError",
+    "OutputDirError",
+    "NonFiniteError",
+    "TrainingInterrupted",
 ]

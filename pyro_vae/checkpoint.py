@@ -3,32 +3,90 @@
 A checkpoint is a dict of tensors and plain Python values (never an arbitrary
 pickle), tagged with a format name and version so that a foreign or newer file
 is refused with a clear :class:`~pyro_vae.errors.CheckpointError`.
+
+Format versions (docs/errors.md describes the keys):
+
+* **1** -- the state at the end of an epoch: weights, optimizer state, RNG states,
+  history, and the model and trainer configuration.
+* **2** -- version 1 plus a ``"partial"`` entry: the position inside an epoch where a
+  signal stopped training (step, data order, the epoch generator's state, the running
+  loss sum). A version-1 reader would silently restart that epoch on mid-epoch
+  weights, so these files carry version 2, which such a reader refuses. End-of-epoch
+  checkpoints are still written as version 1: their meaning has not changed.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, OutputDirError
 
 FORMAT = "pyro_vae.checkpoint"
-VERSION = 1
+#: The newest format version this release writes.
+VERSION = 2
+#: The format versions this release reads.
+READABLE_VERSIONS = (1, 2)
+
+
+def checkpoint_version(state: Dict[str, Any]) -> int:
+    """The format version ``state`` is written with: 2 if it stops mid-epoch, else 1."""
+    return 2 if state.get("partial") is not None else 1
+
+
+def check_writable_dir(directory: Union[str, os.PathLike], what: str = "output directory") -> Path:
+    """Create ``directory`` if need be and prove it writable with a probe file.
+
+    Permission bits alone do not tell (root ignores them; a read-only mount does
+    not), so a file is actually created and removed.
+
+    :raises OutputDirError: naming the directory, the OS's reason and the fix.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or errno.errorcode.get(err.errno or 0, type(err).__name__)
+        raise OutputDirError(
+            f"cannot write to the {what} {str(directory)!r} ({reason}); choose a writable "
+            f"directory (CLI --out DIR)"
+        ) from None
+    return directory
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(state: Dict[str, Any], path: Union[str, os.PathLike]) -> None:
     """Write ``state`` to ``path`` atomically.
 
     The bytes go to a temporary file in the same directory, are flushed and
-    fsync'ed, and the file is renamed over ``path``: a crash leaves either the
-    previous checkpoint or the new one, never a torn file.
+    fsync'ed, the file is renamed over ``path`` and the directory is fsync'ed:
+    a crash (even ``kill -9`` or a power cut) leaves either the previous
+    checkpoint or the new one, never a torn file. Temporary files left by a
+    writer that was killed are removed first.
     """
     path = Path(path)
-    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload = {"format": FORMAT, "version": checkpoint_version(state), **state}
+    for stale in path.parent.glob(f"{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -40,10 +98,26 @@ def save_checkpoint(state: Dict[str, Any], path: Union[str, os.PathLike]) -> Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
+
+
+def _why_unreadable(err: Exception) -> str:
+    """torch.load's reason in a few words: its first sentence, without terminal escapes and
+    without its advice to retry with ``weights_only=False`` (never safe for a file of unknown origin)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(err).split()))
+    if "Weights only load failed" in text:
+        return (f"{type(err).__name__}: it is not made of tensors and plain containers only, which is "
+                f"all that torch.load(weights_only=True) reads")
+    sentence = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")
+    return f"{type(err).__name__}: {sentence[:200]}" if sentence else type(err).__name__
 
 
 def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU."""
+    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU.
+
+    ``torch.load(weights_only=True)`` unpickles tensors and plain containers only, so
+    a hostile file cannot run code.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -54,15 +128,20 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/foreign files
         raise CheckpointError(
-            f"{path} is not a readable pyro_vae checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); it may be truncated "
-            f"or corrupt. Delete it to start afresh."
+            f"{path} is not a readable pyro_vae checkpoint ({_why_unreadable(err)}); it may be "
+            f"truncated or corrupt. Delete it to start afresh."
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag)")
-    if state.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag); point --out at a run "
+            f"written by pyro_vae, or delete the file to start afresh"
+        )
+    if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path} has checkpoint format version {state.get('version')!r}; this pyro_vae "
-            f"reads version {VERSION}. Use the pyro_vae release that wrote it."
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}. Use the pyro_vae release "
+            f"that wrote it."
         )
+    if state["version"] == 1:
+        state.pop("partial", None)  # version 1 always ends an epoch
     return state

@@ -26,7 +26,7 @@ from typing import List, Optional, Union
 
 import torch
 
-from .errors import DataNotFoundError, InvalidDataError
+from .errors import ConfigError, DataNotFoundError, InvalidDataError
 
 DATA_ENV = "PYRO_VAE_DATA"
 BINARIZATIONS = ("dynamic", "fixed", "none")
@@ -200,13 +200,21 @@ def load_mnist(
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    """``err``'s message on one line (torchvision's download errors span several: the
+    reason, e.g. "Connection refused", is on the last), at most 300 characters."""
+    text = " ".join(str(err).split())
+    return (text[:297] + "...") if len(text) > 300 else text or type(err).__name__
 
 
 def check_pixels(x: torch.Tensor, what: str = "data") -> None:
     """Refuse empty data, NaN/inf, and values outside [0, 1], naming the fix."""
-    if x.numel() == 0 or x.shape[0] == 0:
+    if not isinstance(x, torch.Tensor) or x.dim() == 0:
+        raise InvalidDataError(
+            f"the {what} must be a batch of images as a torch.Tensor [batch, ...], got "
+            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else 'a scalar tensor'}; "
+            f"e.g. torch.as_tensor(images, dtype=torch.float32) / 255"
+        )
+    if x.numel() == 0:
         raise InvalidDataError(f"the {what} is empty; pass at least one image")
     if not bool(torch.isfinite(x).all()):
         n = int((~torch.isfinite(x)).sum())
@@ -235,4 +243,4 @@ def binarize(
         return (x > 0.5).to(x.dtype)
     if mode == "none":
         return x
-    raise ValueError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}")
+    raise ConfigError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}")

@@ -1,8 +1,16 @@
 """Exceptions raised at pyro_vae's boundaries.
 
 Each error names the problem and the fix, so that bad input never surfaces as a
-stack trace from deep inside torch or Pyro.
+stack trace from deep inside torch or Pyro. Each also subclasses the builtin a
+caller would catch without knowing pyro_vae (``ValueError``, ``OSError``, ...).
+docs/errors.md lists every case with the message it prints.
 """
+
+from __future__ import annotations
+
+import math
+import signal
+from typing import Any, Optional
 
 
 class PyroVAEError(Exception):
@@ -17,5 +25,94 @@ class InvalidDataError(PyroVAEError, ValueError):
     """Data of the wrong shape, dtype or support for the chosen likelihood."""
 
 
+class ConfigError(PyroVAEError, ValueError):
+    """A setting of the wrong type, out of range, or an unknown name (the message lists the valid ones)."""
+
+
 class CheckpointError(PyroVAEError, RuntimeError):
     """A checkpoint that is missing, corrupt, or from another configuration."""
+
+
+class OutputDirError(PyroVAEError, OSError):
+    """An output directory (checkpoints, figures, metrics) that cannot be created or written."""
+
+
+class NonFiniteError(PyroVAEError, FloatingPointError):
+    """The training loss or a gradient became NaN or infinite; training stopped before the
+    optimizer applied it, and no checkpoint was written after the last good one.
+
+    :ivar epoch: the epoch (1-based) of the offending step.
+    :ivar step: the step within that epoch (0-based).
+    :ivar term: ``"reconstruction"``, ``"KL"``, ``"reconstruction and KL"`` or ``None`` when
+        both terms re-evaluated finite on the batch.
+    :ivar checkpoint: path of the last good checkpoint, or ``None``.
+    :ivar checkpoint_epoch: the epoch that checkpoint holds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        epoch: int,
+        step: int,
+        term: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        checkpoint_epoch: Optional[int] = None,
+    ) -> None:
+        super().__init__(message)
+        self.epoch, self.step, self.term = epoch, step, term
+        self.checkpoint, self.checkpoint_epoch = checkpoint, checkpoint_epoch
+
+
+class TrainingInterrupted(PyroVAEError):
+    """SIGINT or SIGTERM stopped :meth:`pyro_vae.train.Trainer.fit` after a complete step.
+
+    The trainer wrote a checkpoint (mid-epoch if need be) from which a resumed run
+    continues bit-identically. A command line exits with :attr:`exit_code`,
+    the shell's ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
+
+    :ivar signum: the signal received.
+    :ivar epoch: the epoch in progress (1-based).
+    :ivar step: steps of that epoch already taken (0: the epoch has not started).
+    :ivar checkpoint: where the state was written, or ``None`` if ``fit`` had no checkpoint path.
+    """
+
+    def __init__(self, signum: int, epoch: int, step: int, checkpoint: Optional[str]) -> None:
+        self.signum, self.epoch, self.step, self.checkpoint = signum, epoch, step, checkpoint
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        where = f"interrupted ({name}) at epoch {epoch}, step {step}"
+        if checkpoint is None:
+            super().__init__(f"{where}; no checkpoint path was given, so the state is only in memory: "
+                             f"call fit again to continue")
+        else:
+            super().__init__(f"{where}; checkpoint at {checkpoint}: continue with "
+                             f"Trainer.resume({str(checkpoint)!r}) and fit")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+
+def check_positive(
+    name: str, value: Any, kind: type = int, example: Any = None, flag: Optional[str] = None
+) -> Any:
+    """Return ``value`` if it is a positive ``int`` (or finite positive number, for
+    ``kind=float``), else raise :class:`ConfigError` naming the setting and a valid value
+    (and the command-line ``flag`` that sets it, if any).
+
+    ``bool`` is refused although it is an ``int``: ``batch_size=True`` is a mistake.
+    """
+    numeric, word = ((int, float), "number") if kind is float else ((int,), "integer")
+    example = example if example is not None else (1e-3 if kind is float else 128)
+    fix = f"e.g. {name}={example!r}" + (f" (CLI {flag} {example})" if flag else "")
+    if isinstance(value, bool) or not isinstance(value, numeric):
+        raise ConfigError(
+            f"{name} must be a positive {word}, got {value!r} of type {type(value).__name__}; "
+            f"pass a{'' if kind is float else 'n'} {kind.__name__}, {fix}"
+        )
+    if not value > 0 or (kind is float and not math.isfinite(value)):
+        raise ConfigError(f"{name} must be a positive {word}, got {value!r}; pass {fix}")
+    return value

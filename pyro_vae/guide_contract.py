@@ -69,14 +69,17 @@ def _trace_guide(guide: Callable[..., Any], x: torch.Tensor, num_data: Optional[
     except GuideError:
         raise
     except Exception as err:
-        hint, text = "", str(err).strip()
+        text = str(err).strip()
         text = text.splitlines()[0] if text else ""  # Pyro appends a trace-shape table; the cause is chained
         if "Shape mismatch inside plate" in text:
-            hint = " (a distribution over z_dim coordinates needs `.to_event(1)` inside the plate)"
+            fix = ("a distribution over the z_dim coordinates needs `.to_event(1)` inside the plate, "
+                   "e.g. dist.Normal(loc, scale).to_event(1)")
+        else:
+            fix = ("a guide must accept the model's arguments (x, num_data=None), e.g. "
+                   "`def guide(x, num_data=None): ...`")
         raise GuideError(
             f"the guide raised {type(err).__name__} when called as guide(x, num_data={num_data}) with "
-            f"the model's arguments: {text}{hint}. A guide must accept the model's arguments "
-            f"(x, num_data=None), e.g. `def guide(x, num_data=None): ...`"
+            f"the model's arguments: {text}; {fix}"
         ) from err
 
 

@@ -21,7 +21,7 @@ from typing import Callable, Dict
 import torch
 import pyro.distributions as dist
 
-from .errors import InvalidDataError
+from .errors import ConfigError, InvalidDataError
 
 
 class Likelihood:
@@ -73,12 +73,13 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return dist.ContinuousBernoulli(logits=logits).to_event(1)
 
     def check_support(self, x: torch.Tensor) -> None:
-        bad = (x < 0) | (x > 1)
+        bad = ~((x >= 0) & (x <= 1))  # written so that NaN is bad too
         if bool(bad.any()):
+            example = float(x[bad].flatten()[0])
             raise InvalidDataError(
                 f"the 'continuous_bernoulli' likelihood needs pixels in [0, 1], but the "
-                f"data ranges over [{float(x.min()):.4g}, {float(x.max()):.4g}]. Scale "
-                f"the images to [0, 1] first (e.g. divide uint8 pixels by 255)."
+                f"data holds {int(bad.sum())} values outside it (e.g. {example:.4g}). Scale "
+                f"the images to [0, 1] first (e.g. divide uint8 pixels by 255) and drop NaN/inf."
             )
 
 
@@ -93,6 +94,6 @@ def get_likelihood(name: str) -> Likelihood:
     try:
         return LIKELIHOODS[name]()
     except (KeyError, TypeError):
-        raise ValueError(
+        raise ConfigError(
             f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}"
         ) from None

@@ -10,6 +10,8 @@ from typing import Sequence, Tuple
 
 import torch
 from torch import nn
+
+from .errors import ConfigError
 from torch.nn import functional as F
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
@@ -18,7 +20,7 @@ ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu":
 def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]``, the activation between them."""
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))

@@ -24,6 +24,7 @@ import torch
 from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
 
+from .errors import ConfigError
 from .importance import log_importance_weights
 
 
@@ -98,11 +99,17 @@ def get_objective(name: str, num_particles: int = None) -> ELBO:
     """
     key = ALIASES.get(name, name)
     if key not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+        raise ConfigError(
+            f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)} (or Pyro's class names "
+            f"{sorted(ALIASES)})"
+        )
     if num_particles is None:
         return OBJECTIVES[key]()
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        raise ConfigError(
+            f"num_particles must be a positive integer, got {num_particles!r}; pass e.g. "
+            f"num_particles=5 (CLI --particles 5), or None for the objective's default"
+        )
     return OBJECTIVES[key](num_particles)
 
 
@@ -140,5 +147,5 @@ def kl_weighted(fn: Callable[..., Any], beta: float) -> Callable[..., Any]:
 
 def check_beta(beta: float) -> float:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+        raise ConfigError(f"beta must be a finite number >= 0, got {beta!r}; pass e.g. beta=1.0 (the ELBO)")
     return float(beta)

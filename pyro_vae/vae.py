@@ -23,6 +23,7 @@ Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import pyro
@@ -31,18 +32,12 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .errors import InvalidDataError
+from .errors import ConfigError, InvalidDataError, check_positive
 from .likelihoods import get_likelihood
 from .evaluate import distribution_mean
 from .guides import make_guide
 from .networks import mlp
 from .plate import data_plate, register_module
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class VAE(nn.Module):
@@ -76,11 +71,22 @@ class VAE(nn.Module):
         name: str = "vae",
     ) -> None:
         super().__init__()
-        self.x_dim = _positive_int("x_dim", x_dim)
-        self.z_dim = _positive_int("z_dim", z_dim)
+        self.x_dim = check_positive("x_dim", x_dim, example=784)
+        self.z_dim = check_positive("z_dim", z_dim, example=50, flag="--z-dim")
         if isinstance(hidden_dims, int):
             hidden_dims = (hidden_dims,)
-        self.hidden_dims = tuple(_positive_int("each hidden size", h) for h in hidden_dims)
+        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+            raise ConfigError(
+                f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; "
+                f"pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+            )
+        for h in hidden_dims:
+            if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
+                raise ConfigError(
+                    f"each hidden size must be a positive integer, got {h!r} in hidden_dims="
+                    f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+                )
+        self.hidden_dims = tuple(hidden_dims)
         self.likelihood = get_likelihood(likelihood)
         self.activation = activation
         self.name = name
@@ -96,7 +102,10 @@ class VAE(nn.Module):
             self.guide_name = f"custom:{getattr(guide, '__name__', type(guide).__name__)}"
             guide_z_dim = getattr(guide, "z_dim", self.z_dim)
             if guide_z_dim != self.z_dim:
-                raise ValueError(f"the guide has z_dim={guide_z_dim} but the VAE has z_dim={self.z_dim}")
+                raise ConfigError(
+                    f"the guide has z_dim={guide_z_dim} but the VAE has z_dim={self.z_dim}; "
+                    f"build both with the same z_dim"
+                )
             # An nn.Module guide becomes a submodule: its parameters are saved with the VAE.
             self.encoder = guide if isinstance(guide, nn.Module) else None
             self._guide_fn = None if isinstance(guide, nn.Module) else guide
@@ -123,8 +132,11 @@ class VAE(nn.Module):
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, ...]`` images to ``[B, x_dim]`` float pixels, with a clear error on bad shapes."""
         if not isinstance(x, torch.Tensor):
-            raise InvalidDataError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 2 or x[0].numel() != self.x_dim:
+            raise InvalidDataError(
+                f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
+                f"torch.as_tensor(x, dtype=torch.float32)"
+            )
+        if x.dim() < 2 or math.prod(x.shape[1:]) != self.x_dim:
             raise InvalidDataError(
                 f"x has shape {tuple(x.shape)}; expected [batch, {self.x_dim}] or "
                 f"[batch, ...] images with {self.x_dim} pixels each (e.g. [batch, 1, 28, 28])"

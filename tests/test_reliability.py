@@ -1,0 +1,261 @@
+"""NaNs are caught at the source; checkpoints are atomic; a signal stops training at a step
+from which a resumed run continues bit-identically (through the API; the command line is
+tested in test_interrupts.py)."""
+
+import os
+import signal
+
+import pyro
+import pytest
+import torch
+
+from pyro_vae import CheckpointError, Trainer, VAE
+from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.errors import NonFiniteError, TrainingInterrupted
+
+QUIET = dict(progress=False, log=lambda _: None)
+# Pyro warns about the NaN before NonFiniteError explains it.
+pytestmark = pytest.mark.filterwarnings("ignore:Encountered NaN")
+
+
+def without_timings(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def make(seed=7, **kwargs):
+    pyro.set_rng_seed(seed)  # the seed governs the initial weights too
+    return Trainer(VAE(z_dim=5, hidden_dims=(32,)), seed=seed, **kwargs)
+
+
+def snapshot(trainer):
+    return {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
+
+
+def assert_same_tensors(a, b, where="state"):
+    """torch.equal on every tensor of two nested states (dicts, lists, tuples), equality elsewhere."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def poison_at(trainer, epoch, step, value):
+    """Set one decoder weight to ``value`` just before step ``step`` of epoch ``epoch``."""
+    svi_step, count = trainer.svi.step, {"step": 0}
+
+    def poisoned(*args, **kwargs):
+        if trainer.epoch + 1 == epoch and count["step"] == step:
+            with torch.no_grad():
+                trainer.vae.decoder[0].weight[0, 0] = value
+        count["step"] += 1
+        return svi_step(*args, **kwargs)
+
+    trainer.svi.step = poisoned
+    original_epoch = trainer.train_epoch
+
+    def train_epoch(*args, **kwargs):
+        count["step"] = 0
+        return original_epoch(*args, **kwargs)
+
+    trainer.train_epoch = train_epoch
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_poisoned_decoder_stops_training_at_that_step_naming_the_term_and_checkpoint(mnist, tmp_path, value):
+    path = str(tmp_path / "ck.pt")
+    trainer = make()
+    poison_at(trainer, epoch=2, step=3, value=value)
+    good = {}
+    log = lambda line: good.update(snapshot(trainer)) if trainer.epoch == 1 else None
+    with pytest.raises(NonFiniteError) as err:
+        trainer.fit(mnist.train_images[:640], None, epochs=3, batch_size=64, checkpoint=path, progress=False, log=log)
+    e = err.value
+    assert (e.epoch, e.step, e.term, e.checkpoint, e.checkpoint_epoch) == (2, 3, "reconstruction", path, 1)
+    assert isinstance(e, FloatingPointError)  # what code that predates NonFiniteError catches
+    message = str(e)
+    assert message.startswith("training stopped at epoch 2, step 3: ")
+    assert "the reconstruction term E_q[log p(x|z)] is nan" in message and "KL(q(z|x) || p(z)) is finite" in message
+    assert f"the last good checkpoint is {path} (epoch 1)" in message and "--lr" in message
+    # The checkpoint on disk is still the good one of epoch 1: it loads, and equals it.
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and "partial" not in state
+    assert_same_tensors(state["model"], good)
+    # The offending step was refused before the optimizer applied it: only the poisoned weight is bad.
+    bad = [k for k, v in trainer.vae.state_dict().items() if not torch.isfinite(v).all()]
+    assert bad == ["decoder.0.weight"]
+
+
+def test_a_diverging_learning_rate_stops_with_the_named_error(mnist, tmp_path):
+    path = str(tmp_path / "ck.pt")
+    trainer = make()
+    trainer.fit(mnist.train_images[:640], None, epochs=1, batch_size=64, checkpoint=path, **QUIET)
+    good = snapshot(trainer)
+    trainer.set_lr(1e8)  # one Adam step moves every weight by about 1e8: the ELBO overflows
+    with pytest.raises(NonFiniteError, match=r"training stopped at epoch 2, step [12]: the loss is (nan|inf|-inf)") as err:
+        trainer.fit(mnist.train_images[:640], None, epochs=2, batch_size=64, checkpoint=path, **QUIET)
+    assert err.value.term in ("reconstruction", "KL", "reconstruction and KL")
+    assert f"went bad. Nothing was written after it: the last good checkpoint is {path} (epoch 1)" in str(err.value)
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1
+    assert_same_tensors(state["model"], good)
+    resumed = make()
+    resumed.resume(path)  # and it resumes
+    assert resumed.epoch == 1
+
+
+def test_without_a_checkpoint_the_error_says_so(mnist):
+    trainer = make(lr=1e8)
+    with pytest.raises(NonFiniteError, match=r"no checkpoint path was given \(pass checkpoint= to fit, CLI --out\)"):
+        trainer.fit(mnist.train_images[:256], None, epochs=2, batch_size=64, **QUIET)
+
+
+def test_non_finite_weights_are_never_written_over_a_checkpoint(tmp_path):
+    trainer = make()
+    path = tmp_path / "ck.pt"
+    trainer.save(str(path))
+    before = path.read_bytes()
+    with torch.no_grad():
+        trainer.vae.decoder[0].bias[1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"refusing to write a checkpoint with non-finite weights \(decoder\.0\.bias\)"):
+        trainer.save(str(path))
+    assert path.read_bytes() == before
+
+
+def test_clip_norm_trains_with_clipped_adam_and_is_part_of_the_checkpointed_config(mnist, tmp_path):
+    trainer = make(clip_norm=5.0)
+    assert trainer.optim.pt_optim_constructor is pyro.optim.clipped_adam.ClippedAdam
+    assert trainer.optim.pt_optim_args == {"lr": 1e-3, "clip_norm": 5.0}
+    trainer.fit(mnist.train_images[:256], None, epochs=1, batch_size=64, checkpoint=str(tmp_path / "ck.pt"), **QUIET)
+    assert load_checkpoint(tmp_path / "ck.pt")["trainer"]["clip_norm"] == 5.0
+    with pytest.raises(CheckpointError, match=r"clip_norm: checkpoint 5\.0 vs now None"):
+        make().resume(str(tmp_path / "ck.pt"))
+    same = make(clip_norm=5.0)
+    same.resume(str(tmp_path / "ck.pt"))
+    assert same.epoch == 1 and make().optim.pt_optim_constructor is torch.optim.Adam
+
+
+def test_the_grad_check_refuses_a_finite_loss_with_a_non_finite_gradient(mnist):
+    """A NaN that reaches the gradient only (a hook on the decoder's output) is caught before Adam's step."""
+    trainer = make()
+    x = mnist.train_images[:128]
+    trainer.fit(x, None, epochs=1, batch_size=64, **QUIET)
+    before = snapshot(trainer)
+    handle = trainer.vae.decoder[0].weight.register_hook(lambda grad: grad * float("nan"))
+    try:
+        with pytest.raises(NonFiniteError, match=r"the loss is finite \(.*\) but its gradient norm is not"):
+            trainer.fit(x, None, epochs=2, batch_size=64, **QUIET)
+    finally:
+        handle.remove()
+    assert_same_tensors(snapshot(trainer), before)  # no step was taken
+
+
+# ---- signals and mid-epoch checkpoints ---------------------------------------------------------
+
+def interrupt_after(trainer, steps, signum=signal.SIGINT):
+    """Send ``signum`` to this process right after the ``steps``-th SVI step of ``trainer``."""
+    svi_step, done = trainer.svi.step, []
+
+    def step(*args, **kwargs):
+        done.append(svi_step(*args, **kwargs))
+        if len(done) == steps:
+            os.kill(os.getpid(), signum)
+        return done[-1]
+
+    trainer.svi.step = step
+
+
+@pytest.mark.parametrize("signum, steps", [(signal.SIGINT, 13), (signal.SIGTERM, 4), (signal.SIGINT, 10)])
+def test_a_signal_mid_epoch_writes_a_checkpoint_that_resumes_bit_identically(mnist, tmp_path, signum, steps):
+    """10 steps per epoch: 13 stops in epoch 2 at step 3, 4 in epoch 1, 10 between epochs 1 and 2."""
+    train, test = mnist.train_images[:600], mnist.test_images[:200]
+    quiet = dict(batch_size=64, **QUIET)
+    straight = make()
+    straight.fit(train, test, epochs=3, checkpoint=str(tmp_path / "straight.pt"), **quiet)
+
+    path = str(tmp_path / "ck.pt")
+    first = make()
+    interrupt_after(first, steps, signum)
+    handler = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted) as err:
+        first.fit(train, test, epochs=3, checkpoint=path, **quiet)
+    assert signal.getsignal(signum) is handler  # fit restored the previous handler
+    epoch, step = divmod(steps, 10)
+    stop = err.value
+    assert (stop.signum, stop.epoch, stop.step, stop.checkpoint) == (signum, epoch + 1, step, path)
+    assert stop.exit_code == 128 + signum
+    assert str(stop).startswith(f"interrupted ({signal.Signals(signum).name}) at epoch {epoch + 1}, step {step}; ")
+    state = load_checkpoint(path)
+    assert state["epoch"] == epoch
+    assert (state["version"], state.get("partial", {}).get("step")) == ((2, step) if step else (1, None))
+
+    resumed = make()
+    resumed.resume(path)
+    assert resumed.step_in_epoch == step
+    resumed.fit(train, test, epochs=3, checkpoint=path, **quiet)
+    a, b = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(path)
+    for key in ("model", "optim", "rng", "epoch", "version"):
+        assert_same_tensors(a[key], b[key], key)
+    assert without_timings(a["history"]) == without_timings(b["history"])  # train and test ELBOs too
+
+
+def test_an_interrupted_trainer_continues_in_memory(mnist):
+    train = mnist.train_images[:320]
+    straight = make()
+    straight.fit(train, None, epochs=2, batch_size=64, **QUIET)
+    trainer = make()
+    interrupt_after(trainer, 7)
+    with pytest.raises(TrainingInterrupted, match=r"at epoch 2, step 2; no checkpoint path was given"):
+        trainer.fit(train, None, epochs=2, batch_size=64, **QUIET)
+    trainer.fit(train, None, epochs=2, batch_size=64, **QUIET)
+    assert_same_tensors(snapshot(trainer), snapshot(straight))
+
+
+# ---- the checkpoint file -------------------------------------------------------------------------
+
+def test_checkpoints_are_fsynced_file_then_directory_and_leave_no_temporary_file(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    stale = tmp_path / "ck.pt.abc123.tmp"  # left by a writer that was killed
+    stale.write_bytes(b"torn")
+    save_checkpoint({"epoch": 3}, tmp_path / "ck.pt")
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(tmp_path.resolve())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+    assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 3
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint({"epoch": 1}, tmp_path / "ck.pt")
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint({"epoch": 2}, tmp_path / "ck.pt")
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
+
+
+def test_version_1_checkpoints_without_clip_norm_still_resume(mnist, tmp_path):
+    """A checkpoint written before clipping existed: version 1, no trainer.clip_norm."""
+    trainer = make()
+    trainer.fit(mnist.train_images[:128], None, epochs=1, batch_size=64, checkpoint=str(tmp_path / "ck.pt"), **QUIET)
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert state["version"] == 1
+    del state["trainer"]["clip_norm"]
+    torch.save(state, tmp_path / "ck.pt")
+    resumed = make()
+    resumed.resume(str(tmp_path / "ck.pt"))
+    assert resumed.epoch == 1
+    assert_same_tensors(snapshot(resumed), snapshot(trainer))
