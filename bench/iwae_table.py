@@ -23,7 +23,6 @@ import sys
 import time
 
 import pyro
-import torch
 
 from pyro_vae import Trainer, VAE, load_mnist
 from pyro_vae.evaluate import active_units, log_likelihood, posterior_means

@@ -18,6 +18,7 @@ Weighted Autoencoders"); ``"fixed"`` thresholds at 0.5; ``"none"`` keeps grey le
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -204,6 +205,29 @@ def _first_line(err: BaseException) -> str:
     reason, e.g. "Connection refused", is on the last), at most 300 characters."""
     text = " ".join(str(err).split())
     return (text[:297] + "...") if len(text) > 300 else text or type(err).__name__
+
+
+def flatten_images(x: torch.Tensor, x_dim: int) -> torch.Tensor:
+    """``[B, ...]`` images to ``[B, x_dim]`` float pixels, with a clear error on bad input.
+
+    Accepts ``[B, x_dim]`` or any ``[B, ...]`` whose trailing dimensions hold ``x_dim``
+    pixels (e.g. ``[B, 1, 28, 28]``); the model and every guide read their input through it.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InvalidDataError(
+            f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
+            f"torch.as_tensor(x, dtype=torch.float32)"
+        )
+    if x.dim() < 2 or math.prod(x.shape[1:]) != x_dim:
+        raise InvalidDataError(
+            f"x has shape {tuple(x.shape)}; expected [batch, {x_dim}] or "
+            f"[batch, ...] images with {x_dim} pixels each (e.g. [batch, 1, 28, 28])"
+        )
+    if not x.is_floating_point():
+        raise InvalidDataError(
+            f"x has dtype {x.dtype}; pass float pixels in [0, 1] (e.g. uint8 images / 255)"
+        )
+    return x.reshape(x.shape[0], x_dim)
 
 
 def check_pixels(x: torch.Tensor, what: str = "data") -> None:

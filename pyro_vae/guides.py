@@ -31,7 +31,8 @@ from pyro.distributions.transforms import Permute, conditional_affine_autoregres
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ConfigError, InvalidDataError
+from .data import flatten_images
+from .errors import ConfigError
 from .networks import ACTIVATIONS, GaussianEncoder, mlp
 from .plate import data_plate, register_module
 
@@ -82,17 +83,8 @@ class AmortizedGuide(nn.Module):
         self.name = name
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, ...]`` to ``[B, x_dim]`` float pixels, with a clear error on bad input."""
-        if not isinstance(x, torch.Tensor):
-            raise InvalidDataError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 2 or x[0].numel() != self.x_dim:
-            raise InvalidDataError(
-                f"x has shape {tuple(x.shape)}; {type(self).__name__} expects [batch, {self.x_dim}] "
-                f"or [batch, ...] images with {self.x_dim} pixels each"
-            )
-        if not x.is_floating_point():
-            raise InvalidDataError(f"x has dtype {x.dtype}; pass float pixels in [0, 1]")
-        return x.reshape(x.shape[0], self.x_dim)
+        """``[B, ...]`` images to ``[B, x_dim]`` float pixels (:func:`pyro_vae.data.flatten_images`)."""
+        return flatten_images(x, self.x_dim)
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
         r""":math:`q(z|x)` for flattened ``x`` ``[B, x_dim]``: batch shape ``(B,)``,

@@ -23,7 +23,6 @@ Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import pyro
@@ -32,7 +31,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .errors import ConfigError, InvalidDataError, check_positive
+from .data import flatten_images
+from .errors import ConfigError, check_positive
 from .likelihoods import get_likelihood
 from .evaluate import distribution_mean
 from .guides import make_guide
@@ -130,22 +130,8 @@ class VAE(nn.Module):
     # ---- input handling ---------------------------------------------------------------
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, ...]`` images to ``[B, x_dim]`` float pixels, with a clear error on bad shapes."""
-        if not isinstance(x, torch.Tensor):
-            raise InvalidDataError(
-                f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
-                f"torch.as_tensor(x, dtype=torch.float32)"
-            )
-        if x.dim() < 2 or math.prod(x.shape[1:]) != self.x_dim:
-            raise InvalidDataError(
-                f"x has shape {tuple(x.shape)}; expected [batch, {self.x_dim}] or "
-                f"[batch, ...] images with {self.x_dim} pixels each (e.g. [batch, 1, 28, 28])"
-            )
-        if not x.is_floating_point():
-            raise InvalidDataError(
-                f"x has dtype {x.dtype}; pass float pixels in [0, 1] (e.g. uint8 images / 255)"
-            )
-        return x.reshape(x.shape[0], self.x_dim)
+        """``[B, ...]`` images to ``[B, x_dim]`` float pixels (:func:`pyro_vae.data.flatten_images`)."""
+        return flatten_images(x, self.x_dim)
 
     # ---- the model: p(z) p(x|z) ---------------------------------------------------------
 

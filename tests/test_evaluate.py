@@ -1,6 +1,5 @@
 """Importance-sampled log-likelihood, active units and KL per dimension."""
 
-import math
 
 import pyro
 import pytest
@@ -88,9 +87,9 @@ def test_active_units_and_kl_per_dimension(mnist):
     assert active_units(means).tolist() == [True, True, False, False]
 
     vae = VAE(z_dim=5, hidden_dims=(32,))
-    x = trainer_x = torch.bernoulli(mnist.test_images[:300], generator=torch.Generator().manual_seed(0))
+    x = torch.bernoulli(mnist.test_images[:300], generator=torch.Generator().manual_seed(0))
     per_dim = kl_per_dimension(vae.model, vae.guide, x, batch_size=128)
     total = elbo_terms(vae.model, vae.guide, x).kl.mean()
     assert per_dim.shape == (5,) and (per_dim >= 0).all()
     assert per_dim.sum().item() == pytest.approx(total.item(), rel=1e-5)
-    assert posterior_means(vae.guide, trainer_x, batch_size=100).shape == (300, 5)
+    assert posterior_means(vae.guide, x, batch_size=100).shape == (300, 5)

@@ -2,7 +2,6 @@
 
 import math
 
-import pyro
 import torch
 from pyro.infer import TraceMeanField_ELBO
 
