@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pyro
 import pytest
+import torch
 
 from pyro_vae import load_mnist
 
@@ -39,3 +40,19 @@ def fresh_pyro():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+def assert_same_tensors(a, b, where="state"):
+    """torch.equal on every tensor of two nested states (dicts, lists, tuples), equality elsewhere."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_tensors(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where

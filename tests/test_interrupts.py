@@ -18,6 +18,8 @@ import torch
 
 from pyro_vae.checkpoint import load_checkpoint
 
+from conftest import assert_same_tensors
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 SMALL = ["--train-size", "2000", "--test-size", "100", "--z-dim", "8", "--hidden", "64", "--seed", "3"]
 
@@ -48,22 +50,8 @@ def wait_for_new_checkpoint(path: Path, proc: subprocess.Popen, timeout: float =
 
 def same_run(a: dict, b: dict) -> None:
     """Two checkpoints hold the same run: torch.equal on every tensor, and equal ELBOs."""
-    def walk(x, y, where):
-        if isinstance(x, torch.Tensor):
-            assert torch.equal(x, y), where
-        elif isinstance(x, dict):
-            assert x.keys() == y.keys(), where
-            for key in x:
-                walk(x[key], y[key], f"{where}.{key}")
-        elif isinstance(x, (list, tuple)):
-            assert len(x) == len(y), where
-            for i, (u, v) in enumerate(zip(x, y)):
-                walk(u, v, f"{where}[{i}]")
-        else:
-            assert x == y, where
-
     for key in ("model", "optim", "rng", "epoch", "config", "trainer", "version"):
-        walk(a[key], b[key], key)
+        assert_same_tensors(a[key], b[key], key)
     # The training records agree; test ELBOs where both runs evaluated (a run evaluates at its last epoch).
     train = lambda history: [(r["epoch"], r["train_elbo"], r["beta"]) for r in history]
     assert train(a["history"]) == train(b["history"])

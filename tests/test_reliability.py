@@ -13,6 +13,8 @@ from pyro_vae import CheckpointError, Trainer, VAE
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import NonFiniteError, TrainingInterrupted
 
+from conftest import assert_same_tensors
+
 QUIET = dict(progress=False, log=lambda _: None)
 # Pyro warns about the NaN before NonFiniteError explains it.
 pytestmark = pytest.mark.filterwarnings("ignore:Encountered NaN")
@@ -29,22 +31,6 @@ def make(seed=7, **kwargs):
 
 def snapshot(trainer):
     return {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
-
-
-def assert_same_tensors(a, b, where="state"):
-    """torch.equal on every tensor of two nested states (dicts, lists, tuples), equality elsewhere."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_tensors(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_tensors(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def poison_at(trainer, epoch, step, value):
