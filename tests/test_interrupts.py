@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from pyro_vae.checkpoint import load_checkpoint
 
