@@ -172,7 +172,7 @@ def main(argv=None) -> int:
                       objective=config["objective"], num_particles=config["num_particles"],
                       beta=config["beta"], kl_warmup=config["kl_warmup"], clip_norm=config["clip_norm"])
     if checkpoint is not None:
-        trainer.resume(checkpoint_path)
+        trainer.resume(checkpoint_path, checkpoint)  # already read above, for the config
         at = f" (+ {trainer.step_in_epoch} steps of epoch {trainer.epoch + 1})" if trainer.step_in_epoch else ""
         print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
 

@@ -586,9 +586,10 @@ class Trainer:
         save_checkpoint(self.state_dict(), path)
         self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
 
-    def resume(self, path: str) -> None:
-        """Continue from a checkpoint written by :meth:`save` for the same VAE config."""
-        self.load_state_dict(load_checkpoint(path))
+    def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:
+        """Continue from the checkpoint at ``path``, written by :meth:`save` for the same
+        config; ``state`` is that file's content if the caller has already loaded it."""
+        self.load_state_dict(state if state is not None else load_checkpoint(path))
         self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
 
 
