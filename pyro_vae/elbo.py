@@ -23,6 +23,8 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from .errors import check_positive
+
 
 class ELBOTerms(NamedTuple):
     """Per-datapoint parts of the ELBO, each a tensor of shape ``[batch]`` in nats."""
@@ -81,8 +83,7 @@ def elbo_terms(
     Only the sites ``"z"`` and ``"x"`` enter: this is the ELBO of the VAE's
     one-latent structure, and a model or guide with other latent sites is refused.
     """
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+    check_positive("num_particles", num_particles, example=5)
     recon = kl = 0.0
     for _ in range(num_particles):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)

@@ -25,6 +25,7 @@ import torch
 from pyro import poutine
 from torch.distributions import kl_divergence
 
+from .errors import check_positive
 from .importance import log_importance_weights
 
 
@@ -62,9 +63,8 @@ def log_likelihood(
         ``max_elements x x_dim x 4 bytes x`` a small constant).
     :param progress: called with the number of datapoints finished after each data chunk.
     """
-    for name, value in (("num_samples", num_samples), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive("num_samples", num_samples, example=5000)
+    check_positive("batch_size", batch_size, example=100)
     n = x.shape[0]
     out_ll, out_se, out_ess = [], [], []
     for start in range(0, n, batch_size):

@@ -21,7 +21,7 @@ Pass an instance to ``VAE(guide=...)``, or build one by name with :func:`make_gu
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple, Type
+from typing import Dict, Optional, Sequence, Type
 
 import pyro
 import pyro.distributions as dist
@@ -32,21 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import flatten_images
-from .errors import ConfigError
-from .networks import ACTIVATIONS, GaussianEncoder, mlp
+from .errors import ConfigError, check_positive
+from .networks import ACTIVATIONS, GaussianEncoder, check_hidden_dims, mlp
 from .plate import data_plate, register_module
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}; pass a whole number >= 1")
-    return value
-
-
-def _hidden(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
-    if isinstance(hidden_dims, int):
-        hidden_dims = (hidden_dims,)
-    return tuple(_positive_int("each hidden size", h) for h in hidden_dims)
 
 
 def _check_activation(activation: str) -> str:
@@ -76,8 +64,8 @@ class AmortizedGuide(nn.Module):
 
     def __init__(self, x_dim: int, z_dim: int, name: str = "guide") -> None:
         super().__init__()
-        self.x_dim = _positive_int("x_dim", x_dim)
-        self.z_dim = _positive_int("z_dim", z_dim)
+        self.x_dim = check_positive("x_dim", x_dim, example=784)
+        self.z_dim = check_positive("z_dim", z_dim, example=50)
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
         self.name = name
@@ -123,7 +111,7 @@ class DiagonalNormalGuide(AmortizedGuide):
     ) -> None:
         super().__init__(x_dim, z_dim, name)
         self.encoder = GaussianEncoder(
-            self.x_dim, self.z_dim, _hidden(hidden_dims), _check_activation(activation)
+            self.x_dim, self.z_dim, check_hidden_dims(hidden_dims), _check_activation(activation)
         )
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
@@ -167,7 +155,7 @@ class ConvolutionalGuide(AmortizedGuide):
         name: str = "guide",
     ) -> None:
         super().__init__(x_dim, z_dim, name)
-        image_shape = tuple(_positive_int("each image dimension", d) for d in image_shape)
+        image_shape = tuple(check_positive("each image dimension", d, example=28) for d in image_shape)
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be (channels, height, width), got {image_shape}")
         if math.prod(image_shape) != self.x_dim:
@@ -176,7 +164,7 @@ class ConvolutionalGuide(AmortizedGuide):
                 f"({math.prod(image_shape)} pixels); pass the shape of one image, "
                 f"e.g. (1, 28, 28) for x_dim=784"
             )
-        channels = tuple(_positive_int("each channel count", c) for c in channels)
+        channels = tuple(check_positive("each channel count", c, example=32) for c in channels)
         if not channels:
             raise ConfigError("channels must list at least one convolution")
         act = ACTIVATIONS[_check_activation(conv_activation)]
@@ -187,7 +175,7 @@ class ConvolutionalGuide(AmortizedGuide):
             layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), act()]
             c, h, w = c_out, (h + 1) // 2, (w + 1) // 2  # 3x3, stride 2, padding 1: ceil(size / 2)
         self.conv = nn.Sequential(*layers)
-        self.head = mlp([c * h * w, *_hidden(hidden_dims), 2 * self.z_dim], _check_activation(activation))
+        self.head = mlp([c * h * w, *check_hidden_dims(hidden_dims), 2 * self.z_dim], _check_activation(activation))
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
         features = self.conv(x.reshape(x.shape[0], *self.image_shape)).flatten(1)
@@ -226,7 +214,7 @@ class FullCovarianceGuide(AmortizedGuide):
         name: str = "guide",
     ) -> None:
         super().__init__(x_dim, z_dim, name)
-        self.rank = None if rank is None else _positive_int("rank", rank)
+        self.rank = None if rank is None else check_positive("rank", rank, example=2)
         d = self.z_dim
         if self.rank is None:
             rows, cols = torch.tril_indices(d, d)
@@ -235,7 +223,7 @@ class FullCovarianceGuide(AmortizedGuide):
             num_scale = d * (d + 1) // 2
         else:
             num_scale = d * self.rank + d  # cov_factor, then cov_diag
-        self.net = mlp([self.x_dim, *_hidden(hidden_dims), d + num_scale], _check_activation(activation))
+        self.net = mlp([self.x_dim, *check_hidden_dims(hidden_dims), d + num_scale], _check_activation(activation))
         # Start near a diagonal q: with default init each off-diagonal entry of L is O(0.3),
         # so Var(z_i) grows like i / 10 and q starts far wider than the prior, which pushes
         # training into posterior collapse (measured: test ELBO -117.8 vs -102.8 for the
@@ -322,11 +310,11 @@ class IAFGuide(AmortizedGuide):
         name: str = "guide",
     ) -> None:
         super().__init__(x_dim, z_dim, name)
-        self.num_flows = _positive_int("num_flows", num_flows)
-        self.context_dim = self.z_dim if context_dim is None else _positive_int("context_dim", context_dim)
-        flow_hidden = [max(2 * self.z_dim, 64)] if flow_hidden is None else list(_hidden(flow_hidden))
+        self.num_flows = check_positive("num_flows", num_flows, example=2)
+        self.context_dim = self.z_dim if context_dim is None else check_positive("context_dim", context_dim, example=50)
+        flow_hidden = [max(2 * self.z_dim, 64)] if flow_hidden is None else list(check_hidden_dims(flow_hidden))
         self.encoder = mlp(
-            [self.x_dim, *_hidden(hidden_dims), 2 * self.z_dim + self.context_dim],
+            [self.x_dim, *check_hidden_dims(hidden_dims), 2 * self.z_dim + self.context_dim],
             _check_activation(activation),
         )
         self.flows = nn.ModuleList(

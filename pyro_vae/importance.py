@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Tuple
 
+import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-import pyro
+from .errors import check_positive
 
 PARTICLE_DIM = -2
 
@@ -85,8 +86,7 @@ def log_importance_weights(
     caller multiplies a sum over datapoints by it to estimate a full-data sum.
     The weights are differentiable (reparameterized guide samples).
     """
-    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+    check_positive("num_particles", num_particles, example=5)
     guide_trace = poutine.trace(_vectorize(guide, num_particles)).get_trace(*args, **kwargs)
     model_trace = poutine.trace(
         poutine.replay(_vectorize(model, num_particles), trace=guide_trace)

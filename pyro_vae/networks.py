@@ -11,10 +11,29 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
-from .errors import ConfigError
 from torch.nn import functional as F
 
+from .errors import ConfigError
+
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
+    """Hidden-layer widths as a tuple of positive ints (a single int is one layer)."""
+    if isinstance(hidden_dims, int) and not isinstance(hidden_dims, bool):
+        hidden_dims = (hidden_dims,)
+    if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+        raise ConfigError(
+            f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; "
+            f"pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+        )
+    for h in hidden_dims:
+        if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
+            raise ConfigError(
+                f"each hidden size must be a positive integer, got {h!r} in hidden_dims="
+                f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+            )
+    return tuple(hidden_dims)
 
 
 def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:

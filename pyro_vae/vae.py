@@ -36,7 +36,7 @@ from .errors import ConfigError, check_positive
 from .likelihoods import get_likelihood
 from .evaluate import distribution_mean
 from .guides import make_guide
-from .networks import mlp
+from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
 
 
@@ -73,20 +73,7 @@ class VAE(nn.Module):
         super().__init__()
         self.x_dim = check_positive("x_dim", x_dim, example=784)
         self.z_dim = check_positive("z_dim", z_dim, example=50, flag="--z-dim")
-        if isinstance(hidden_dims, int):
-            hidden_dims = (hidden_dims,)
-        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
-            raise ConfigError(
-                f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; "
-                f"pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
-            )
-        for h in hidden_dims:
-            if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
-                raise ConfigError(
-                    f"each hidden size must be a positive integer, got {h!r} in hidden_dims="
-                    f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
-                )
-        self.hidden_dims = tuple(hidden_dims)
+        self.hidden_dims = check_hidden_dims(hidden_dims)
         self.likelihood = get_likelihood(likelihood)
         self.activation = activation
         self.name = name
