@@ -4,10 +4,13 @@
     python examples/mnist_svi.py                      # embedded 5,000-digit sample, 100 epochs
     python examples/mnist_svi.py --data-dir ~/data    # full MNIST (downloaded there if missing)
     python examples/mnist_svi.py --resume             # continue the run in --out
+    torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed   # data-parallel, 2 processes
 
 The model p(z) p(x|z) and guide q(z|x) are pyro_vae.VAE's; see docs/equations.md.
 Errors print one line and exit with code 2 (--debug shows the traceback); SIGINT and
 SIGTERM stop after the current step with a checkpoint, exiting 130 and 143.
+With --distributed (under torchrun), every process trains on its shard of each minibatch,
+gradients are averaged, and only rank 0 prints, writes checkpoints, figures and metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import VAE, Trainer, load_mnist
+from pyro_vae import distributed
 from pyro_vae.checkpoint import check_writable_dir, load_checkpoint
 from pyro_vae.errors import ConfigError, PyroVAEError, TrainingInterrupted, check_positive
 from pyro_vae.evaluate import log_likelihood
@@ -93,7 +97,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
     p.add_argument("--out", default="runs/mnist_svi", help="output directory (default runs/mnist_svi)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); with --distributed, "
+                   "cuda gives each process the GPU of its LOCAL_RANK")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training across the processes torchrun starts (gloo on cpu, "
+                        "NCCL on cuda); e.g. torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed")
     p.add_argument("--test-every", type=int, default=1, help="evaluate the test ELBO every N epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -162,7 +170,12 @@ def main(argv=None) -> int:
     config = resolve_config(args, checkpoint)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise PyroVAEError(f"--device {args.device} was asked for, but CUDA is not available here; use --device cpu")
-    device = torch.device(args.device)
+    rank = 0
+    if args.distributed:
+        rank, world_size, device = distributed.init_from_env(args.device)
+    else:
+        device = torch.device(args.device)
+    say = print if rank == 0 else (lambda *a, **k: None)
 
     # Model and trainer first: a bad setting is refused before the data is read.
     pyro.set_rng_seed(config["seed"])  # the seed governs the initial weights too
@@ -170,26 +183,28 @@ def main(argv=None) -> int:
               activation=config["activation"], guide=config["guide"]).to(device)
     trainer = Trainer(vae, lr=config["lr"], binarize=config["binarize"], seed=config["seed"],
                       objective=config["objective"], num_particles=config["num_particles"],
-                      beta=config["beta"], kl_warmup=config["kl_warmup"], clip_norm=config["clip_norm"])
+                      beta=config["beta"], kl_warmup=config["kl_warmup"], clip_norm=config["clip_norm"],
+                      distributed=args.distributed)
     if checkpoint is not None:
         trainer.resume(checkpoint_path, checkpoint)  # already read above, for the config
         at = f" (+ {trainer.step_in_epoch} steps of epoch {trainer.epoch + 1})" if trainer.step_in_epoch else ""
-        print(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
+        say(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
 
-    data = load_mnist(args.data_dir, download=not args.no_download)
+    data = load_mnist(args.data_dir, download=not args.no_download, verbose=rank == 0)
     train_x, test_x, test_y = data.train_images, data.test_images, data.test_labels
     if args.train_size is not None:
         train_x = train_x[: args.train_size]
     if args.test_size is not None:
         test_x, test_y = test_x[: args.test_size], test_y[: args.test_size]
-    print(f"data: {data.source}: {len(train_x)} train / {len(test_x)} test images", flush=True)
+    say(f"data: {data.source}: {len(train_x)} train / {len(test_x)} test images", flush=True)
     particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
     warmup = f" (warm-up over {config['kl_warmup']} epochs)" if config["kl_warmup"] else ""
     optimizer = "Adam" if config["clip_norm"] is None else f"ClippedAdam clip_norm={config['clip_norm']}"
-    print(f"model: z_dim={config['z_dim']} hidden={config['hidden']} {config['activation']}, "
+    processes = f", {trainer.world_size} processes" if args.distributed else ""
+    say(f"model: z_dim={config['z_dim']} hidden={config['hidden']} {config['activation']}, "
           f"likelihood={config['likelihood']}, binarize={config['binarize']}, guide={config['guide']}; "
           f"SVI {type(trainer.loss).__name__}{particles}, beta={config['beta']}{warmup}, "
-          f"{optimizer} lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
+          f"{optimizer} lr={config['lr']}, batch {args.batch_size}, {args.epochs} epochs, {device}{processes}", flush=True)
 
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -200,13 +215,17 @@ def main(argv=None) -> int:
                         test_every=args.test_every, checkpoint=checkpoint_path,
                         progress=not args.no_progress, log=lambda line: print(line, flush=True))
         except TrainingInterrupted as stop:
+            if rank != 0:
+                return stop.exit_code
             print(f"interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint at {stop.checkpoint}: "
                   f"rerun with --resume --out {args.out}", file=sys.stderr, flush=True)
             return stop.exit_code
     wall = time.perf_counter() - start
 
     test_ready = trainer.prepare_test(test_x)
-    final = trainer.evaluate(test_ready)
+    final = trainer.evaluate(test_ready)  # every rank takes part: the sums are reduced
+    if rank != 0:
+        return 0
     from pyro_vae.plots import plot_all  # matplotlib and torchvision: 1-2 s of start-up, spent only here
 
     figures = plot_all(vae, trainer.history, test_ready, test_y, args.out)
@@ -223,7 +242,8 @@ def main(argv=None) -> int:
         "data": data.source,
         "num_train": len(train_x),
         "num_test": len(test_x),
-        "config": {**config, "batch_size": args.batch_size, "device": str(device)},
+        "config": {**config, "batch_size": args.batch_size, "device": str(device),
+                   "processes": trainer.world_size},
         "figures": {k: os.path.basename(v) for k, v in figures.items()},
         "history": trainer.history,
     }
@@ -261,6 +281,9 @@ def run(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
         return 130
+    finally:
+        if distributed.is_distributed():  # no collective follows the final evaluation
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ Format versions (docs/errors.md describes the keys):
   loss sum). A version-1 reader would silently restart that epoch on mid-epoch
   weights, so these files carry version 2, which such a reader refuses. End-of-epoch
   checkpoints are still written as version 1: their meaning has not changed.
+* **3** -- the optimizer state is one ``torch.optim`` state dict (key ``"optimizer"``)
+  instead of Pyro's one Adam per parameter (``"optim"``), with ``"partial"`` when a
+  signal stopped an epoch, and the RNG state of every rank (``"rng_ranks"``) when the
+  run was distributed. Versions 1 and 2 are still read: their optimizer state is converted.
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from .errors import CheckpointError, OutputDirError
 
 FORMAT = "pyro_vae.checkpoint"
 #: The newest format version this release writes.
-VERSION = 2
+VERSION = 3
 #: The format versions this release reads.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 
 def checkpoint_version(state: Dict[str, Any]) -> int:
-    """The format version ``state`` is written with: 2 if it stops mid-epoch, else 1."""
+    """The format version ``state`` is written with (see this module's docstring)."""
+    if "optimizer" in state:
+        return 3
     return 2 if state.get("partial") is not None else 1
 
 

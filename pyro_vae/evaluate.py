@@ -21,12 +21,15 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple, Optional
 
+import pyro
 import torch
 from pyro import poutine
+from pyro.infer.util import is_validation_enabled
 from torch.distributions import kl_divergence
 
 from .errors import check_positive
 from .importance import log_importance_weights
+from .plate import registration_skipped
 
 
 class LogLikelihood(NamedTuple):
@@ -50,7 +53,7 @@ def log_likelihood(
     num_samples: int = 5000,
     batch_size: int = 100,
     particles_per_chunk: Optional[int] = None,
-    max_elements: int = 50_000,
+    max_elements: int = 5_000,
     progress: Optional[Callable[[int], None]] = None,
 ) -> LogLikelihood:
     """Importance-sampled :math:`\\log p(x_i)` for every row of ``x``, for any model/guide pair
@@ -60,7 +63,12 @@ def log_likelihood(
     :param batch_size: datapoints per chunk.
     :param particles_per_chunk: particles per chunk; by default as many as keep
         ``particles x datapoints <= max_elements`` (peak memory is about
-        ``max_elements x x_dim x 4 bytes x`` a small constant).
+        ``max_elements x x_dim x 4 bytes x`` a small constant). The default keeps a
+        chunk's ``[particles, datapoints, 784]`` tensors (15.7 MB) in the CPU's caches:
+        three times faster than chunks ten times larger (``bench/loglik.py``).
+
+    Pyro's validation (if on) checks the first particle chunk of every data chunk, which
+    sees every datapoint; the other chunks redraw only ``z`` and skip it.
     :param progress: called with the number of datapoints finished after each data chunk.
     """
     check_positive("num_samples", num_samples, example=5000)
@@ -76,7 +84,8 @@ def log_likelihood(
         done = 0
         while done < num_samples:
             k = min(chunk, num_samples - done)
-            log_w, _ = log_importance_weights(model, guide, batch, num_particles=k)
+            with pyro.validation_enabled(is_validation_enabled() and done == 0), registration_skipped():
+                log_w, _ = log_importance_weights(model, guide, batch, num_particles=k)
             log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
             log_sum_sq = torch.logaddexp(log_sum_sq, torch.logsumexp(2 * log_w, 0))
             done += k

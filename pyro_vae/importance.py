@@ -51,7 +51,7 @@ def _sum_sites(trace, shape: torch.Size, relative_scale: bool) -> Tuple[torch.Te
     data plate's ``N/B`` (that is, by any ``poutine.scale`` factor such as a KL
     weight beta), and the data scale is returned separately.
     """
-    total = torch.zeros(shape)
+    total = None
     data_scale = None
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
@@ -68,8 +68,10 @@ def _sum_sites(trace, shape: torch.Size, relative_scale: bool) -> Tuple[torch.Te
                 plate_scale = frame.full_size / frame.size  # N / B of a subsampled plate
         data_scale = plate_scale if data_scale is None else data_scale
         scale = site["scale"] / plate_scale if relative_scale else 1.0
-        total = total + scale * log_prob
-    return total, (1.0 if data_scale is None else data_scale)
+        total = scale * log_prob if total is None else total + scale * log_prob
+    if total is None:
+        raise ValueError("the trace has no sample sites to weight")
+    return total.expand(shape), (1.0 if data_scale is None else data_scale)
 
 
 def log_importance_weights(

@@ -3,16 +3,41 @@
 * :func:`data_plate` -- the plate ``"data"`` over a minibatch, scaled by ``N/B`` so that a
   minibatch ELBO is an unbiased estimate of the full-data ELBO (seed item 9);
 * :func:`register_module` -- ``pyro.module`` made safe for several models in one process.
+
+:func:`registration_skipped` lets a caller that optimizes the modules' parameters itself
+(:class:`pyro_vae.Trainer`, with a ``torch.optim`` optimizer) skip the registration, which
+only :class:`pyro.infer.SVI`'s param-store optimizers need.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import pyro
 import torch
 from pyro.params.param_store import param_with_module_name
 from torch import nn
+
+
+_skip = threading.local()
+
+
+@contextmanager
+def registration_skipped() -> Iterator[None]:
+    """Within this block (in this thread), :func:`register_module` returns the module untouched.
+
+    For training loops that hand the modules' parameters to a ``torch.optim`` optimizer
+    themselves: the model and guide run unchanged (same sites, same log-densities), minus
+    the param-store bookkeeping, which walks every parameter on every call.
+    """
+    before = getattr(_skip, "active", False)
+    _skip.active = True
+    try:
+        yield
+    finally:
+        _skip.active = before
 
 
 def register_module(name: str, module: nn.Module) -> nn.Module:
@@ -23,6 +48,8 @@ def register_module(name: str, module: nn.Module) -> nn.Module:
     (which ``pyro.module`` silently returns for a name it has seen). Stale entries
     under our names are dropped so that the module being run owns them.
     """
+    if getattr(_skip, "active", False):
+        return module
     store = pyro.get_param_store()
     for param_name, param in module.named_parameters():
         full_name = param_with_module_name(name, param_name)

@@ -6,6 +6,16 @@ takes an Adam step on :class:`pyro.infer.Trace_ELBO`'s estimate of
 (seed item 9). Encoder :math:`\theta` and decoder :math:`\phi` are updated
 *jointly* by stochastic gradient ascent -- not by EM (the seed's one slip).
 
+Speed: the objective is used as Pyro's ``ELBO()(model, guide)`` form, an
+:class:`~torch.nn.Module` (:class:`ELBOLoss`) whose parameters a single fused
+``torch.optim.Adam`` steps, rather than :class:`pyro.infer.SVI` with one Adam per
+parameter; the data is validated once when training starts instead of by every
+distribution at every step; and the param-store registration that only SVI needs is
+skipped. The model, guide, sites and objective value are unchanged (``bench/step.py``
+measures each of these levers; ``validate=True`` turns per-step validation back on).
+The same module is what :class:`~torch.nn.parallel.DistributedDataParallel` wraps for
+multi-process training (:mod:`pyro_vae.distributed`).
+
 Reproducibility: epoch ``e`` draws its data order and its dynamic binarization
 from a generator seeded by ``(seed, e)``, so an epoch does not depend on what ran
 before it, and a run resumed from a checkpoint draws exactly the same data.
@@ -28,24 +38,29 @@ import re
 import signal
 import threading
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.infer.elbo import ELBO
-from pyro.infer.util import zero_grads
+from pyro.optim.clipped_adam import ClippedAdam
+from pyro.params.param_store import param_with_module_name
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed as dist_util
 from .checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from .data import BINARIZATIONS, binarize, check_pixels
 from .elbo import bits_per_dim, elbo_terms
 from .errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted, check_positive
 from .guide_contract import check_guide
 from .objectives import check_beta, get_objective, kl_weighted
+from .plate import registration_skipped
 from .vae import VAE
 
 #: The test set is binarized once, with this seed, whatever the training seed:
@@ -113,35 +128,37 @@ def _grads_finite(params: Iterable[torch.Tensor]) -> bool:
     return bool(torch.isfinite(_grad_norm([p.grad for p in params if p.grad is not None])))
 
 
-class CheckedSVI(SVI):
-    """:class:`pyro.infer.SVI` whose :meth:`step` refuses a non-finite loss or gradient
-    *before* the optimizer applies it, so the parameters stay those of the last good step.
+class ELBOLoss(nn.Module):
+    """The training objective of a VAE as a module: ``forward(x, num_data)`` is the loss
+    (the negative ELBO, or of the IWAE bound, at the full-data scale ``N/B``), differentiable
+    in the VAE's parameters.
 
-    The loss is a float already (Pyro's own host sync); the gradient check adds one fused
-    2-norm over all parameters and one more sync, only when the loss is finite (about
-    0.1 ms per step for the default VAE on one CPU core, next to 8 ms for the step).
+    This is the form Pyro's ``Trace_ELBO()(model, guide)`` gives for model and guide
+    modules, here for a model and guide that are methods of one VAE: ``parameters()``
+    are the VAE's, for a ``torch.optim`` optimizer, and
+    :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
     """
 
-    def step(self, *args: Any, **kwargs: Any) -> float:
-        with poutine.trace(param_only=True) as capture:
-            try:
-                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
-            except ValueError as err:
-                what = _invalid_parameter(err)
-                if what is None:
-                    raise
-                raise _NonFinite(f"{what} became NaN or infinite") from err
-        params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
-        loss = float(loss)
-        if not math.isfinite(loss):
-            zero_grads(params)
-            raise _NonFinite(f"the loss is {loss}")
-        if not _grads_finite(params):
-            zero_grads(params)
-            raise _NonFinite(f"the loss is finite ({loss:.6g}) but its gradient norm is not")
-        self.optim(params)  # Adam instantiates its state for parameters it has not seen yet
-        zero_grads(params)
-        return loss
+    def __init__(self, vae: VAE, objective: ELBO, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
+        super().__init__()
+        self.vae = vae
+        self.objective = objective
+        self.model = model
+        self.guide = guide
+
+    def forward(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
+        return self.objective.differentiable_loss(self.model, self.guide, x, num_data=num_data)
+
+
+def _make_optimizer(params: List[torch.Tensor], lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
+    """Adam over ``params``, fused into one kernel where torch has it for their device;
+    :class:`pyro.optim.clipped_adam.ClippedAdam` when ``clip_norm`` is given."""
+    if clip_norm is not None:
+        return ClippedAdam(params, lr=lr, clip_norm=clip_norm)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
 
 
 class Trainer:
@@ -157,10 +174,20 @@ class Trainer:
     :param num_particles: particles of the objective (:math:`K` for ``"iwae"``).
     :param beta: weight of the KL term (of site ``"z"``) in the training objective.
     :param kl_warmup: epochs over which that weight rises linearly from 0 to ``beta``.
-    :param clip_norm: if given, train with :class:`pyro.optim.ClippedAdam`, which clamps
-        every gradient entry to ``[-clip_norm, clip_norm]`` before the Adam update; the
-        default ``None`` is plain :class:`pyro.optim.Adam`.
+    :param clip_norm: if given, train with :class:`pyro.optim.clipped_adam.ClippedAdam`,
+        which clamps every gradient entry to ``[-clip_norm, clip_norm]`` before the Adam
+        update; the default ``None`` is :class:`torch.optim.Adam` (fused).
     :param loss: an ELBO instance to use instead of ``objective``.
+    :param validate: run every training step with Pyro's and torch's argument and
+        support validation on. Off by default: the data is checked once when
+        :meth:`fit` starts, and every step's loss and gradient are checked for
+        non-finite values; validation stays on everywhere else (evaluation, the guide
+        contract, your own calls of the model and guide).
+    :param distributed: train data-parallel in the process group this process belongs
+        to (:mod:`pyro_vae.distributed`): the loss module is wrapped in
+        :class:`~torch.nn.parallel.DistributedDataParallel`, every rank trains on its
+        shard of each global minibatch, metrics are reduced over ranks and only rank 0
+        writes checkpoints and logs.
     """
 
     def __init__(
@@ -176,6 +203,8 @@ class Trainer:
         kl_warmup: int = 0,
         clip_norm: Optional[float] = None,
         loss: Optional[ELBO] = None,
+        validate: bool = False,
+        distributed: bool = False,
     ) -> None:
         if binarize not in BINARIZATIONS:
             raise ConfigError(f"unknown binarization {binarize!r}; choose one of {list(BINARIZATIONS)}")
@@ -202,15 +231,41 @@ class Trainer:
         self.num_particles = num_particles
         self.beta = check_beta(beta)
         self.kl_warmup = kl_warmup
-        if self.clip_norm is None:
-            self.optim = pyro.optim.Adam({"lr": self.lr})
-        else:
-            self.optim = pyro.optim.ClippedAdam({"lr": self.lr, "clip_norm": self.clip_norm})
+        self.validate = bool(validate)
         self.loss = loss if loss is not None else get_objective(objective, num_particles)
         # The KL weight acts on site "z" of both programs (pyro.poutine.scale, per site).
         self._model = kl_weighted(vae.model, self.beta)
         self._guide = kl_weighted(vae.guide, self.beta)
-        self.svi = CheckedSVI(self._model, self._guide, self.optim, loss=self.loss)
+        self.loss_module = ELBOLoss(vae, self.loss, self._model, self._guide)
+        self._owned: List[Tuple[str, torch.Tensor]] = []
+        self._use_loss(self.loss)
+        self.distributed = bool(distributed)
+        self.rank, self.world_size = 0, 1
+        if self.distributed:
+            if not dist_util.is_distributed():
+                raise ConfigError(
+                    "distributed=True needs a process group: launch with torchrun and call "
+                    "pyro_vae.distributed.init_from_env() (CLI: torchrun ... mnist_svi.py --distributed)"
+                )
+            self.rank, self.world_size = dist_util.rank_and_world()
+        if self.distributed:
+            if not hasattr(self.loss, "differentiable_loss"):
+                raise ConfigError(
+                    f"distributed training needs an objective with differentiable_loss; "
+                    f"{type(self.loss).__name__} has none"
+                )
+            device = self.device
+            self._loss_fn: Callable[..., torch.Tensor] = DistributedDataParallel(
+                self.loss_module, device_ids=[device] if device.type == "cuda" else None
+            )
+        else:
+            self._loss_fn = self.loss_module
+        #: Adam over the VAE's parameters (the ones checkpoints save).
+        self.optimizer = _make_optimizer(list(vae.parameters()), self.lr, self.clip_norm)
+        # Parameters a custom guide keeps in Pyro's param store (pyro.param), found at the
+        # first step; not part of the VAE, so not checkpointed.
+        self._extra_optimizer: Optional[torch.optim.Optimizer] = None
+        self._params: Optional[List[torch.Tensor]] = None
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
         #: (path, epoch, step) of the last checkpoint written or resumed from.
@@ -220,6 +275,55 @@ class Trainer:
         self._stop_signal: Optional[int] = None
         self._checkpoint_path: Optional[str] = None  # fit's, for error messages
         pyro.set_rng_seed(self.seed)
+        if self.world_size > 1:  # each rank draws its own latent noise
+            torch.manual_seed(self.seed + 1_000_003 * self.rank)
+
+    @property
+    def jit(self) -> bool:
+        """Whether the objective runs JIT-compiled."""
+        return type(self.loss).__name__.startswith("Jit")
+
+    def _use_loss(self, loss: ELBO) -> None:
+        self.loss = self.loss_module.objective = loss
+        # JIT-compiled objectives find the parameters to trace through the param store.
+        self._skip_registration = not self.jit
+        self._warm_shapes = set()
+
+    def _warm_up(self, x: torch.Tensor, num_data: int, sizes: Iterable[int]) -> None:
+        """Compile a JIT objective (``"jit_elbo"``, ``"jit_meanfield"``) and run it to its final
+        optimized form for every batch size about to be used, on a forked RNG stream and with
+        the gradients discarded: the training steps then draw the same noise and run the same
+        kernels whether a run started here or was resumed here (bit-identical resume)."""
+        sizes = [b for b in sizes if b not in self._warm_shapes]
+        if not self.jit or not sizes:
+            return
+        try:
+            with _rng_fork(self.seed + 104_729), pyro.validation_enabled(False):
+                for b in sizes:
+                    batch = binarize(x[:b], self.binarize, torch.Generator(x.device).manual_seed(0))
+                    for _ in range(3):  # profile, optimize, run optimized
+                        self.loss_module(batch, num_data=num_data).backward()
+                    self._warm_shapes.add(b)
+        finally:
+            for p in self.vae.parameters():
+                p.grad = None
+        # Pyro's compiled objective reads the parameters from the global param store by name
+        # at every call; remember which entries are ours (see _claim_param_store).
+        mine = {id(p) for p in self.vae.parameters()}
+        store = pyro.get_param_store()
+        self._owned = [(name, value) for name, value in store._params.items() if id(value) in mine]
+
+    def _claim_param_store(self, batch: torch.Tensor, num_data: int) -> None:
+        """JIT objectives: if another model with the same parameter names registered since
+        (two VAEs named "vae" trained in turns), run model and guide once, which puts this
+        VAE's tensors back under those names -- else the compiled objective would use the
+        other model's parameters."""
+        store = pyro.get_param_store()._params
+        if all(store.get(name) is value for name, value in self._owned):
+            return
+        with _rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
+            poutine.block(self._guide)(batch, num_data=num_data)
+            poutine.block(self._model)(batch, num_data=num_data)
 
     def set_lr(self, lr: float) -> None:
         """Change Adam's learning rate for the next steps (for schedules such as Burda et al.'s).
@@ -228,14 +332,19 @@ class Trainer:
         state, which checkpoints save and restore.
         """
         lr = _positive("lr", lr, float)
-        self.optim.pt_optim_args["lr"] = lr  # for parameters Adam has not seen yet
-        for optimizer in self.optim.optim_objs.values():
-            for group in optimizer.param_groups:
+        for optimizer in (self.optimizer, self._extra_optimizer):
+            for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
 
     def set_beta(self, beta: float) -> None:
-        """Set the KL weight the next SVI steps use (KL warm-up calls this every step)."""
-        self._model.beta = self._guide.beta = check_beta(beta)
+        """Set the KL weight the next SVI steps use (KL warm-up calls this every step).
+
+        A JIT-compiled objective has the weight compiled in: a new value recompiles it.
+        """
+        beta = check_beta(beta)
+        if self.jit and beta != self._model.beta:
+            self._use_loss(get_objective(self.objective, self.num_particles))
+        self._model.beta = self._guide.beta = beta
 
     @property
     def current_beta(self) -> float:
@@ -248,7 +357,8 @@ class Trainer:
     # ---- data ------------------------------------------------------------------------
 
     def _epoch_generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        """Epoch ``epoch``'s data order and binarization: the same on every rank, on the VAE's device."""
+        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + epoch)
 
     def check_data(self, x: torch.Tensor, what: str) -> torch.Tensor:
         """Flatten ``x``, refuse NaN/out-of-range pixels and, without binarization,
@@ -265,6 +375,95 @@ class Trainer:
         generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
         return binarize(x, self.binarize, generator).to(self.device)
 
+    # ---- one SVI step ---------------------------------------------------------------------
+
+    def step(self, batch: torch.Tensor, num_data: int, weight: float = 1.0) -> float:
+        """One Adam step on ``batch``, a minibatch (this rank's shard of it, when distributed)
+        of a training set of ``num_data`` images; the data must be valid (see :meth:`check_data`).
+
+        Returns the loss at the full-data scale: the negative training objective, for the
+        whole global minibatch when distributed. ``weight`` multiplies this rank's loss so
+        that uneven shards average to the full-batch gradient (:mod:`pyro_vae.distributed`).
+        A non-finite loss or gradient raises before the optimizer applies it, leaving the
+        parameters as they were (:meth:`train_epoch` turns that into a
+        :class:`~pyro_vae.errors.NonFiniteError`).
+        """
+        if self.jit:
+            if batch.shape[0] not in self._warm_shapes:
+                self._warm_up(batch, num_data, [batch.shape[0]])
+            self._claim_param_store(batch, num_data)
+        for optimizer in (self.optimizer, self._extra_optimizer):
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+        first = self._params is None
+        with ExitStack() as stack:
+            stack.enter_context(pyro.validation_enabled(self.validate))
+            if self._skip_registration:
+                stack.enter_context(registration_skipped())
+            capture = stack.enter_context(poutine.trace(param_only=True)) if first else None
+            try:
+                if hasattr(self.loss, "differentiable_loss"):
+                    loss = self._loss_fn(batch, num_data=num_data)
+                    if weight != 1.0:
+                        loss = loss * weight
+                    loss.backward()
+                    loss = loss.detach()
+                else:  # an ELBO without differentiable_loss differentiates itself
+                    loss = torch.tensor(float(self.loss.loss_and_grads(self._model, self._guide, batch, num_data=num_data)))
+            except ValueError as err:
+                what = _invalid_parameter(err)
+                if what is None:
+                    raise
+                raise _NonFinite(f"{what} became NaN or infinite") from err
+        if first:
+            self._adopt_params(capture.trace)
+        if self.world_size > 1:  # the global loss, and whether any rank was asked to stop
+            signum = self._stop_signal
+            shared = torch.stack([loss.reshape(()).to(torch.float64).cpu(),
+                                  torch.tensor(float(signum == signal.SIGINT), dtype=torch.float64),
+                                  torch.tensor(float(signum == signal.SIGTERM), dtype=torch.float64)])
+            shared = dist_util.all_reduce_sum(shared.to(self.device)).cpu()
+            value = float(shared[0]) / self.world_size
+            if signum is None and shared[1:].any():
+                self._stop_signal = signal.SIGINT if shared[1] > 0 else signal.SIGTERM
+        else:
+            value = float(loss)
+        if not math.isfinite(value):
+            self._zero_grads()
+            raise _NonFinite(f"the loss is {value}")
+        if not _grads_finite(self._params):
+            self._zero_grads()
+            raise _NonFinite(f"the loss is finite ({value:.6g}) but its gradient norm is not")
+        self.optimizer.step()
+        if self._extra_optimizer is not None:
+            self._extra_optimizer.step()
+        return value
+
+    def _zero_grads(self) -> None:
+        for p in self._params:
+            p.grad = None
+
+    def _adopt_params(self, trace: Any) -> None:
+        """After the first step: also optimize what the model or guide keeps in Pyro's param
+        store only (``pyro.param``), beside the VAE's own parameters."""
+        mine = {id(p) for p in self.vae.parameters()}
+        extra, seen = [], set()
+        for site in trace.nodes.values():
+            value = site["value"].unconstrained()
+            if id(value) not in mine and id(value) not in seen and value.requires_grad:
+                extra.append(value)
+                seen.add(id(value))
+        if extra and self.distributed:
+            raise ConfigError(
+                "distributed training averages the gradients of the VAE's own parameters only, but "
+                "the guide keeps parameters in Pyro's param store (pyro.param); make the guide an "
+                "nn.Module with those tensors as nn.Parameter"
+            )
+        if extra:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self._extra_optimizer = _make_optimizer(extra, lr, self.clip_norm)
+        self._params = list(self.vae.parameters()) + extra
+
     # ---- one epoch of SVI ----------------------------------------------------------------
 
     def train_epoch(self, x: torch.Tensor, batch_size: int = 128, progress: bool = True) -> float:
@@ -278,10 +477,12 @@ class Trainer:
         """
         _positive("batch_size", batch_size)
         num_data = x.shape[0]
+        self._check_shards(num_data, batch_size)
+        x = x.to(self.device)
         position, self._position = self._position, None
         if position is None:
             generator = self._epoch_generator(self.epoch + 1)
-            order = torch.randperm(num_data, generator=generator)
+            order = torch.randperm(num_data, generator=generator, device=generator.device)
             start, total = 0, 0.0
         else:  # continue the pass that a signal stopped, from its next step
             if (position["num_data"], position["batch_size"]) != (num_data, batch_size):
@@ -292,24 +493,31 @@ class Trainer:
                     f"now {num_data} images in batches of {batch_size} are given; continue with the "
                     f"same training data and batch size (CLI --train-size, --batch-size)"
                 )
-            generator = torch.Generator()
+            generator = torch.Generator(device=self.device)
             generator.set_state(position["generator"])
             order, start, total = position["order"], int(position["step"]), float(position["total"])
         batches = order.split(batch_size)
         num_steps = len(batches)
+        if self.jit:  # every (shard) size this pass will use: the batch and the last, smaller one
+            sizes = {len(dist_util.shard(torch.arange(len(b)), self.rank, self.world_size)) for b in (batches[0], batches[-1])}
+            self._warm_up(x, num_data, sorted(sizes))
         self.vae.train()
         bar = tqdm(total=num_steps, initial=start, desc=f"epoch {self.epoch + 1}", unit="step",
-                   leave=False, disable=None if progress else True)
+                   leave=False, disable=None if progress and self.rank == 0 else True)
         try:
             for step in range(start, num_steps):
                 idx = batches[step]
                 if self.kl_warmup:
                     self.set_beta(self.beta * min(1.0, (self.epoch + step / num_steps) / self.kl_warmup))
-                batch = binarize(x[idx], self.binarize, generator).to(self.device, non_blocking=True)
+                batch = binarize(x[idx], self.binarize, generator)
+                weight = 1.0
+                if self.world_size > 1:  # every rank binarized the global batch alike; keep our rows
+                    batch = dist_util.shard(batch, self.rank, self.world_size)
+                    weight = self.world_size * batch.shape[0] / len(idx)
                 # The plate scales the batch by num_data / B: the step returns -ELBO for all N.
                 noise = torch.get_rng_state()  # ~1 us; lets a diagnosis replay the step's draws
                 try:
-                    loss = self.svi.step(batch, num_data=num_data)
+                    loss = self.step(batch, num_data, weight)
                 except _NonFinite as err:
                     raise self._non_finite_error(err.reason, batch, num_data, step, noise) from err.__cause__
                 total += loss * len(idx) / num_data
@@ -331,6 +539,18 @@ class Trainer:
             bar.close()
         self.epoch += 1
         return -total / num_data
+
+    def _check_shards(self, num_data: int, batch_size: int) -> None:
+        """Distributed: every global minibatch, the last one included, needs a row per rank."""
+        if self.world_size == 1:
+            return
+        smallest = num_data % batch_size or batch_size
+        if min(smallest, batch_size) < self.world_size:
+            raise ConfigError(
+                f"{self.world_size} processes need at least {self.world_size} images in every minibatch, "
+                f"but {num_data} images in batches of {batch_size} leave a last batch of {smallest}; "
+                f"choose another --batch-size (or --train-size)"
+            )
 
     def _non_finite_error(
         self, reason: str, batch: torch.Tensor, num_data: int, step: int, noise: torch.Tensor
@@ -405,17 +625,23 @@ class Trainer:
         """Per-datapoint test ELBO and its parts on prepared data (see :meth:`prepare_test`).
 
         One sample of ``z`` per datapoint for the reconstruction term, the KL in closed
-        form; the noise comes from a fixed seed, so repeated evaluations agree.
+        form; the noise comes from a fixed seed, so repeated evaluations agree. When
+        distributed, each rank evaluates its share of ``x`` and the sums are reduced.
         """
         self.vae.eval()
-        sums = {"recon": 0.0, "kl": 0.0, "elbo": 0.0}
-        with _rng_fork(self.seed + 7919):
-            for batch in x.split(batch_size):
+        keys = ("recon", "kl", "elbo")
+        mine = x[self.rank :: self.world_size] if self.world_size > 1 else x
+        sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
+        with _rng_fork(self.seed + 7919 + self.rank), pyro.validation_enabled(self.validate), ExitStack() as stack:
+            if self._skip_registration:
+                stack.enter_context(registration_skipped())
+            for batch in mine.split(batch_size):
                 terms = elbo_terms(self.vae.model, self.vae.guide, batch)
-                for key in sums:
-                    sums[key] += float(getattr(terms, key).sum())
+                sums[:-1] += torch.stack([getattr(terms, key).sum() for key in keys]).to(sums.dtype)
+                sums[-1] += batch.shape[0]
         self.vae.train()
-        out = {key: value / len(x) for key, value in sums.items()}
+        sums = dist_util.all_reduce_sum(sums).tolist()
+        out = {key: value / sums[-1] for key, value in zip(keys, sums)}
         out["bits_per_dim"] = float(bits_per_dim(torch.tensor(out["elbo"]), self.vae.x_dim))
         return out
 
@@ -470,9 +696,9 @@ class Trainer:
         self._checkpoint_path = checkpoint
         # Signals are caught from here on: one during the checks below stops after the first step.
         with self._signals_stop_training():
-            train_x = self.check_data(train_x, "training data")
+            train_x = self.check_data(train_x, "training data").to(self.device)  # once, not per batch
             if self.epoch == 0 and self._position is None:  # the guide contract, checked before any step
-                sample = binarize(train_x[:2], self.binarize, torch.Generator().manual_seed(0))
+                sample = binarize(train_x[:2], self.binarize, torch.Generator(train_x.device).manual_seed(0))
                 with _rng_fork(self.seed):  # leaves the training RNG stream untouched
                     check_guide(self.vae.model, self.vae.guide, sample.to(self.device), self.vae.z_dim)
             test_ready = self.prepare_test(test_x) if test_x is not None else None
@@ -490,7 +716,8 @@ class Trainer:
                         test = self.evaluate(test_ready)
                         record.update({f"test_{key}": value for key, value in test.items()})
                     self.history.append(record)
-                    log(format_record(record, epochs))
+                    if self.rank == 0:
+                        log(format_record(record, epochs))
                     if checkpoint is not None:
                         self.save(checkpoint)
                     if self._stop_signal is not None:  # arrived during evaluation or the save
@@ -523,19 +750,28 @@ class Trainer:
         """Everything a resumed run needs to continue bit-identically: weights, optimizer
         state, RNG states, history and, after a signal, the position inside the epoch."""
         np_state = np.random.get_state()
+        rng = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        }
         state = {
             **self.state_dict_config(),
             "epoch": self.epoch,
             "model": self.vae.state_dict(),
-            "optim": self.optim.get_state(),
+            "optimizer": self.optimizer.state_dict(),
             "history": self.history,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": random.getstate(),
-                "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-            },
+            "rng": rng,
+            "world_size": self.world_size,
         }
+        if self.world_size > 1:  # a collective: every rank calls state_dict (save does)
+            # Each rank's latent noise comes from its own torch (and CUDA) generator.
+            ranks = [{"torch": t} for t in dist_util.gather_tensors(rng["torch"], self.device)]
+            if self.device.type == "cuda":
+                for entry, t in zip(ranks, dist_util.gather_tensors(torch.cuda.get_rng_state(self.device), self.device)):
+                    entry["cuda_device"] = t
+            state["rng_ranks"] = ranks
         if self._position is not None:
             state["partial"] = dict(self._position)
         return state
@@ -555,17 +791,61 @@ class Trainer:
                 f"and Trainer with the checkpoint's settings, or start a new run elsewhere"
             )
         self.vae.load_state_dict(state["model"])
-        self.optim.set_state(state["optim"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:  # format 1-2: Pyro's per-parameter optimizers
+            self.optimizer.load_state_dict(self._from_pyro_optim_state(state["optim"]))
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self._position = state.get("partial")
         rng = state["rng"]
+        ranks = state.get("rng_ranks")
+        own_cuda = None
+        if self.world_size > 1:
+            if ranks is not None and len(ranks) == self.world_size:
+                rng = dict(rng, torch=ranks[self.rank]["torch"])
+                own_cuda = ranks[self.rank].get("cuda_device")
+            else:
+                warnings.warn(
+                    f"the checkpoint was written by {state.get('world_size', 1)} process(es), this run has "
+                    f"{self.world_size}: each rank's latent noise restarts from its own seed, so the "
+                    f"continuation is not bit-identical to an uninterrupted run", stacklevel=2)
+                rng = dict(rng, torch=torch.manual_seed(self.seed + 1_000_003 * self.rank + self.epoch).get_state())
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        if own_cuda is not None and self.device.type == "cuda":  # this rank's own generator
+            torch.cuda.set_rng_state(own_cuda, self.device)
         random.setstate(rng["python"])
         kind, keys, *rest = rng["numpy"]
         np.random.set_state((kind, keys.numpy(), *rest))
+
+    def _from_pyro_optim_state(self, states: Dict[str, Any]) -> Dict[str, Any]:
+        """Pyro's per-parameter Adam states (checkpoint formats 1-2, keyed by param-store
+        name) as the state of this trainer's single optimizer."""
+        names = {}
+        modules = [(f"{self.vae.name}.decoder", self.vae.decoder)]
+        if self.vae.encoder is not None and isinstance(getattr(self.vae.encoder, "name", None), str):
+            modules.append((self.vae.encoder.name, self.vae.encoder))
+        for module_name, module in modules:
+            for param_name, param in module.named_parameters():
+                names[id(param)] = param_with_module_name(module_name, param_name)
+        target = self.optimizer.state_dict()
+        missing = []
+        for index, param in enumerate(self.vae.parameters()):
+            saved = states.get(names.get(id(param), ""))
+            if saved is None or 0 not in saved["state"]:
+                missing.append(index)
+                continue
+            target["state"][index] = saved["state"][0]
+            target["param_groups"][0]["lr"] = saved["param_groups"][0]["lr"]
+        if missing:
+            raise CheckpointError(
+                f"the checkpoint's optimizer state (written by an older pyro_vae, one Adam per "
+                f"parameter) does not cover {len(missing)} of this VAE's parameters; its weights still "
+                f"load with vae.load_state_dict(load_checkpoint(path)['model'])"
+            )
+        return target
 
     @property
     def step_in_epoch(self) -> int:
@@ -583,7 +863,9 @@ class Trainer:
                 f"good weights (Trainer.resume) before saving",
                 epoch=self.epoch, step=self.step_in_epoch,
             )
-        save_checkpoint(self.state_dict(), path)
+        state = self.state_dict()  # on every rank: it gathers their RNG states
+        if self.rank == 0:
+            save_checkpoint(state, path)
         self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
 
     def resume(self, path: str, state: Optional[Dict[str, Any]] = None) -> None:

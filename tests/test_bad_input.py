@@ -172,7 +172,7 @@ def mid_epoch_checkpoint_other_batch_size(ctx) -> None:
     """SIGINT after step 2 of batches of 16 writes a mid-epoch checkpoint; resume it with batches of 32."""
     x, path = pixels(64, 784), str(ctx.tmp / "checkpoint.pt")
     trainer = Trainer(small_vae(), binarize="fixed")
-    step, steps = trainer.svi.step, []
+    step, steps = trainer.step, []
 
     def step_then_sigint(*args, **kwargs):
         steps.append(step(*args, **kwargs))
@@ -180,7 +180,7 @@ def mid_epoch_checkpoint_other_batch_size(ctx) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # the trainer's handler: stop after this step
         return steps[-1]
 
-    trainer.svi.step = step_then_sigint
+    trainer.step = step_then_sigint
     with pytest.raises(TrainingInterrupted, match="at epoch 1, step 2"):
         trainer.fit(x, None, epochs=1, batch_size=16, checkpoint=path, progress=False, log=lambda _: None)
     resumed = Trainer(small_vae(), binarize="fixed")
@@ -325,7 +325,7 @@ CASES = [
     Case("checkpoint-foreign", foreign_checkpoint, CheckpointError,
          r"is not a pyro_vae checkpoint \(no 'pyro_vae\.checkpoint' tag\)"),
     Case("checkpoint-version-99", future_checkpoint, CheckpointError,
-         r"has checkpoint format version 99; this pyro_vae reads versions 1, 2\. Use the pyro_vae release"),
+         r"has checkpoint format version 99; this pyro_vae reads versions 1, 2, 3\. Use the pyro_vae release"),
     Case("checkpoint-other-z-dim", lambda c: resume_into(c, saved_checkpoint(c), z_dim=5), CheckpointError,
          r"written for another configuration \(z_dim: checkpoint 4 vs now 5\); build the VAE and Trainer"),
     Case("checkpoint-other-likelihood",
@@ -362,6 +362,9 @@ CASES = [
          r"Drop them, or use a new --out"),
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
+    Case("cli-distributed-without-torchrun", Cli(["--distributed"]), "exit 2",
+         r"^error: --distributed needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
+         r"launch with e\.g\. 'torchrun --nproc_per_node=2 examples/mnist_svi\.py --distributed'$"),
 ]
 
 

@@ -33,7 +33,7 @@ def test_example_runs_writes_everything_and_resumes(tmp_path, mnist_source):
     assert metrics["test_elbo"] == pytest.approx(metrics["test_recon"] - metrics["test_kl"])
     assert -800 < metrics["test_elbo"] < 0
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
-    assert state["epoch"] == 1 and {"model", "optim", "rng", "config"} <= set(state)
+    assert state["epoch"] == 1 and {"model", "optimizer", "rng", "config"} <= set(state)
 
     second = run(["--epochs", "2", "--resume", "--train-size", "1024", "--test-size", "500", "--out", out], mnist_source)
     assert second.returncode == 0, second.stderr

@@ -49,7 +49,7 @@ def wait_for_new_checkpoint(path: Path, proc: subprocess.Popen, timeout: float =
 
 def same_run(a: dict, b: dict) -> None:
     """Two checkpoints hold the same run: torch.equal on every tensor, and equal ELBOs."""
-    for key in ("model", "optim", "rng", "epoch", "config", "trainer", "version"):
+    for key in ("model", "optimizer", "rng", "epoch", "config", "trainer", "version"):
         assert_same_tensors(a[key], b[key], key)
     # The training records agree; test ELBOs where both runs evaluated (a run evaluates at its last epoch).
     train = lambda history: [(r["epoch"], r["train_elbo"], r["beta"]) for r in history]
@@ -138,11 +138,11 @@ def test_cli_sigint_mid_epoch_then_resume_equals_two_straight_epochs(tmp_path, m
     match = re.match(r"interrupted at epoch (\d+), step (\d+);", stderr)
     assert match and int(match[2]) > 0, stderr  # inside an epoch, not between two
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["version"] == 2 and state["partial"]["step"] == int(match[2])
+    assert state["version"] == 3 and state["partial"]["step"] == int(match[2])
 
     resumed = run(mnist_source, tmp_path, *RESUME, "--epochs", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"(+ {match[2]} steps of epoch {match[1]})" in resumed.stdout
     final = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert final["version"] == 1 and "partial" not in final
+    assert final["version"] == 3 and "partial" not in final
     same_run(straight_run, final)

@@ -123,13 +123,13 @@ def test_kl_warmup_follows_its_linear_schedule(mnist):
     x = mnist.train_images[:256]
     trainer = Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective="meanfield", beta=0.5, kl_warmup=2)
     seen = []
-    step = trainer.svi.step
+    step = trainer.step
 
     def recording_step(*args, **kwargs):
         seen.append(trainer.current_beta)
         return step(*args, **kwargs)
 
-    trainer.svi.step = recording_step
+    trainer.step = recording_step
     trainer.train_epoch(x, batch_size=64, progress=False)
     trainer.train_epoch(x, batch_size=64, progress=False)
     trainer.train_epoch(x, batch_size=64, progress=False)
@@ -153,3 +153,18 @@ def test_every_objective_trains_the_vae(name, mnist):
 def test_jit_with_warmup_is_refused():
     with pytest.raises(ValueError, match="JIT-compiled objective"):
         Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective="jit_elbo", kl_warmup=3)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_two_jit_trainers_stepped_in_turns_each_update_their_own_vae(mnist):
+    """Pyro's JIT objective reads parameters from the global param store by name; two VAEs
+    with the same names, trained in turns, must each update their own tensors."""
+    x = (mnist.train_images[:32] > 0.5).float()
+    a = Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective="jit_elbo", binarize="none")
+    b = Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective="jit_elbo", binarize="none")
+    for stepped, other in ((a, b), (b, a), (a, b), (b, a)):
+        before = {k: v.clone() for k, v in stepped.vae.state_dict().items()}
+        untouched = {k: v.clone() for k, v in other.vae.state_dict().items()}
+        stepped.step(x, 1000)
+        assert all(not torch.equal(before[k], v) for k, v in stepped.vae.state_dict().items())
+        assert all(torch.equal(untouched[k], v) for k, v in other.vae.state_dict().items())

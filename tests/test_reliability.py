@@ -9,6 +9,8 @@ import pyro
 import pytest
 import torch
 
+from pyro.infer import SVI, Trace_ELBO
+
 from pyro_vae import CheckpointError, Trainer, VAE
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import NonFiniteError, TrainingInterrupted
@@ -35,7 +37,7 @@ def snapshot(trainer):
 
 def poison_at(trainer, epoch, step, value):
     """Set one decoder weight to ``value`` just before step ``step`` of epoch ``epoch``."""
-    svi_step, count = trainer.svi.step, {"step": 0}
+    svi_step, count = trainer.step, {"step": 0}
 
     def poisoned(*args, **kwargs):
         if trainer.epoch + 1 == epoch and count["step"] == step:
@@ -44,7 +46,7 @@ def poison_at(trainer, epoch, step, value):
         count["step"] += 1
         return svi_step(*args, **kwargs)
 
-    trainer.svi.step = poisoned
+    trainer.step = poisoned
     original_epoch = trainer.train_epoch
 
     def train_epoch(*args, **kwargs):
@@ -117,15 +119,15 @@ def test_non_finite_weights_are_never_written_over_a_checkpoint(tmp_path):
 
 def test_clip_norm_trains_with_clipped_adam_and_is_part_of_the_checkpointed_config(mnist, tmp_path):
     trainer = make(clip_norm=5.0)
-    assert trainer.optim.pt_optim_constructor is pyro.optim.clipped_adam.ClippedAdam
-    assert trainer.optim.pt_optim_args == {"lr": 1e-3, "clip_norm": 5.0}
+    assert isinstance(trainer.optimizer, pyro.optim.clipped_adam.ClippedAdam)
+    assert trainer.optimizer.defaults["lr"] == 1e-3 and trainer.optimizer.defaults["clip_norm"] == 5.0
     trainer.fit(mnist.train_images[:256], None, epochs=1, batch_size=64, checkpoint=str(tmp_path / "ck.pt"), **QUIET)
     assert load_checkpoint(tmp_path / "ck.pt")["trainer"]["clip_norm"] == 5.0
     with pytest.raises(CheckpointError, match=r"clip_norm: checkpoint 5\.0 vs now None"):
         make().resume(str(tmp_path / "ck.pt"))
     same = make(clip_norm=5.0)
     same.resume(str(tmp_path / "ck.pt"))
-    assert same.epoch == 1 and make().optim.pt_optim_constructor is torch.optim.Adam
+    assert same.epoch == 1 and type(make().optimizer) is torch.optim.Adam
 
 
 def test_the_grad_check_refuses_a_finite_loss_with_a_non_finite_gradient(mnist):
@@ -147,7 +149,7 @@ def test_the_grad_check_refuses_a_finite_loss_with_a_non_finite_gradient(mnist):
 
 def interrupt_after(trainer, steps, signum=signal.SIGINT):
     """Send ``signum`` to this process right after the ``steps``-th SVI step of ``trainer``."""
-    svi_step, done = trainer.svi.step, []
+    svi_step, done = trainer.step, []
 
     def step(*args, **kwargs):
         done.append(svi_step(*args, **kwargs))
@@ -155,7 +157,7 @@ def interrupt_after(trainer, steps, signum=signal.SIGINT):
             os.kill(os.getpid(), signum)
         return done[-1]
 
-    trainer.svi.step = step
+    trainer.step = step
 
 
 @pytest.mark.parametrize("signum, steps", [(signal.SIGINT, 13), (signal.SIGTERM, 4), (signal.SIGINT, 10)])
@@ -180,14 +182,14 @@ def test_a_signal_mid_epoch_writes_a_checkpoint_that_resumes_bit_identically(mni
     assert str(stop).startswith(f"interrupted ({signal.Signals(signum).name}) at epoch {epoch + 1}, step {step}; ")
     state = load_checkpoint(path)
     assert state["epoch"] == epoch
-    assert (state["version"], state.get("partial", {}).get("step")) == ((2, step) if step else (1, None))
+    assert (state["version"], state.get("partial", {}).get("step")) == (3, step if step else None)
 
     resumed = make()
     resumed.resume(path)
     assert resumed.step_in_epoch == step
     resumed.fit(train, test, epochs=3, checkpoint=path, **quiet)
     a, b = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(path)
-    for key in ("model", "optim", "rng", "epoch", "version"):
+    for key in ("model", "optimizer", "rng", "epoch", "version"):
         assert_same_tensors(a[key], b[key], key)
     assert without_timings(a["history"]) == without_timings(b["history"])  # train and test ELBOs too
 
@@ -233,15 +235,30 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
-def test_version_1_checkpoints_without_clip_norm_still_resume(mnist, tmp_path):
-    """A checkpoint written before clipping existed: version 1, no trainer.clip_norm."""
+def test_a_version_1_checkpoint_with_pyro_per_parameter_adam_resumes_with_its_moments(mnist, tmp_path):
+    """Releases before format 3 trained with pyro.infer.SVI and pyro.optim.Adam (one Adam per
+    parameter, no clip_norm setting): such a file resumes, and every Adam moment carries over."""
+    pyro.clear_param_store()
     trainer = make()
-    trainer.fit(mnist.train_images[:128], None, epochs=1, batch_size=64, checkpoint=str(tmp_path / "ck.pt"), **QUIET)
-    state = torch.load(tmp_path / "ck.pt", weights_only=True)
-    assert state["version"] == 1
-    del state["trainer"]["clip_norm"]
-    torch.save(state, tmp_path / "ck.pt")
+    x = (mnist.train_images[:64] > 0.5).float()
+    optim = pyro.optim.Adam({"lr": 1e-3})
+    svi = SVI(trainer.vae.model, trainer.vae.guide, optim, Trace_ELBO())
+    for _ in range(3):
+        svi.step(x, num_data=1000)
+    state = trainer.state_dict()
+    del state["optimizer"], state["trainer"]["clip_norm"], state["world_size"]
+    state["optim"] = optim.get_state()
+    save_checkpoint(state, tmp_path / "ck.pt")
+    assert load_checkpoint(tmp_path / "ck.pt")["version"] == 1
     resumed = make()
     resumed.resume(str(tmp_path / "ck.pt"))
-    assert resumed.epoch == 1
+    assert resumed.epoch == 0
     assert_same_tensors(snapshot(resumed), snapshot(trainer))
+    for mine, theirs in zip(resumed.vae.parameters(), trainer.vae.parameters()):
+        expected = optim.optim_objs[theirs].state[theirs]
+        got = resumed.optimizer.state[mine]
+        assert float(got["step"]) == float(expected["step"]) == 3
+        assert_same_tensors({k: got[k] for k in ("exp_avg", "exp_avg_sq")},
+                            {k: expected[k] for k in ("exp_avg", "exp_avg_sq")})
+    resumed.fit(x, None, epochs=1, batch_size=32, **QUIET)  # and it trains on
+

@@ -60,7 +60,7 @@ def test_checkpoint_from_another_config_says_what_differs(mnist, tmp_path):
     with pytest.raises(CheckpointError, match="z_dim: checkpoint 5 vs now 6"):
         other.resume(str(tmp_path / "ck.pt"))
     state = load_checkpoint(tmp_path / "ck.pt")
-    assert state["version"] == 1 and state["config"]["z_dim"] == 5
+    assert state["version"] == 3 and state["config"]["z_dim"] == 5
 
 
 def test_corrupt_checkpoints_are_refused(tmp_path):

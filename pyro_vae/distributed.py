@@ -1,0 +1,107 @@
+r"""Data-parallel SVI across processes with :mod:`torch.distributed`.
+
+Every process (a *rank*) holds a replica of the VAE. Each SVI step, all ranks draw the
+same global minibatch of :math:`B` images (the epoch order and the dynamic binarization
+come from generators seeded alike on every rank), and rank :math:`r` of :math:`W` keeps
+the rows :math:`r, r+W, r+2W, \dots` of it, a shard of :math:`B_r` images. Its loss is
+the negative ELBO of its shard at the scale of the data plate, :math:`N/B_r`, times
+:math:`W B_r / B`; :class:`~torch.nn.parallel.DistributedDataParallel` averages the
+gradients over ranks, which gives
+
+.. math::
+
+    \frac1W \sum_r \frac{W B_r}{B} \frac{N}{B_r} \nabla \sum_{i \in \text{shard } r} -\mathrm{ELBO}_i
+    = \frac{N}{B} \nabla \sum_{i \in \text{batch}} -\mathrm{ELBO}_i ,
+
+the gradient one process would compute on the whole minibatch (seed item 9), whatever
+the shard sizes. Each rank draws its own latent noise (its RNG is seeded by seed and
+rank), so a run on :math:`W` ranks equals one process on the same global batches whose
+noise for shard :math:`r` comes from rank :math:`r`'s stream.
+
+Launch with ``torchrun`` (``torchrun --nproc_per_node=2 examples/mnist_svi.py
+--distributed``); :func:`init_from_env` reads its environment variables. The backend is
+gloo on the CPU and NCCL on CUDA devices.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError
+
+#: torchrun's environment variables, all of which a launched process has.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def is_distributed() -> bool:
+    """Whether this process belongs to an initialized process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> Tuple[int, int]:
+    """``(rank, world_size)``: ``(0, 1)`` outside a process group."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def init_from_env(device: str = "cpu") -> Tuple[int, int, torch.device]:
+    """Join the process group that ``torchrun`` set up; returns ``(rank, world_size, device)``.
+
+    :param device: ``"cpu"`` (gloo) or ``"cuda"`` (NCCL; each process takes the GPU
+        numbered by its ``LOCAL_RANK``).
+    :raises ConfigError: when not launched by torchrun, or CUDA is asked for but absent.
+    """
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"--distributed needs the process group variables that torchrun sets ({', '.join(missing)} "
+            f"missing); launch with e.g. 'torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed'"
+        )
+    local_rank = int(os.environ["LOCAL_RANK"])
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+        torch.cuda.set_device(local_rank)
+        target = torch.device("cuda", local_rank)
+        backend = "nccl"
+    elif kind == "cpu":
+        target, backend = torch.device("cpu"), "gloo"
+    else:
+        raise ConfigError(f"distributed training runs on 'cpu' or 'cuda' devices, not {device!r}")
+    if not is_distributed():
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), target
+
+
+def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s rows of a global minibatch: ``indices[rank::world_size]``."""
+    return indices[rank::world_size]
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum ``values`` over ranks, in place (a no-op outside a process group)."""
+    if is_distributed():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def gather_tensors(tensor: torch.Tensor, device: torch.device) -> List[torch.Tensor]:
+    """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order, on the CPU;
+    ``device`` is where the backend exchanges it (the GPU for NCCL)."""
+    if not is_distributed():
+        return [tensor]
+    local = tensor.to(device)
+    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, local)
+    return [t.cpu() for t in out]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
