@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Render the benchmark results (bench/results/*.json) as the tables of docs/benchmarks.md and
+of the README's "Speed" section (between its ``<!-- bench:start -->`` and ``<!-- bench:end -->``
+markers). ``bench/results/before/`` holds the same benchmarks run on the code before the speed
+work (commit 4844aba), shown beside the current figures.
+
+    python bench/report.py          # after bench/run_all.py (which calls it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+ROOT = os.path.dirname(HERE)
+
+
+def load(name: str, before: bool = False) -> Optional[dict]:
+    path = os.path.join(RESULTS, "before" if before else "", f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def step_table(now: dict, then: Optional[dict]) -> str:
+    old = {row["batch_size"]: row for row in (then or {}).get("rows", [])}
+    lines = [
+        "| batch | reference | reference + fused Adam | pyro_vae before | **pyro_vae now** | "
+        "now / reference | now / reference + fused | % of matmul rate (before → now) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in now["rows"]:
+        b, ms = row["batch_size"], row["ms"]
+        prev = old.get(b)
+        before = f"{prev['ms']['pyro_vae']['median']:.2f} ms ({prev['ratio']:.2f}×)" if prev else "–"
+        frac = f"{100 * prev['fraction_of_matmul']:.0f} % → " if prev else ""
+        lines.append(
+            f"| {b} | {ms['reference']['median']:.2f} ms | {ms['reference+fused']['median']:.2f} ms | {before} | "
+            f"**{ms['pyro_vae']['median']:.2f} ms** ({ms['pyro_vae']['min']:.2f}–{ms['pyro_vae']['max']:.2f}) | "
+            f"**{row['ratio']:.2f}×** | {row['ratio_fused']:.2f}× | {frac}**{100 * row['fraction_of_matmul']:.0f} %** "
+            f"(of {row['matmul_gflops']:.0f} GFLOP/s) |"
+        )
+    return "\n".join(lines)
+
+
+def epoch_table(now: dict, then: Optional[dict]) -> str:
+    s, p = now["seconds"], (then or {}).get("seconds")
+    lines = [
+        "| | reference | pyro_vae before | **pyro_vae now** | now / reference |",
+        "|---|---|---|---|---|",
+        f"| one epoch, {now['train_images']:,} images, batch {now['batch_size']} | {s['reference']['median']:.2f} s | "
+        f"{p['pyro_vae']['median']:.2f} s ({then['epoch_ratio']:.2f}×) | **{s['pyro_vae']['median']:.2f} s** | "
+        f"**{now['epoch_ratio']:.2f}×** |" if p else "",
+        f"| test ELBO, {now['test_images']:,} images | {s['reference_eval']['median']:.3f} s | "
+        f"{p['pyro_vae_eval']['median']:.3f} s ({then['eval_ratio']:.2f}×) | **{s['pyro_vae_eval']['median']:.3f} s** | "
+        f"**{now['eval_ratio']:.2f}×** |" if p else "",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def loglik_table(now: dict, then: Optional[dict]) -> str:
+    def row(r: dict, label: str) -> str:
+        return (f"| {label} | {r['test_images']:,} | {r['samples_per_second'] / 1e3:.0f} k/s | "
+                f"{r['seconds']:.0f} s | {r['projected_seconds_10k'] / 60:.1f} min | "
+                f"{r['peak_rss_mb'] - r['peak_rss_mb_before']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB) | "
+                f"{r.get('reference_samples_per_second', float('nan')) / 1e3:.0f} k/s | {r.get('ratio', float('nan')):.2f}× |")
+
+    lines = [
+        "| | test images | importance samples / s | time | 10,000 images | memory growth (process peak) | "
+        "reference samples / s | time / reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    if then:
+        lines.append(row(then, "before"))
+    lines.append(row(now, "**now**"))
+    return "\n".join(lines)
+
+
+def levers_table(now: dict) -> str:
+    batches = sorted({r["batch_size"] for r in now["rows"]})
+    names = list(dict.fromkeys(r["variant"] for r in now["rows"]))
+    by = {(r["variant"], r["batch_size"]): r for r in now["rows"]}
+    head = "| variant | " + " | ".join(f"batch {b}: ms (vs all levers)" for b in batches) + " |"
+    lines = [head, "|---|" + "---|" * len(batches)]
+    for name in names:
+        cells = [f"{by[name, b]['ms']:.2f} ({by[name, b]['vs_all_levers']:+.2f})" for b in batches]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render() -> str:
+    step, epoch, loglik, levers = load("step"), load("epoch"), load("loglik"), load("levers")
+    parts = []
+    if step:
+        parts += [f"**Training step** (`{step['command']}`; {step['threads']} threads, torch {step['torch']}, "
+                  f"Pyro {step['pyro']}; median of interleaved timings, spread in brackets; a 1024² matmul ran at "
+                  f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), ""]
+    if epoch:
+        parts += [f"**Full epoch and test evaluation** (`{epoch['command']}`):", "",
+                  epoch_table(epoch, load("epoch", True)), ""]
+    if loglik:
+        parts += [f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command']}`):",
+                  "", loglik_table(loglik, load("loglik", True)), ""]
+    if levers:
+        parts += [f"**What each lever buys** (`{levers['command']}`; each row turns one lever off):", "",
+                  levers_table(levers), ""]
+    return "\n".join(parts)
+
+
+def main() -> int:
+    tables = render()
+    docs = os.path.join(ROOT, "docs", "benchmarks.md")
+    with open(docs) as f:
+        text = f.read()
+    for path, text in ((docs, text), (os.path.join(ROOT, "README.md"), None)):
+        if text is None:
+            with open(path) as f:
+                text = f.read()
+        new, count = re.subn(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)",
+                             lambda m: m.group(1) + tables + m.group(2), text, flags=re.S)
+        if count != 1:
+            print(f"{path}: no <!-- bench:start --> ... <!-- bench:end --> block", file=sys.stderr)
+            return 1
+        with open(path, "w") as f:
+            f.write(new)
+        print(f"wrote the tables into {os.path.relpath(path, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
