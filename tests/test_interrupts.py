@@ -107,7 +107,7 @@ def test_sigint_and_sigterm_write_a_checkpoint_exit_130_143_and_resume(tmp_path,
 
 # ---- resume is exact through the command line ------------------------------------------------
 
-RESUME = ["--batch-size", "20", "--test-every", "2"]  # 100 steps per epoch; no evaluation after epoch 1
+RESUME = ["--batch-size", "4", "--test-every", "2"]  # 500 steps per epoch (a second or more); no evaluation after epoch 1
 
 
 @pytest.fixture(scope="module")
