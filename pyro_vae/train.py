@@ -248,7 +248,6 @@ class Trainer:
                     "pyro_vae.distributed.init_from_env() (CLI: torchrun ... mnist_svi.py --distributed)"
                 )
             self.rank, self.world_size = dist_util.rank_and_world()
-        if self.distributed:
             if not hasattr(self.loss, "differentiable_loss"):
                 raise ConfigError(
                     f"distributed training needs an objective with differentiable_loss; "
@@ -499,7 +498,7 @@ class Trainer:
         batches = order.split(batch_size)
         num_steps = len(batches)
         if self.jit:  # every (shard) size this pass will use: the batch and the last, smaller one
-            sizes = {len(dist_util.shard(torch.arange(len(b)), self.rank, self.world_size)) for b in (batches[0], batches[-1])}
+            sizes = {len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])}
             self._warm_up(x, num_data, sorted(sizes))
         self.vae.train()
         bar = tqdm(total=num_steps, initial=start, desc=f"epoch {self.epoch + 1}", unit="step",
@@ -630,7 +629,7 @@ class Trainer:
         """
         self.vae.eval()
         keys = ("recon", "kl", "elbo")
-        mine = x[self.rank :: self.world_size] if self.world_size > 1 else x
+        mine = dist_util.shard(x, self.rank, self.world_size)
         sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
         with _rng_fork(self.seed + 7919 + self.rank), pyro.validation_enabled(self.validate), ExitStack() as stack:
             if self._skip_registration:
