@@ -83,7 +83,7 @@ def main() -> int:
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "command": "python bench/epoch.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/epoch.py", *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
         "train_images": len(train_x),
         "test_images": len(test_x),

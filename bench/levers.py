@@ -107,7 +107,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
-    out = {"command": "python bench/levers.py " + " ".join(sys.argv[1:]), "threads": torch.get_num_threads(), "rows": []}
+    out = {"command": " ".join(["python bench/levers.py", *sys.argv[1:]]), "threads": torch.get_num_threads(), "rows": []}
     for batch_size in args.batch_sizes:
         batch = binarize(images[:batch_size], "dynamic", torch.Generator().manual_seed(0))
         built = {}

@@ -66,7 +66,7 @@ def main() -> int:
     rss_after = peak_rss_mb()
     samples = args.samples * len(test)
     result = {
-        "command": "python bench/loglik.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/loglik.py", *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
         "test_images": len(test),
         "samples_per_image": args.samples,

@@ -16,6 +16,9 @@ import sys
 from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from reference import model_flops  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results")
 ROOT = os.path.dirname(HERE)
 
@@ -28,12 +31,19 @@ def load(name: str, before: bool = False) -> Optional[dict]:
         return json.load(f)
 
 
+def model_fraction(row: dict) -> float:
+    """Achieved / matmul rate with the step counted as 6 x batch x weights (bench/reference.py)."""
+    if "model_fraction_of_matmul" in row:
+        return row["model_fraction_of_matmul"]
+    return model_flops(row["batch_size"]) / (row["ms"]["pyro_vae"]["median"] * 1e-3) / 1e9 / row["matmul_gflops"]
+
+
 def step_table(now: dict, then: Optional[dict]) -> str:
     old = {row["batch_size"]: row for row in (then or {}).get("rows", [])}
     lines = [
         "| batch | reference | reference + fused Adam | pyro_vae before | **pyro_vae now** | "
-        "now / reference | now / reference + fused | % of matmul rate (before → now) |",
-        "|---|---|---|---|---|---|---|---|",
+        "now / reference | now / reference + fused | % of matmul rate (before → now) | same, 6BW count |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in now["rows"]:
         b, ms = row["batch_size"], row["ms"]
@@ -44,7 +54,7 @@ def step_table(now: dict, then: Optional[dict]) -> str:
             f"| {b} | {ms['reference']['median']:.2f} ms | {ms['reference+fused']['median']:.2f} ms | {before} | "
             f"**{ms['pyro_vae']['median']:.2f} ms** ({ms['pyro_vae']['min']:.2f}–{ms['pyro_vae']['max']:.2f}) | "
             f"**{row['ratio']:.2f}×** | {row['ratio_fused']:.2f}× | {frac}**{100 * row['fraction_of_matmul']:.0f} %** "
-            f"(of {row['matmul_gflops']:.0f} GFLOP/s) |"
+            f"(of {row['matmul_gflops']:.0f} GFLOP/s) | {100 * model_fraction(row):.0f} % |"
         )
     return "\n".join(lines)
 
@@ -98,17 +108,17 @@ def render() -> str:
     step, epoch, loglik, levers = load("step"), load("epoch"), load("loglik"), load("levers")
     parts = []
     if step:
-        parts += [f"**Training step** (`{step['command']}`; {step['threads']} threads, torch {step['torch']}, "
+        parts += [f"**Training step** (`{step['command'].strip()}`; {step['threads']} threads, torch {step['torch']}, "
                   f"Pyro {step['pyro']}; median of interleaved timings, spread in brackets; a 1024² matmul ran at "
                   f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), ""]
     if epoch:
-        parts += [f"**Full epoch and test evaluation** (`{epoch['command']}`):", "",
+        parts += [f"**Full epoch and test evaluation** (`{epoch['command'].strip()}`):", "",
                   epoch_table(epoch, load("epoch", True)), ""]
     if loglik:
-        parts += [f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command']}`):",
+        parts += [f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command'].strip()}`):",
                   "", loglik_table(loglik, load("loglik", True)), ""]
     if levers:
-        parts += [f"**What each lever buys** (`{levers['command']}`; each row turns one lever off):", "",
+        parts += [f"**What each lever buys** (`{levers['command'].strip()}`; each row turns one lever off):", "",
                   levers_table(levers), ""]
     return "\n".join(parts)
 

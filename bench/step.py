@@ -15,7 +15,8 @@ Each timing is the mean over ``--steps`` steps; the table gives the median over
 ``--repeats`` timings and their spread (min-max). Achieved GFLOP/s counts the matrix
 products one step performs (``bench/reference.py: gemm_shapes``) and is compared with
 the rate of those same products timed alone in this run: the ceiling for this network
-on this machine.
+on this machine. The usual count, 6 x batch x weights, which includes an input gradient
+that is never computed, is reported beside it ("6BW").
 
     python bench/step.py                        # batch sizes 32, 128, 512
     python bench/step.py --batch-sizes 128 --repeats 21
@@ -36,7 +37,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference import ReferenceTrainer, gemm_shapes, step_flops  # noqa: E402
+from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
 from pyro_vae.data import binarize  # noqa: E402
@@ -106,6 +107,7 @@ def bench_batch(images: torch.Tensor, batch_size: int, steps: int, repeats: int)
         "gflops": achieved,
         "matmul_gflops": rate,
         "fraction_of_matmul": achieved / rate,
+        "model_fraction_of_matmul": model_flops(batch_size) / (median["pyro_vae"] * 1e-3) / 1e9 / rate,
         "reference_fraction_of_matmul": step_flops(batch_size) / (median["reference"] * 1e-3) / 1e9 / rate,
     }
 
@@ -143,7 +145,7 @@ def main() -> int:
         rows.append(bench_batch(images, batch_size, args.steps, args.repeats))
         print(json.dumps(rows[-1]), flush=True)
     result = {
-        "command": "python bench/step.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/step.py", *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
