@@ -26,7 +26,7 @@ gloo on the CPU and NCCL on CUDA devices.
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.distributed as dist
