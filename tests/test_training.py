@@ -88,3 +88,33 @@ def test_grey_pixels_without_binarization_are_refused_up_front(mnist):
 def test_bad_trainer_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Trainer(VAE(z_dim=5, hidden_dims=(32,)), **kwargs)
+
+
+def test_the_fast_training_step_computes_the_hand_written_negative_elbo(mnist):
+    """Trainer.step's loss (mean-field objective) is -ELBO of the batch at the N/B scale,
+    exactly as plain PyTorch writes it with the same noise: encoder, z = loc + scale * eps,
+    Bernoulli log-likelihood, KL to N(0, I) in closed form."""
+    x = (mnist.train_images[:64] > 0.5).float()
+    trainer = Trainer(VAE(z_dim=6, hidden_dims=(32,)), objective="meanfield")
+    torch.manual_seed(5)
+    with torch.no_grad():  # before the step changes the weights
+        loc, scale = trainer.vae.encoder.encoder(x)
+        z = loc + scale * torch.randn_like(loc)
+        recon = -torch.nn.functional.binary_cross_entropy_with_logits(trainer.vae.decoder(z), x, reduction="sum")
+        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1).sum() - scale.log().sum()
+        expected = float(-(recon - kl) * 1000 / 64)
+    torch.manual_seed(5)
+    assert trainer.step(x, num_data=1000) == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_step_validation_changes_nothing_but_the_checks(mnist):
+    """validate=True (Pyro's and torch's validation at every step) and the default train bit-identically."""
+    x = mnist.train_images[:256]
+    trained = []
+    for validate in (False, True):
+        pyro.set_rng_seed(11)
+        trainer = Trainer(VAE(z_dim=5, hidden_dims=(32,)), seed=11, validate=validate)
+        trainer.train_epoch(trainer.check_data(x, "x"), batch_size=64, progress=False)
+        trained.append(trainer.vae.state_dict())
+    for name, value in trained[0].items():
+        assert torch.equal(value, trained[1][name]), name
