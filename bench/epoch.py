@@ -26,6 +26,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import save  # noqa: E402
 from reference import ReferenceTrainer  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
@@ -93,9 +94,7 @@ def main() -> int:
         "eval_ratio": median["pyro_vae_eval"] / median["reference_eval"],
         "last_elbos": elbos,
     }
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    save(args.json, result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -12,7 +12,6 @@ ELBO and the mean-field (closed-form KL) ELBO as the objective.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,6 +25,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import save  # noqa: E402
 from step import NUM_DATA, time_per_call  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
@@ -136,9 +136,7 @@ def main() -> int:
             out["rows"].append(row)
             print(f"batch {batch_size:4d}  {name:42s} {row['ms']:6.2f} ms ({row['min']:.2f}-{row['max']:.2f})"
                   f"  {row['vs_all_levers']:+.2f} ms", flush=True)
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=2)
+    save(args.json, out)
     return 0
 
 

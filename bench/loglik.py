@@ -30,6 +30,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import save  # noqa: E402
 from reference import ReferenceVAE, copy_weights, reference_log_likelihood  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
@@ -90,9 +91,7 @@ def main() -> int:
             "ratio": seconds / ref_seconds,
             "reference_nll": -float(ref_ll.mean()),
         })
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    save(args.json, result)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -23,6 +23,13 @@ RESULTS = os.path.join(HERE, "results")
 ROOT = os.path.dirname(HERE)
 
 
+def save(path: str, result: dict) -> None:
+    """Write one benchmark's result as JSON (creating bench/results/ if need be)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
 def load(name: str, before: bool = False) -> Optional[dict]:
     path = os.path.join(RESULTS, "before" if before else "", f"{name}.json")
     if not os.path.exists(path):

@@ -37,6 +37,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import save  # noqa: E402
 from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
@@ -153,9 +154,7 @@ def main() -> int:
         "square_matmul_gflops": square_matmul_rate(),
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
+    save(args.json, result)
     print(markdown(result))
     return 0
 
