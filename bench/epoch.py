@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 import statistics
 import sys
 import time
@@ -59,13 +60,15 @@ def main() -> int:
     p.add_argument("--data-dir", default=None, help="full MNIST (default: $PYRO_VAE_DATA, cache, embedded)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--objective", default="elbo", help="pyro_vae's objective (default elbo; e.g. jit_elbo)")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "epoch.json"))
     args = p.parse_args()
 
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation (jit_elbo)
     data = load_mnist(args.data_dir, verbose=False)
     train_x, test_x = data.train_images, data.test_images
     pyro.clear_param_store()
-    trainer = Trainer(VAE(), seed=0)
+    trainer = Trainer(VAE(), seed=0, objective=args.objective)
     ref = ReferenceTrainer()
     generator = torch.Generator().manual_seed(0)
     test_ready = trainer.prepare_test(test_x)

@@ -66,7 +66,7 @@ def step_table(now: dict, then: Optional[dict]) -> str:
     return "\n".join(lines)
 
 
-def epoch_table(now: dict, then: Optional[dict]) -> str:
+def epoch_table(now: dict, then: Optional[dict], jit: Optional[dict] = None) -> str:
     s, p = now["seconds"], (then or {}).get("seconds")
     lines = [
         "| | reference | pyro_vae before | **pyro_vae now** | now / reference |",
@@ -78,6 +78,12 @@ def epoch_table(now: dict, then: Optional[dict]) -> str:
         f"{p['pyro_vae_eval']['median']:.3f} s ({then['eval_ratio']:.2f}×) | **{s['pyro_vae_eval']['median']:.3f} s** | "
         f"**{now['eval_ratio']:.2f}×** |" if p else "",
     ]
+    if jit:
+        lines.append(
+            f"| one epoch with the opt-in `objective=\"jit_elbo\"` (`{jit['command'].strip()}`) | "
+            f"{jit['seconds']['reference']['median']:.2f} s | – | {jit['seconds']['pyro_vae']['median']:.2f} s | "
+            f"{jit['epoch_ratio']:.2f}× |"
+        )
     return "\n".join(line for line in lines if line)
 
 
@@ -120,7 +126,7 @@ def render() -> str:
                   f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), ""]
     if epoch:
         parts += [f"**Full epoch and test evaluation** (`{epoch['command'].strip()}`):", "",
-                  epoch_table(epoch, load("epoch", True)), ""]
+                  epoch_table(epoch, load("epoch", True), load("epoch_jit")), ""]
     if loglik:
         parts += [f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command'].strip()}`):",
                   "", loglik_table(loglik, load("loglik", True)), ""]
