@@ -304,8 +304,7 @@ class Trainer:
                         self.loss_module(batch, num_data=num_data).backward()
                     self._warm_shapes.add(b)
         finally:
-            for p in self.vae.parameters():
-                p.grad = None
+            self._zero_grads()
         # Pyro's compiled objective reads the parameters from the global param store by name
         # at every call; remember which entries are ours (see _claim_param_store).
         mine = {id(p) for p in self.vae.parameters()}
@@ -391,9 +390,7 @@ class Trainer:
             if batch.shape[0] not in self._warm_shapes:
                 self._warm_up(batch, num_data, [batch.shape[0]])
             self._claim_param_store(batch, num_data)
-        for optimizer in (self.optimizer, self._extra_optimizer):
-            if optimizer is not None:
-                optimizer.zero_grad(set_to_none=True)
+        self._zero_grads()
         first = self._params is None
         with ExitStack() as stack:
             stack.enter_context(pyro.validation_enabled(self.validate))
@@ -439,8 +436,10 @@ class Trainer:
         return value
 
     def _zero_grads(self) -> None:
-        for p in self._params:
-            p.grad = None
+        """Drop the gradients of every parameter the step optimizes."""
+        for optimizer in (self.optimizer, self._extra_optimizer):
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
 
     def _adopt_params(self, trace: Any) -> None:
         """After the first step: also optimize what the model or guide keeps in Pyro's param
