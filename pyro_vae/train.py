@@ -392,36 +392,42 @@ class Trainer:
             self._claim_param_store(batch, num_data)
         self._zero_grads()
         first = self._params is None
+        refused: Optional[_NonFinite] = None
         with ExitStack() as stack:
             stack.enter_context(pyro.validation_enabled(self.validate))
             if self._skip_registration:
                 stack.enter_context(registration_skipped())
             capture = stack.enter_context(poutine.trace(param_only=True)) if first else None
             try:
-                if hasattr(self.loss, "differentiable_loss"):
-                    loss = self._loss_fn(batch, num_data=num_data)
-                    if weight != 1.0:
-                        loss = loss * weight
-                    loss.backward()
-                    loss = loss.detach()
-                else:  # an ELBO without differentiable_loss differentiates itself
-                    loss = torch.tensor(float(self.loss.loss_and_grads(self._model, self._guide, batch, num_data=num_data)))
+                loss = self._loss_and_grads(batch, num_data, weight)
             except ValueError as err:
                 what = _invalid_parameter(err)
                 if what is None:
                     raise
-                raise _NonFinite(f"{what} became NaN or infinite") from err
+                refused = _NonFinite(f"{what} became NaN or infinite")
+                refused.__cause__ = err
+                if self.world_size == 1:
+                    raise refused from err
+                # The other ranks wait in DDP's gradient all-reduce: take part in it with the
+                # checks off (NaN flows), then stop all ranks together below.
+                with pyro.validation_enabled(False):
+                    loss = self._loss_and_grads(batch, num_data, weight)
         if first:
             self._adopt_params(capture.trace)
-        if self.world_size > 1:  # the global loss, and whether any rank was asked to stop
+        if self.world_size > 1:  # the global loss, whether any rank was asked to stop or refused
             signum = self._stop_signal
-            shared = torch.stack([loss.reshape(()).to(torch.float64).cpu(),
-                                  torch.tensor(float(signum == signal.SIGINT), dtype=torch.float64),
-                                  torch.tensor(float(signum == signal.SIGTERM), dtype=torch.float64)])
+            flags = [signum == signal.SIGINT, signum == signal.SIGTERM, refused is not None]
+            shared = torch.cat([loss.reshape(1).to(torch.float64).cpu(), torch.tensor(flags, dtype=torch.float64)])
             shared = dist_util.all_reduce_sum(shared.to(self.device)).cpu()
             value = float(shared[0]) / self.world_size
-            if signum is None and shared[1:].any():
+            if signum is None and shared[1:3].any():
                 self._stop_signal = signal.SIGINT if shared[1] > 0 else signal.SIGTERM
+            if refused is not None or shared[3] > 0:
+                self._zero_grads()
+                if refused is not None:
+                    raise refused from refused.__cause__
+                raise _NonFinite(f"a parameter of a distribution became NaN or infinite on "
+                                 f"{int(shared[3])} other process(es), whose validation refused it")
         else:
             value = float(loss)
         if not math.isfinite(value):
@@ -434,6 +440,16 @@ class Trainer:
         if self._extra_optimizer is not None:
             self._extra_optimizer.step()
         return value
+
+    def _loss_and_grads(self, batch: torch.Tensor, num_data: int, weight: float) -> torch.Tensor:
+        """The weighted loss of ``batch``, its gradients accumulated into the parameters."""
+        if not hasattr(self.loss, "differentiable_loss"):  # an ELBO that differentiates itself
+            return torch.tensor(float(self.loss.loss_and_grads(self._model, self._guide, batch, num_data=num_data)))
+        loss = self._loss_fn(batch, num_data=num_data)
+        if weight != 1.0:
+            loss = loss * weight
+        loss.backward()
+        return loss.detach()
 
     def _zero_grads(self) -> None:
         """Drop the gradients of every parameter the step optimizes."""
@@ -590,7 +606,7 @@ class Trainer:
                 return None, f"evaluating its ELBO raised {type(err).__name__}: {str(err).splitlines()[0]}"
             params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
             params = [p for p in params if p.requires_grad]
-            bad, parts, norms = [], [], {}
+            bad, parts, norms, grads_of = [], [], {}, {}
             scale = num_data / batch.shape[0]
             for name, label, per_point in (
                 ("reconstruction", "the reconstruction term E_q[log p(x|z)]", terms.recon),
@@ -602,6 +618,7 @@ class Trainer:
                     parts.append(f"{label} is {value}")
                     continue
                 grads = torch.autograd.grad(per_point.sum() * scale, params, allow_unused=True, retain_graph=True)
+                grads_of[name] = grads
                 norms[name] = float(_grad_norm([g for g in grads if g is not None]))
                 if math.isfinite(norms[name]):
                     parts.append(f"{label} is finite ({value:.4g} nats per datapoint)")
@@ -611,6 +628,13 @@ class Trainer:
         detail = " and ".join(parts)
         if bad:
             return " and ".join(bad), f"{detail}: the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''} went bad"
+        # The loss is KL - reconstruction: is its gradient finite too?
+        loss_grads = [k - r if k is not None and r is not None else (k if r is None else -r)
+                      for k, r in zip(grads_of["KL"], grads_of["reconstruction"]) if k is not None or r is not None]
+        total = float(_grad_norm(loss_grads))
+        if math.isfinite(total):
+            return None, (f"{detail}, and so is the loss's gradient (norm {total:.3g}): replaying the step "
+                          f"with its own noise did not reproduce the failure here")
         # Each term's gradient is finite alone, but not their sum: name the larger one.
         term = max(norms, key=norms.get)
         sizes = ", ".join(f"{norms[k]:.3g} for {k}" for k in norms)

@@ -10,6 +10,7 @@ weights must correct. Only rank 0 writes the checkpoint; the test ELBO is reduce
 import os
 import socket
 import sys
+import time
 
 import pyro
 import pytest
@@ -18,7 +19,8 @@ import torch.multiprocessing as mp
 
 from pyro_vae import Trainer, VAE, distributed
 from pyro_vae.data import binarize
-from pyro_vae.errors import ConfigError
+from pyro_vae.errors import ConfigError, NonFiniteError
+from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.plate import registration_skipped
 
 ARCH = dict(z_dim=4, hidden_dims=(16,))
@@ -101,6 +103,59 @@ def test_two_gloo_processes_train_like_one_process_on_the_same_global_batches(tm
     assert state["world_size"] == WORLD and len(state["rng_ranks"]) == WORLD
     # The metrics are reduced over ranks: both report the same test ELBO.
     assert [h["test_elbo"] for h in ranks[0]["history"]] == [h["test_elbo"] for h in ranks[1]["history"]]
+
+
+class GuideBrokenOnRank1(DiagonalNormalGuide):
+    """The default guide, except that on rank 1 its scale turns NaN once, in the first step
+    (the guide's first two calls are fit's checks of the guide)."""
+
+    calls = 0
+
+    def distribution(self, x):
+        q = super().distribution(x)
+        self.calls += 1
+        if torch.distributed.get_rank() == 1 and self.calls == 3:
+            return type(q.base_dist)(q.base_dist.loc, q.base_dist.scale * float("nan")).to_event(1)
+        return q
+
+
+def _train_validated(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        guide = GuideBrokenOnRank1(784, ARCH["z_dim"], ARCH["hidden_dims"], "softplus", name="vae.encoder")
+        trainer = Trainer(VAE(**ARCH, guide=guide), seed=SEED, distributed=True, validate=True)
+        try:
+            trainer.fit(pixels(100, 0), None, epochs=1, batch_size=BATCH, progress=False, log=lambda _: None)
+            message = "no error"
+        except NonFiniteError as err:
+            message = f"epoch {err.epoch} step {err.step}: {err}"
+        with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+            f.write(message)
+        del trainer
+    finally:
+        distributed.shutdown()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_a_step_refused_by_validation_on_one_rank_stops_every_rank(tmp_path):
+    # Before: rank 1 raised alone, and rank 0 died in gloo ("Connection closed by peer").
+    context = mp.start_processes(_train_validated, args=(free_port(), str(tmp_path)), nprocs=WORLD,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the ranks did not finish: one of them is waiting for the other")
+    rank0, rank1 = ((tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD))
+    print(rank0, rank1, sep="\n", file=sys.stderr)
+    assert "the scale of Normal became NaN or infinite" in rank1, rank1
+    assert "became NaN or infinite on 1 other process(es)" in rank0, rank0
+    assert rank0.split(":")[0] == rank1.split(":")[0] == "epoch 1 step 0"  # the same step on both ranks
+    # The NaN was injected once: replayed with the step's noise, the step is finite on both ranks.
+    assert all("did not reproduce the failure here" in text for text in (rank0, rank1))
 
 
 def test_distributed_without_a_process_group_names_the_launcher():
