@@ -9,6 +9,8 @@ Reference: the same epoch written by hand (``bench/reference.py``): a shuffled i
 loop logs it; then its test ELBO (closed-form KL, one sample of z).
 
 The two alternate for ``--repeats`` rounds; the table gives the median and the spread.
+As in ``bench/step.py``, the C allocator keeps freed memory (``bench/allocator.py``) unless
+``--allocator glibc-default``; minor page faults per epoch are reported.
 
     python bench/epoch.py --data-dir ../shared/data
 """
@@ -27,6 +29,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from allocator import keep_freed_memory, minor_faults  # noqa: E402
 from report import save  # noqa: E402
 from reference import ReferenceTrainer  # noqa: E402
 
@@ -50,9 +53,9 @@ def reference_evaluate(ref: ReferenceTrainer, x: torch.Tensor, batch_size: int =
 
 
 def timed(fn, *args):
-    start = time.perf_counter()
+    faults, start = minor_faults(), time.perf_counter()
     value = fn(*args)
-    return time.perf_counter() - start, value
+    return time.perf_counter() - start, value, minor_faults() - faults
 
 
 def main() -> int:
@@ -61,9 +64,12 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--objective", default="elbo", help="pyro_vae's objective (default elbo; e.g. jit_elbo)")
+    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
+                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "epoch.json"))
     args = p.parse_args()
 
+    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation (jit_elbo)
     data = load_mnist(args.data_dir, verbose=False)
     train_x, test_x = data.train_images, data.test_images
@@ -73,17 +79,21 @@ def main() -> int:
     generator = torch.Generator().manual_seed(0)
     test_ready = trainer.prepare_test(test_x)
     times = {"pyro_vae": [], "reference": [], "pyro_vae_eval": [], "reference_eval": []}
+    faults = {name: [] for name in times}
     elbos = {}
     for r in range(args.repeats):
         runs = [("pyro_vae", lambda: trainer.train_epoch(train_x, args.batch_size, progress=False)),
                 ("reference", lambda: reference_epoch(ref, train_x, args.batch_size, generator))]
         for name, fn in (runs if r % 2 == 0 else runs[::-1]):
-            seconds, elbos[name] = timed(fn)
+            seconds, elbos[name], n = timed(fn)
             times[name].append(seconds)
-        seconds, elbos["pyro_vae_eval"] = timed(lambda: trainer.evaluate(test_ready)["elbo"])
+            faults[name].append(n)
+        seconds, elbos["pyro_vae_eval"], n = timed(lambda: trainer.evaluate(test_ready)["elbo"])
         times["pyro_vae_eval"].append(seconds)
-        seconds, elbos["reference_eval"] = timed(reference_evaluate, ref, test_ready)
+        faults["pyro_vae_eval"].append(n)
+        seconds, elbos["reference_eval"], n = timed(reference_evaluate, ref, test_ready)
         times["reference_eval"].append(seconds)
+        faults["reference_eval"].append(n)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     median = {k: statistics.median(v) for k, v in times.items()}
     result = {
@@ -92,7 +102,9 @@ def main() -> int:
         "train_images": len(train_x),
         "test_images": len(test_x),
         "batch_size": args.batch_size,
+        "allocator": allocator,
         "seconds": {k: {"median": median[k], "min": min(v), "max": max(v)} for k, v in times.items()},
+        "page_faults": {k: statistics.median(v) for k, v in faults.items()},
         "epoch_ratio": median["pyro_vae"] / median["reference"],
         "eval_ratio": median["pyro_vae_eval"] / median["reference_eval"],
         "last_elbos": elbos,

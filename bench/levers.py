@@ -6,6 +6,8 @@ one pyro.optim.Adam per parameter, validation at every step), in interleaved rep
 Candidate levers that were measured and *not* kept are timed too: Pyro's JIT-compiled
 ELBO and the mean-field (closed-form KL) ELBO as the objective.
 
+The C allocator keeps freed memory, as in ``bench/step.py`` (``bench/allocator.py``).
+
     python bench/levers.py                      # batch 128 and 512
 """
 
@@ -25,6 +27,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from allocator import keep_freed_memory  # noqa: E402
 from report import save  # noqa: E402
 from step import NUM_DATA, time_per_call  # noqa: E402
 
@@ -101,13 +104,17 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "levers.json"))
+    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
+                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
     args = p.parse_args()
     import warnings
 
+    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
-    out = {"command": " ".join(["python bench/levers.py", *sys.argv[1:]]), "threads": torch.get_num_threads(), "rows": []}
+    out = {"command": " ".join(["python bench/levers.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
+           "allocator": allocator, "rows": []}
     for batch_size in args.batch_sizes:
         batch = binarize(images[:batch_size], "dynamic", torch.Generator().manual_seed(0))
         built = {}

@@ -66,6 +66,16 @@ def step_table(now: dict, then: Optional[dict]) -> str:
     return "\n".join(lines)
 
 
+def page_faults(step: dict) -> str:
+    """The allocator setting of a step run and the page faults each program took per step."""
+    rows = [r for r in step["rows"] if "page_faults_per_step" in r]
+    if not rows:
+        return ""
+    cells = "; ".join(f"batch {r['batch_size']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["page_faults_per_step"].items())
+                      for r in rows)
+    return f"Allocator: {step.get('allocator', 'glibc defaults')} (`bench/allocator.py`). Minor page faults per step: {cells}."
+
+
 def epoch_table(now: dict, then: Optional[dict], jit: Optional[dict] = None) -> str:
     s, p = now["seconds"], (then or {}).get("seconds")
     lines = [
@@ -123,7 +133,8 @@ def render() -> str:
     if step:
         parts += [f"**Training step** (`{step['command'].strip()}`; {step['threads']} threads, torch {step['torch']}, "
                   f"Pyro {step['pyro']}; median of interleaved timings, spread in brackets; a 1024² matmul ran at "
-                  f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), ""]
+                  f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), "",
+                  page_faults(step), ""]
     if epoch:
         parts += [f"**Full epoch and test evaluation** (`{epoch['command'].strip()}`):", "",
                   epoch_table(epoch, load("epoch", True), load("epoch_jit")), ""]

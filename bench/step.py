@@ -18,6 +18,11 @@ the rate of those same products timed alone in this run: the ceiling for this ne
 on this machine. The usual count, 6 x batch x weights, which includes an input gradient
 that is never computed, is reported beside it ("6BW").
 
+Before timing, the C allocator is told to keep freed memory (``bench/allocator.py``):
+otherwise the reference's default Adam pays 400-1,100 page faults per step or none,
+depending on what the process allocated earlier. Minor page faults per step are reported
+for every program; ``--allocator glibc-default`` measures without that setting.
+
     python bench/step.py                        # batch sizes 32, 128, 512
     python bench/step.py --batch-sizes 128 --repeats 21
 """
@@ -37,6 +42,7 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from allocator import keep_freed_memory, minor_faults  # noqa: E402
 from report import save  # noqa: E402
 from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
 
@@ -93,15 +99,19 @@ def bench_batch(images: torch.Tensor, batch_size: int, steps: int, repeats: int)
     for fn in progs.values():  # warm-up: allocator, Adam state, first-call caches
         time_per_call(fn, 10)
     times: Dict[str, List[float]] = {name: [] for name in names}
+    faults: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            before = minor_faults()
             times[name].append(time_per_call(progs[name], steps))
+            faults[name].append((minor_faults() - before) / steps)
     rate = matmul_rate(batch_size)
     median = {name: statistics.median(t) for name, t in times.items()}
     achieved = step_flops(batch_size) / (median["pyro_vae"] * 1e-3) / 1e9
     return {
         "batch_size": batch_size,
         "ms": {name: {"median": median[name], "min": min(t), "max": max(t)} for name, t in times.items()},
+        "page_faults_per_step": {name: statistics.median(f) for name, f in faults.items()},
         "ratio": median["pyro_vae"] / median["reference"],
         "ratio_fused": median["pyro_vae"] / median["reference+fused"],
         "step_gflop": step_flops(batch_size) / 1e9,
@@ -136,9 +146,12 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40, help="steps per timing")
     p.add_argument("--repeats", type=int, default=11, help="interleaved timings per program")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $PYRO_VAE_DATA, cache, embedded)")
+    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
+                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
     args = p.parse_args()
 
+    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
     rows = []
@@ -151,6 +164,7 @@ def main() -> int:
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "machine": platform.processor() or platform.machine(),
+        "allocator": allocator,
         "square_matmul_gflops": square_matmul_rate(),
         "rows": rows,
     }
