@@ -4,7 +4,10 @@ on, with each one turned off alone, and with all off (the pre-issue-5 path: pyro
 one pyro.optim.Adam per parameter, validation at every step), in interleaved repeats.
 
 Candidate levers that were measured and *not* kept are timed too: Pyro's JIT-compiled
-ELBO and the mean-field (closed-form KL) ELBO as the objective.
+ELBO and the mean-field (closed-form KL) ELBO as the objective. Two rows bound what is
+possible: the plain-PyTorch reference of ``bench/reference.py`` (default Adam), and the
+floor of eager Pyro: a minimal Pyro model and guide on the same networks, ``Trace_ELBO``
+and fused Adam, with no checks, no validation and no registration at all.
 
 The C allocator keeps freed memory, as in ``bench/step.py`` (``bench/allocator.py``).
 
@@ -28,12 +31,14 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from allocator import keep_freed_memory  # noqa: E402
+from reference import ReferenceTrainer  # noqa: E402
 from report import save  # noqa: E402
 from step import NUM_DATA, time_per_call  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
 from pyro_vae import likelihoods, networks  # noqa: E402
 from pyro_vae.data import binarize  # noqa: E402
+from pyro_vae.likelihoods import BernoulliPixels  # noqa: E402
 
 
 @contextmanager
@@ -84,6 +89,37 @@ def variants(batch: torch.Tensor) -> Dict[str, Callable[[], Callable[[], object]
         engine = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         return lambda: engine.step(batch, num_data=NUM_DATA)
 
+    def minimal_pyro() -> Callable[[], object]:
+        """Pyro's floor: the same networks in the smallest model and guide, no checks."""
+        pyro.clear_param_store()
+        vae = VAE()
+        encoder, decoder, elbo = vae.encoder.encoder, vae.decoder, Trace_ELBO()
+        optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3, fused=True)
+        zero, one, index = torch.zeros(()), torch.ones(()), torch.arange(len(batch))
+
+        def model(x):
+            with pyro.plate("data", NUM_DATA, subsample=index):
+                z = pyro.sample("z", dist.Normal(zero, one).expand([len(x), vae.z_dim]).to_event(1))
+                pyro.sample("x", BernoulliPixels(decoder(z)), obs=x)
+
+        def guide(x):
+            with pyro.plate("data", NUM_DATA, subsample=index):
+                pyro.sample("z", dist.Normal(*encoder(x)).to_event(1))
+
+        def step() -> float:
+            optimizer.zero_grad(set_to_none=True)
+            with pyro.validation_enabled(False):
+                loss = elbo.differentiable_loss(model, guide, batch)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        return step
+
+    def reference() -> Callable[[], object]:
+        trainer = ReferenceTrainer()
+        return lambda: trainer.step(batch, NUM_DATA)
+
     return {
         "all levers": (None, trainer_step),
         "- fused Adam (single-tensor Adam)": (None, lambda: trainer_step(unfused)),
@@ -94,6 +130,8 @@ def variants(batch: torch.Tensor) -> Dict[str, Callable[[], Callable[[], object]
         "all off: SVI + Pyro Adam per parameter": ((strided_encoder_heads, torch_bernoulli), svi),
         "not kept: objective='jit_elbo'": (None, lambda: trainer_step(objective="jit_elbo")),
         "not kept: objective='meanfield'": (None, lambda: trainer_step(objective="meanfield")),
+        "bound: minimal Pyro model/guide, fused Adam, no checks": (None, minimal_pyro),
+        "bound: plain-PyTorch reference (default Adam)": (None, reference),
     }
 
 
