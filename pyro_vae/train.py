@@ -629,7 +629,7 @@ class Trainer:
         if bad:
             return " and ".join(bad), f"{detail}: the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''} went bad"
         # The loss is KL - reconstruction: is its gradient finite too?
-        loss_grads = [k - r if k is not None and r is not None else (k if r is None else -r)
+        loss_grads = [(0 if k is None else k) - (0 if r is None else r)
                       for k, r in zip(grads_of["KL"], grads_of["reconstruction"]) if k is not None or r is not None]
         total = float(_grad_norm(loss_grads))
         if math.isfinite(total):
