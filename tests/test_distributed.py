@@ -45,12 +45,13 @@ def _train(rank: int, out: str) -> None:
                os.path.join(out, f"rank{rank}.pt"))
 
 
-def _worker(rank: int, port: int, out: str) -> None:
+def _worker(rank: int, port: int, out: str, body=_train) -> None:
+    """One rank: join the gloo group, run ``body(rank, out)``, leave the group."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        _train(rank, out)  # returns before the group goes: its trainer is gone (distributed.shutdown)
+        body(rank, out)  # returns before the group goes: its trainer is gone (distributed.shutdown)
     finally:
         distributed.shutdown()
 
@@ -119,29 +120,22 @@ class GuideBrokenOnRank1(DiagonalNormalGuide):
         return q
 
 
-def _train_validated(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=WORLD)
+def _train_validated(rank: int, out: str) -> None:
+    guide = GuideBrokenOnRank1(784, ARCH["z_dim"], ARCH["hidden_dims"], "softplus", name="vae.encoder")
+    trainer = Trainer(VAE(**ARCH, guide=guide), seed=SEED, distributed=True, validate=True)
     try:
-        guide = GuideBrokenOnRank1(784, ARCH["z_dim"], ARCH["hidden_dims"], "softplus", name="vae.encoder")
-        trainer = Trainer(VAE(**ARCH, guide=guide), seed=SEED, distributed=True, validate=True)
-        try:
-            trainer.fit(pixels(100, 0), None, epochs=1, batch_size=BATCH, progress=False, log=lambda _: None)
-            message = "no error"
-        except NonFiniteError as err:
-            message = f"epoch {err.epoch} step {err.step}: {err}"
-        with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
-            f.write(message)
-        del trainer
-    finally:
-        distributed.shutdown()
+        trainer.fit(pixels(100, 0), None, epochs=1, batch_size=BATCH, progress=False, log=lambda _: None)
+        message = "no error"
+    except NonFiniteError as err:
+        message = f"epoch {err.epoch} step {err.step}: {err}"
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+        f.write(message)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_a_step_refused_by_validation_on_one_rank_stops_every_rank(tmp_path):
     # Before: rank 1 raised alone, and rank 0 died in gloo ("Connection closed by peer").
-    context = mp.start_processes(_train_validated, args=(free_port(), str(tmp_path)), nprocs=WORLD,
+    context = mp.start_processes(_worker, args=(free_port(), str(tmp_path), _train_validated), nprocs=WORLD,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + 120
     while not context.join(timeout=5):
