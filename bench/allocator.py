@@ -17,6 +17,7 @@ can see that nobody paid them. ``--allocator glibc-default`` leaves glibc as it 
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import resource
@@ -41,3 +42,14 @@ def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 <<
 def minor_faults() -> int:
     """Minor page faults of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """The benches' ``--allocator`` option."""
+    parser.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
+                        help="keep freed memory in the heap (default) or leave glibc's thresholds")
+
+
+def apply(choice: str) -> str:
+    """Act on ``--allocator``; return the setting in words, for the results."""
+    return keep_freed_memory() if choice == "kept" else "glibc defaults"

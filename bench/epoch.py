@@ -29,7 +29,8 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from allocator import keep_freed_memory, minor_faults  # noqa: E402
+import allocator  # noqa: E402
+from allocator import minor_faults  # noqa: E402
 from report import save  # noqa: E402
 from reference import ReferenceTrainer  # noqa: E402
 
@@ -64,12 +65,11 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--objective", default="elbo", help="pyro_vae's objective (default elbo; e.g. jit_elbo)")
-    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
-                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
+    allocator.add_option(p)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "epoch.json"))
     args = p.parse_args()
 
-    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
+    setting = allocator.apply(args.allocator)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation (jit_elbo)
     data = load_mnist(args.data_dir, verbose=False)
     train_x, test_x = data.train_images, data.test_images
@@ -102,7 +102,7 @@ def main() -> int:
         "train_images": len(train_x),
         "test_images": len(test_x),
         "batch_size": args.batch_size,
-        "allocator": allocator,
+        "allocator": setting,
         "seconds": {k: {"median": median[k], "min": min(v), "max": max(v)} for k, v in times.items()},
         "page_faults": {k: statistics.median(v) for k, v in faults.items()},
         "epoch_ratio": median["pyro_vae"] / median["reference"],

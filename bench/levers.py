@@ -30,7 +30,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from allocator import keep_freed_memory  # noqa: E402
+import allocator  # noqa: E402
 from reference import ReferenceTrainer  # noqa: E402
 from report import save  # noqa: E402
 from step import NUM_DATA, time_per_call  # noqa: E402
@@ -142,17 +142,16 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "levers.json"))
-    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
-                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
+    allocator.add_option(p)
     args = p.parse_args()
     import warnings
 
-    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
+    setting = allocator.apply(args.allocator)
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
     out = {"command": " ".join(["python bench/levers.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
-           "allocator": allocator, "rows": []}
+           "allocator": setting, "rows": []}
     for batch_size in args.batch_sizes:
         batch = binarize(images[:batch_size], "dynamic", torch.Generator().manual_seed(0))
         built = {}

@@ -42,7 +42,8 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from allocator import keep_freed_memory, minor_faults  # noqa: E402
+import allocator  # noqa: E402
+from allocator import minor_faults  # noqa: E402
 from report import save  # noqa: E402
 from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
 
@@ -146,12 +147,11 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=40, help="steps per timing")
     p.add_argument("--repeats", type=int, default=11, help="interleaved timings per program")
     p.add_argument("--data-dir", default=None, help="MNIST directory (default: $PYRO_VAE_DATA, cache, embedded)")
-    p.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
-                   help="keep freed memory in the heap (default) or leave glibc's thresholds")
+    allocator.add_option(p)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "step.json"))
     args = p.parse_args()
 
-    allocator = keep_freed_memory() if args.allocator == "kept" else "glibc defaults"
+    setting = allocator.apply(args.allocator)
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
     rows = []
@@ -164,7 +164,7 @@ def main() -> int:
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "machine": platform.processor() or platform.machine(),
-        "allocator": allocator,
+        "allocator": setting,
         "square_matmul_gflops": square_matmul_rate(),
         "rows": rows,
     }
