@@ -9,7 +9,7 @@ model on which every identity of the ELBO can be checked. The equations of the s
 (docs/equations.md) map onto these modules one concept each.
 """
 
-from .data import MNISTData, binarize, load_mnist
+from .data import MNISTData, balanced_prefix, binarize, load_mnist
 from .elbo import ELBOTerms, bits_per_dim, elbo_terms
 from .errors import (
     CheckpointError,
@@ -54,6 +54,7 @@ __all__ = [
     "kl_per_dimension",
     "load_mnist",
     "MNISTData",
+    "balanced_prefix",
     "binarize",
     "elbo_terms",
     "ELBOTerms",

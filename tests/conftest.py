@@ -1,4 +1,5 @@
 import os
+import struct
 from pathlib import Path
 
 import pyro
@@ -6,18 +7,16 @@ import pytest
 import torch
 
 from pyro_vae import load_mnist
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from pyro_vae.data import DATA_ENV, MNIST_FILES, _IDX_MAGIC, load_embedded
 
 
 def mnist_dir():
-    """Real MNIST for the tests: $PYRO_VAE_DATA, else ../shared/data, else None (embedded)."""
-    if os.environ.get("PYRO_VAE_DATA"):
-        return os.environ["PYRO_VAE_DATA"]
-    if (SHARED_DATA / "MNIST" / "raw").is_dir():
-        return str(SHARED_DATA)
-    return None
+    """Real MNIST for the tests: $PYRO_VAE_DATA, else None (the embedded sample, as a newcomer has).
+
+    No look-up beside the repo: CI runs the suite once with $PYRO_VAE_DATA and once
+    without it, and the second run must really use the embedded sample.
+    """
+    return os.environ.get(DATA_ENV) or None
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +31,48 @@ def mnist(mnist_source):
     if directory is None:
         return load_mnist(download=False, verbose=False)
     return load_mnist(directory, download=False)
+
+
+def write_idx_mnist(root: Path) -> Path:
+    """Write the four MNIST IDX files under ``root/MNIST/raw`` (torchvision's layout), with
+    the sizes and magics of :data:`pyro_vae.data.MNIST_FILES`: the embedded sample tiled,
+    its 4,000 train images 15 times (60,000) and its 1,000 test images 10 times (10,000)."""
+    data = load_embedded()
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    halves = {"train": (data.train_images, data.train_labels), "t10k": (data.test_images, data.test_labels)}
+    for prefix, (images, labels) in halves.items():
+        n = MNIST_FILES[f"{prefix}-labels-idx1-ubyte"] - 8  # an 8-byte header, then 1 byte per label
+        pixels = _tile(images, n).mul(255).round().to(torch.uint8)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", _IDX_MAGIC["images"], pixels.reshape(n, 28, 28))
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", _IDX_MAGIC["labels"], _tile(labels, n).to(torch.uint8))
+    return root
+
+
+def _tile(rows: torch.Tensor, n: int) -> torch.Tensor:
+    """``rows`` repeated end to end, cut at ``n`` rows."""
+    return rows.repeat(-(-n // len(rows)), *[1] * (rows.dim() - 1))[:n]
+
+
+def _write_idx(path: Path, magic: int, values: torch.Tensor) -> None:
+    """IDX: big-endian int32 magic, then each dimension as a big-endian int32, then the bytes."""
+    header = struct.pack(f">{1 + values.dim()}i", magic, *values.shape)
+    path.write_bytes(header + values.contiguous().numpy().tobytes())
+
+
+@pytest.fixture(scope="session")
+def idx_mnist_dir(tmp_path_factory):
+    """MNIST IDX files on disk in both CI modes: the real ones ($PYRO_VAE_DATA), or ones
+    tiled from the embedded sample by :func:`write_idx_mnist`."""
+    if mnist_dir() is not None:
+        return Path(mnist_dir())
+    return write_idx_mnist(tmp_path_factory.mktemp("idx_mnist"))
+
+
+def message_lines(stderr: str):
+    """The CLI's stderr lines without the one-line notice that the embedded sample is in use
+    (printed when the tests run as a newcomer would, with no real MNIST)."""
+    return [line for line in stderr.strip().splitlines() if not line.startswith("pyro_vae: full MNIST not found")]
 
 
 @pytest.fixture(autouse=True)
