@@ -9,12 +9,23 @@ docs/errors.md lists every case with the message it prints.
 from __future__ import annotations
 
 import math
+import re
 import signal
 from typing import Any, Optional
 
 
 class PyroVAEError(Exception):
-    """Base class of every error pyro_vae raises on purpose."""
+    """Base class of every error pyro_vae raises on purpose.
+
+    Its message stays one line even when raised inside a Pyro trace: Pyro re-raises a
+    ``ValueError`` from a traced program with the trace's shape table appended, which
+    this drops (the chained original keeps it for ``--debug``).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        if args and isinstance(args[0], str):
+            args = (re.split(r"\n\s*Trace Shapes:", args[0], maxsplit=1)[0], *args[1:])
+        super().__init__(*args)
 
 
 class DataNotFoundError(PyroVAEError, FileNotFoundError):

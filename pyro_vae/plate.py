@@ -25,15 +25,17 @@ _skip = threading.local()
 
 
 @contextmanager
-def registration_skipped() -> Iterator[None]:
+def registration_skipped(skip: bool = True) -> Iterator[None]:
     """Within this block (in this thread), :func:`register_module` returns the module untouched.
 
     For training loops that hand the modules' parameters to a ``torch.optim`` optimizer
     themselves: the model and guide run unchanged (same sites, same log-densities), minus
     the param-store bookkeeping, which walks every parameter on every call.
+    ``registration_skipped(False)`` registers again inside such a block (the guide
+    contract's check must see the guide's parameters as param sites).
     """
     before = getattr(_skip, "active", False)
-    _skip.active = True
+    _skip.active = skip
     try:
         yield
     finally:

@@ -58,9 +58,9 @@ from .checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from .data import BINARIZATIONS, binarize, check_pixels
 from .elbo import bits_per_dim, elbo_terms
 from .errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted, check_positive
-from .guide_contract import check_guide
 from .objectives import check_beta, get_objective, kl_weighted
 from .plate import registration_skipped
+from .rng import rng_fork
 from .vae import VAE
 
 #: The test set is binarized once, with this seed, whatever the training seed:
@@ -78,20 +78,6 @@ _FLAGS = {"lr": "--lr", "clip_norm": "--clip-norm", "epochs": "--epochs", "batch
 def _positive(name: str, value: Any, kind: type = int) -> Any:
     example = {"lr": 1e-3, "epochs": 10, "test_every": 1}.get(name)
     return check_positive(name, value, kind, example, _FLAGS.get(name))
-
-
-@contextmanager
-def _rng_fork(seed: int) -> Iterator[None]:
-    """Run a block on its own seeded RNG stream, leaving the training stream untouched."""
-    cpu_state = torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 class _NonFinite(Exception):
@@ -220,6 +206,12 @@ class Trainer:
             )
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ConfigError(f"seed must be an integer, got {seed!r}; pass e.g. seed=0")
+        if not vae.require_reparameterized:
+            raise ConfigError(
+                "the VAE was built with require_reparameterized=False, but every objective of the "
+                "Trainer differentiates through z; build it with the default True, or train the "
+                "score-function guide with your own pyro.infer.SVI"
+            )
         self.vae = vae
         self.lr = _positive("lr", lr, float)
         if clip_norm is not None:
@@ -297,7 +289,7 @@ class Trainer:
         if not self.jit or not sizes:
             return
         try:
-            with _rng_fork(self.seed + 104_729), pyro.validation_enabled(False):
+            with rng_fork(self.seed + 104_729), pyro.validation_enabled(False):
                 for b in sizes:
                     batch = binarize(x[:b], self.binarize, torch.Generator(x.device).manual_seed(0))
                     for _ in range(3):  # profile, optimize, run optimized
@@ -319,7 +311,7 @@ class Trainer:
         store = pyro.get_param_store()._params
         if all(store.get(name) is value for name, value in self._owned):
             return
-        with _rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
             poutine.block(self._guide)(batch, num_data=num_data)
             poutine.block(self._model)(batch, num_data=num_data)
 
@@ -386,6 +378,8 @@ class Trainer:
         parameters as they were (:meth:`train_epoch` turns that into a
         :class:`~pyro_vae.errors.NonFiniteError`).
         """
+        if not self.vae.guide_checked:  # here, not inside a JIT trace or DDP's forward
+            self.vae.check_guide(batch)
         if self.jit:
             if batch.shape[0] not in self._warm_shapes:
                 self._warm_up(batch, num_data, [batch.shape[0]])
@@ -597,7 +591,7 @@ class Trainer:
         and torch's validation are off, so NaN flows instead of raising.
         """
         analytic_kl = self.objective in ("meanfield", "jit_meanfield")
-        with _rng_fork(0), pyro.validation_enabled(False):
+        with rng_fork(0), pyro.validation_enabled(False):
             torch.set_rng_state(noise)
             try:
                 with poutine.trace(param_only=True) as capture:
@@ -654,7 +648,7 @@ class Trainer:
         keys = ("recon", "kl", "elbo")
         mine = dist_util.shard(x, self.rank, self.world_size)
         sums = torch.zeros(len(keys) + 1, dtype=torch.float64, device=self.device)
-        with _rng_fork(self.seed + 7919 + self.rank), pyro.validation_enabled(self.validate), ExitStack() as stack:
+        with rng_fork(self.seed + 7919 + self.rank), pyro.validation_enabled(self.validate), ExitStack() as stack:
             if self._skip_registration:
                 stack.enter_context(registration_skipped())
             for batch in mine.split(batch_size):
@@ -719,10 +713,8 @@ class Trainer:
         # Signals are caught from here on: one during the checks below stops after the first step.
         with self._signals_stop_training():
             train_x = self.check_data(train_x, "training data").to(self.device)  # once, not per batch
-            if self.epoch == 0 and self._position is None:  # the guide contract, checked before any step
-                sample = binarize(train_x[:2], self.binarize, torch.Generator(train_x.device).manual_seed(0))
-                with _rng_fork(self.seed):  # leaves the training RNG stream untouched
-                    check_guide(self.vae.model, self.vae.guide, sample.to(self.device), self.vae.z_dim)
+            # The guide contract, before any step (once per VAE; on its own RNG stream).
+            self.vae.check_guide(binarize(train_x[:2], self.binarize, torch.Generator(train_x.device).manual_seed(0)))
             test_ready = self.prepare_test(test_x) if test_x is not None else None
             try:
                 while self.epoch < epochs:

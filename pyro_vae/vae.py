@@ -14,7 +14,11 @@ approximate posterior (seed items 6 and 10)
     q_\theta(z \mid x_i) = \mathcal N\big(\mu_\theta(x_i), \operatorname{diag} \sigma_\theta(x_i)^2\big).
 
 Both sample the latent site ``"z"`` inside ``pyro.plate("data")``; the model
-observes site ``"x"``. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
+observes site ``"x"``. Every call of either passes one door (:meth:`VAE.flatten`,
+:meth:`VAE.check_input`, :meth:`VAE.check_guide`): the input is checked (shape, dtype,
+device; NaN and the likelihood's support while Pyro's validation is on), and the
+first call checks the guide contract, so a raw ``SVI(vae.model, vae.guide, ...)``
+refuses a broken guide or bad data with a one-line error naming the fix. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
 the ELBO (seed item 8), and SVI ascends it in the encoder's parameters
 :math:`\theta` and the decoder's :math:`\phi` jointly.
 
@@ -28,16 +32,23 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 
-from .data import flatten_images
-from .errors import ConfigError, check_positive
-from .likelihoods import get_likelihood
+from .data import check_finite, flatten_images
+from .errors import ConfigError, InvalidDataError, check_positive
 from .evaluate import distribution_mean
+from .guide_contract import check_guide
 from .guides import make_guide
+from .likelihoods import get_likelihood
 from .networks import check_hidden_dims, mlp
-from .plate import data_plate, register_module
+from .plate import data_plate, register_module, registration_skipped
+from .rng import rng_fork
+
+#: How a tensor of each floating dtype is converted (``x.float()``, ``vae.double()``).
+_DTYPE_METHODS = {torch.float16: "half", torch.bfloat16: "bfloat16", torch.float32: "float",
+                  torch.float64: "double"}
 
 
 class VAE(nn.Module):
@@ -58,6 +69,15 @@ class VAE(nn.Module):
         becomes a submodule, so its parameters are saved with the VAE.
     :param activation: hidden-layer nonlinearity (``softplus``, ``relu``, ``tanh``, ``elu``).
     :param name: prefix of this VAE's parameter names in Pyro's param store.
+    :param require_reparameterized: whether the guide contract requires site ``"z"`` to
+        be reparameterized (rule 4). Every objective of :mod:`pyro_vae.objectives` needs
+        it; pass ``False`` for a score-function guide trained with your own SVI and, e.g.,
+        :class:`pyro.infer.TraceGraph_ELBO`.
+
+    The guide contract is checked once, on the first call of :meth:`model` or
+    :meth:`guide` (:meth:`check_guide`), whichever path calls them: raw
+    :class:`pyro.infer.SVI`, :class:`~pyro_vae.train.Trainer`, :func:`~pyro_vae.elbo.elbo_terms`
+    or :func:`~pyro_vae.evaluate.log_likelihood`.
     """
 
     def __init__(
@@ -69,6 +89,7 @@ class VAE(nn.Module):
         guide: Optional[Callable[..., Any]] = None,
         activation: str = "softplus",
         name: str = "vae",
+        require_reparameterized: bool = True,
     ) -> None:
         super().__init__()
         self.x_dim = check_positive("x_dim", x_dim, example=784)
@@ -101,6 +122,8 @@ class VAE(nn.Module):
                 f"guide must be None, the name of a built-in guide, or a callable "
                 f"guide(x, num_data=None); got {type(guide).__name__}"
             )
+        self.require_reparameterized = bool(require_reparameterized)
+        self.guide_checked = False  #: set by the first :meth:`check_guide` that passes
 
     @property
     def config(self) -> Dict[str, Any]:
@@ -114,11 +137,66 @@ class VAE(nn.Module):
             "guide": self.guide_name,
         }
 
-    # ---- input handling ---------------------------------------------------------------
+    # ---- the door: every call of the model and the guide passes here ------------------
 
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, ...]`` images to ``[B, x_dim]`` float pixels (:func:`pyro_vae.data.flatten_images`)."""
-        return flatten_images(x, self.x_dim)
+        """``[B, ...]`` images to ``[B, x_dim]`` pixels (:func:`pyro_vae.data.flatten_images`),
+        refusing a dtype or device other than the parameters'."""
+        x = flatten_images(x, self.x_dim)
+        weight = self.decoder[0].weight  # the first Linear: cheaper than next(parameters())
+        if x.dtype != weight.dtype:
+            fix = f"x.{_DTYPE_METHODS.get(weight.dtype, 'to')}()"
+            other = f" or call vae.{_DTYPE_METHODS[x.dtype]}()" if x.dtype in _DTYPE_METHODS else ""
+            raise InvalidDataError(
+                f"x is {str(x.dtype).replace('torch.', '')} but the VAE's parameters are "
+                f"{str(weight.dtype).replace('torch.', '')}; pass {fix}{other}"
+            )
+        if x.device != weight.device:
+            raise InvalidDataError(
+                f"x is on {x.device} but the VAE's parameters are on {weight.device}; pass "
+                f"x.to({str(weight.device)!r}) or move the VAE with vae.to({str(x.device)!r})"
+            )
+        return x
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse an empty batch, NaN/infinite pixels and pixels outside the likelihood's
+        support, each in one line.
+
+        :meth:`model` and :meth:`guide` call it while Pyro's validation is on (the default),
+        before any network sees ``x``: a NaN pixel is named as such, not as a NaN ``loc``
+        of the encoder's Normal.
+        """
+        if x.shape[0] == 0:  # a plate of size 0 would fail deep inside Pyro
+            raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
+        check_finite(x, "x")
+        self.likelihood.check_support(x)
+
+    def check_guide(self, x: torch.Tensor) -> None:
+        """Check the guide contract (:mod:`pyro_vae.guide_contract`) on two rows of ``x``, once.
+
+        Runs on its own RNG stream and hidden from any enclosing Pyro handler (an SVI
+        step's trace, a KL weight), so checking changes no number that training draws;
+        afterwards it costs one attribute look-up per call.
+
+        :raises GuideError: naming the rule the guide breaks and the fix.
+        """
+        if self.guide_checked:
+            return
+        rows = self.flatten(x)[:2]
+        self.check_input(rows)  # bad data is the data's fault, not the guide's
+        with rng_fork(0), poutine.block(), registration_skipped(False), pyro.validation_enabled(True):
+            check_guide(self._model, self._guide, rows, self.z_dim, self.require_reparameterized)
+        self.guide_checked = True
+
+    def _enter(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.flatten(x)
+        if is_validation_enabled():
+            self.check_input(x)
+        elif x.shape[0] == 0:
+            raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
+        if not self.guide_checked:
+            self.check_guide(x)
+        return x
 
     # ---- the model: p(z) p(x|z) ---------------------------------------------------------
 
@@ -127,9 +205,9 @@ class VAE(nn.Module):
 
         Returns the decoder logits for the sampled ``z``.
         """
-        x = self.flatten(x)
-        if is_validation_enabled():
-            self.likelihood.check_support(x)
+        return self._model(self._enter(x), num_data)
+
+    def _model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
         register_module(f"{self.name}.decoder", self.decoder)
         batch_size = x.shape[0]
         with data_plate(batch_size, num_data, x.device):
@@ -147,8 +225,11 @@ class VAE(nn.Module):
         Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
         samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
         """
+        return self._guide(self._enter(x), num_data)
+
+    def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
         guide = self.encoder if self.encoder is not None else self._guide_fn
-        return guide(self.flatten(x), num_data=num_data)
+        return guide(x, num_data=num_data)
 
     # ---- conveniences built on the two programs ---------------------------------------------
 

@@ -24,6 +24,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import VAE, Trainer, data_plate, load_mnist
 from pyro_vae.checkpoint import check_writable_dir, load_checkpoint
@@ -37,6 +38,8 @@ from pyro_vae.errors import (
     TrainingInterrupted,
 )
 from pyro_vae.guide_contract import GuideError
+
+from conftest import message_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mnist_svi.py"
@@ -70,6 +73,27 @@ def guide_without_z(x, num_data=None):
         pyro.sample("w", dist.Normal(torch.zeros(x.shape[0], 4), 1.0).to_event(1))
 
 
+def guide_at_latent(x, num_data=None):
+    """As Pyro's VAE tutorial names the code: site "latent", not "z"."""
+    with data_plate(x.shape[0], num_data, x.device):
+        pyro.sample("latent", dist.Normal(torch.zeros(x.shape[0], 4), 1.0).to_event(1))
+
+
+def binary(b: int) -> torch.Tensor:
+    return torch.bernoulli(pixels(b, 784))
+
+
+def binary_with_nan() -> torch.Tensor:
+    x = binary(8)
+    x[2, 10] = x[2, 11] = float("nan")
+    return x
+
+
+def svi_step(vae: VAE, x: torch.Tensor) -> float:
+    """One step of the README's loop: raw Pyro SVI on the VAE's model and guide."""
+    return SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO()).step(x, num_data=100)
+
+
 def guide_without_to_event(x, num_data=None):
     with data_plate(x.shape[0], num_data, x.device):
         pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 4), 1.0))  # batch shape (B, 4), event ()
@@ -81,13 +105,16 @@ def guide_of_3_dims(x, num_data=None):
 
 
 def mnist_dir_with(ctx, name: str, damage: Callable[[Path], None]) -> Path:
-    """A data dir holding the real MNIST files (symlinked), with ``name`` a damaged copy."""
-    if ctx.mnist_source is None:
-        pytest.skip("needs the real MNIST files")  # never skipped in CI: ../shared/data exists there
+    """A data dir holding complete MNIST IDX files (symlinked), with ``name`` a damaged copy.
+
+    The files are those of the ``idx_mnist_dir`` fixture: the real MNIST, or files tiled
+    from the embedded sample.
+    """
+    source_dir = ctx.idx_mnist_dir()
     raw = ctx.tmp / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for other in MNIST_FILES:
-        source = Path(ctx.mnist_source) / "MNIST" / "raw" / other
+        source = source_dir / "MNIST" / "raw" / other
         if other == name:
             (raw / other).write_bytes(source.read_bytes())
             damage(raw / other)
@@ -239,12 +266,14 @@ CASES = [
          r"x must be a torch\.Tensor, got ndarray; convert it with torch\.as_tensor"),
     Case("data-uint8", lambda c: fit((pixels(4, 784) * 255).to(torch.uint8)), InvalidDataError,
          r"dtype torch\.uint8; pass float pixels in \[0, 1\] \(e\.g\. uint8 images / 255\)"),
+    Case("data-float64", lambda c: fit(pixels(8, 784).double()), InvalidDataError,
+         r"^x is float64 but the VAE's parameters are float32; pass x\.float\(\) or call vae\.double\(\)$"),
     Case("data-nan-pixel", lambda c: fit(with_value(float("nan"))), InvalidDataError,
-         r"training data holds 1 NaN or infinite pixel values; clean or drop those images"),
+         r"^the training data holds 1 NaN pixel value \(in 1 of 8 images\); clean or drop those images$"),
     Case("data-inf-pixel", lambda c: fit(with_value(float("inf"))), InvalidDataError,
-         r"training data holds 1 NaN or infinite"),
+         r"^the training data holds 1 infinite pixel value \(in 1 of 8 images\)"),
     Case("data-nan-test-pixel", lambda c: fit(pixels(8, 784), with_value(float("nan"))), InvalidDataError,
-         r"test data holds 1 NaN or infinite"),
+         r"^the test data holds 1 NaN pixel value"),
     Case("data-0-to-255", lambda c: fit(pixels(8, 784) * 255), InvalidDataError,
          r"ranges over \[.*\], outside \[0, 1\]; scale the pixels to \[0, 1\] \(e\.g\. uint8 images / 255\)"),
     Case("data-negative", lambda c: fit(with_value(-0.5)), InvalidDataError, r"ranges over \[-0\.5, .*outside \[0, 1\]"),
@@ -291,6 +320,17 @@ CASES = [
          r"unknown binarization 'otsu'; choose one of \['dynamic', 'fixed', 'none'\]"),
     Case("unknown-activation", lambda c: VAE(activation="swish"), ConfigError,
          r"unknown activation 'swish'; choose one of \['elu', 'relu', 'softplus', 'tanh'\]"),
+    # the README's raw SVI path: the VAE's door checks input and guide on every call
+    Case("svi-nan-pixel", lambda c: svi_step(small_vae(), binary_with_nan()), InvalidDataError,
+         r"^x holds 2 NaN pixel values \(in 1 of 8 images\); clean or drop those images$"),
+    Case("svi-float64", lambda c: svi_step(small_vae(), binary(8).double()), InvalidDataError,
+         r"^x is float64 but the VAE's parameters are float32; pass x\.float\(\) or call vae\.double\(\)$"),
+    Case("svi-empty-batch", lambda c: svi_step(small_vae(), binary(0)), InvalidDataError,
+         r"^x is an empty batch \(0 images\); pass at least one image$"),
+    Case("svi-guide-site-latent", lambda c: svi_step(small_vae(guide=guide_at_latent), binary(8)), GuideError,
+         r"^rule 1 \(site 'z'\): the guide has no latent sample site 'z' \(its latent sites: \['latent'\]\)"),
+    Case("svi-guide-event-shape", lambda c: svi_step(small_vae(guide=guide_of_3_dims), binary(8)), GuideError,
+         r"^rule 3 \(event shape\): site 'z' has event shape \(3,\), expected \(4,\)"),
     # guides that break the contract
     Case("guide-without-z", lambda c: fit(pixels(8, 784), vae=small_vae(guide=guide_without_z)), GuideError,
          r"rule 1 \(site 'z'\): the guide has no latent sample site 'z' \(its latent sites: \['w'\]\)"),
@@ -346,6 +386,8 @@ CASES = [
          r"^error: argument --lr: invalid float value: 'fast'; see mnist_svi\.py --help$"),
     Case("cli-hidden-0", Cli(["--hidden", "400", "0"]), "exit 2", r"^error: each hidden size must be a positive integer, got 0"),
     Case("cli-epochs-0", Cli(["--epochs", "0"]), "exit 2", r"^error: epochs must be a positive integer, got 0"),
+    Case("cli-device-tpu", Cli(["--device", "tpu"]), "exit 2",
+         r"^error: --device tpu is not supported; use cpu, or cuda \(cuda:N for one GPU\)$"),
     Case("cli-unknown-guide", Cli(["--guide", "flow"]), "exit 2",
          r"^error: argument --guide: invalid choice: 'flow' \(choose from .*'diagonal'.*\); see mnist_svi\.py --help$"),
     Case("cli-empty-train-set", Cli(["--train-size", "0"]), "exit 2",
@@ -398,14 +440,14 @@ def test_the_matrix_is_big_and_unique():
 def test_bad_input_raises_a_clear_error(case, tmp_path, mnist_source, monkeypatch, request):
     if isinstance(case.call, Cli):
         result = request.getfixturevalue("cli_results")[case.id]
-        lines = [line for line in result.stderr.splitlines()
-                 if not line.startswith("pyro_vae: full MNIST not found")]  # the embedded-sample notice
+        lines = message_lines(result.stderr)
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert len(lines) == 1, result.stderr
         assert re.search(case.match, lines[0]), lines[0]
         return
-    ctx = SimpleNamespace(tmp=tmp_path, mnist_source=mnist_source, monkeypatch=monkeypatch)
+    ctx = SimpleNamespace(tmp=tmp_path, mnist_source=mnist_source, monkeypatch=monkeypatch,
+                          idx_mnist_dir=lambda: request.getfixturevalue("idx_mnist_dir"))
     with pytest.raises(case.exc, match=case.match) as info:
         case.call(ctx)
     assert type(info.value) is case.exc  # the specific type, not merely a subclass of it
