@@ -55,6 +55,10 @@ DEFAULTS = {
 }
 
 
+#: Errors that name their problem and fix; any other exception is reported as unexpected.
+EXPECTED_ERRORS = (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line on stderr (exit code 2, like every error here)."""
 
@@ -93,8 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="MNIST in torchvision's layout (DIR/MNIST/raw); default $PYRO_VAE_DATA, then "
                         "~/.cache/pyro_vae (downloading), then the embedded 5,000-digit sample")
     p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-size", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="use only N training images, class-balanced: each digit's first images in turn")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="use only N test images, class-balanced like --train-size")
     p.add_argument("--out", default="runs/mnist_svi", help="output directory (default runs/mnist_svi)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); with --distributed, "
@@ -168,6 +174,12 @@ def main(argv=None) -> int:
     check_writable_dir(args.out)
     checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
     config = resolve_config(args, checkpoint)
+    try:
+        device_type = torch.device(args.device).type
+    except RuntimeError:
+        device_type = None
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {args.device} is not supported; use cpu, or cuda (cuda:N for one GPU)")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise PyroVAEError(f"--device {args.device} was asked for, but CUDA is not available here; use --device cpu")
     rank = 0
@@ -191,11 +203,8 @@ def main(argv=None) -> int:
         say(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
 
     data = load_mnist(args.data_dir, download=not args.no_download, verbose=rank == 0)
+    data = data.subset(args.train_size, args.test_size)  # class-balanced, in the data's order
     train_x, test_x, test_y = data.train_images, data.test_images, data.test_labels
-    if args.train_size is not None:
-        train_x = train_x[: args.train_size]
-    if args.test_size is not None:
-        test_x, test_y = test_x[: args.test_size], test_y[: args.test_size]
     say(f"data: {data.source}: {len(train_x)} train / {len(test_x)} test images", flush=True)
     particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
     warmup = f" (warm-up over {config['kl_warmup']} epochs)" if config["kl_warmup"] else ""
@@ -228,7 +237,9 @@ def main(argv=None) -> int:
         return 0
     from pyro_vae.plots import plot_all  # matplotlib and torchvision: 1-2 s of start-up, spent only here
 
-    figures = plot_all(vae, trainer.history, test_ready, test_y, args.out)
+    figures, not_drawn = plot_all(vae, trainer.history, test_ready, test_y, args.out)
+    for name, reason in not_drawn.items():
+        print(f"figure {name}.png not drawn: {reason}", flush=True)
     seconds = [r["seconds"] for r in trainer.history]
     metrics = {
         "epochs": trainer.epoch,
@@ -242,9 +253,12 @@ def main(argv=None) -> int:
         "data": data.source,
         "num_train": len(train_x),
         "num_test": len(test_x),
+        "train_class_counts": torch.bincount(data.train_labels, minlength=10).tolist(),
+        "test_class_counts": torch.bincount(test_y, minlength=10).tolist(),
         "config": {**config, "batch_size": args.batch_size, "device": str(device),
                    "processes": trainer.world_size},
         "figures": {k: os.path.basename(v) for k, v in figures.items()},
+        "figures_not_drawn": not_drawn,
         "history": trainer.history,
     }
     if args.eval_samples:
@@ -272,15 +286,17 @@ def run(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         return main(argv)
-    except (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError) as err:
-        if "--debug" in argv:
-            traceback.print_exc()
-        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 -- the CLI's promise: one line, exit code 2
+        if "--debug" in argv:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
+        if not isinstance(err, EXPECTED_ERRORS):
+            message = f"unexpected error (please report with --debug): {type(err).__name__}: {message}"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     finally:
         distributed.shutdown()  # main() has returned: its trainer is gone
 

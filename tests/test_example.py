@@ -1,5 +1,6 @@
 """examples/mnist_svi.py end to end: figures, metrics.json, checkpoint, --resume."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -91,3 +92,65 @@ def test_custom_guide_example_trains_and_compares(mnist_source):
     assert "diagonal Normal" in lines[-2] and "Student-t" in lines[-1]
     elbos = [float(line.split()[-7]) for line in lines[-2:]]
     assert all(-300 < e < -100 for e in elbos), elbos
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_svi_under_test", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    example = load_example()
+
+    def broken_loader(*args, **kwargs):
+        raise ZeroDivisionError("size cannot be zero")
+
+    monkeypatch.setattr(example, "load_mnist", broken_loader)
+    args = ["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--no-progress", "--out", str(tmp_path / "run")]
+    assert example.run(args) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unexpected error (please report with --debug): ZeroDivisionError: size cannot be zero\n"
+
+    assert example.run([*args, "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "broken_loader" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: unexpected error")
+
+
+@pytest.mark.parametrize("device", ["tpu", "meta", "cuda:x"])
+def test_an_unknown_device_is_one_line(device, tmp_path):
+    result = run(["--device", device, "--out", str(tmp_path / "run")], None)
+    assert result.returncode == 2
+    assert result.stderr == f"error: --device {device} is not supported; use cpu, or cuda (cuda:N for one GPU)\n"
+
+
+@pytest.mark.parametrize("test_size, z_dim, not_drawn", [
+    (1, 1, {"interpolation"}),            # one image: no pair to interpolate; z_dim=1: z itself on the map
+    (1, 8, {"interpolation", "latent_map"}),  # one image: PCA has no axis either
+    (3, 2, set()),                        # three digits, z itself on the map
+])
+def test_tiny_test_sets_and_latent_sizes_still_finish_the_run(tmp_path, mnist_source, test_size, z_dim, not_drawn):
+    out = tmp_path / "run"
+    result = run(["--epochs", "1", "--train-size", "256", "--test-size", str(test_size), "--z-dim", str(z_dim),
+                  "--hidden", "32", "--out", str(out)], mnist_source)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["figures_not_drawn"]) == not_drawn
+    assert set(metrics["figures"]) | not_drawn == {name[:-4] for name in FIGURES}
+    for name in not_drawn:  # each one line on stdout, saying why
+        (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"figure {name}.png not drawn: ")]
+        assert "needs at least 2 test images" in line
+    assert metrics["num_test"] == test_size and (out / "checkpoint.pt").exists()
+
+
+def test_train_and_test_sizes_are_class_balanced(tmp_path, mnist_source):
+    out = tmp_path / "run"
+    result = run(["--epochs", "1", "--train-size", "100", "--test-size", "20", "--z-dim", "2", "--hidden", "16",
+                  "--out", str(out)], mnist_source)
+    assert result.returncode == 0, result.stderr
+    assert "100 train / 20 test images" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_class_counts"] == [10] * 10 and metrics["test_class_counts"] == [2] * 10

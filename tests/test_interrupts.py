@@ -17,7 +17,7 @@ import pytest
 
 from pyro_vae.checkpoint import load_checkpoint
 
-from conftest import assert_same_tensors
+from conftest import assert_same_tensors, message_lines
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 SMALL = ["--train-size", "2000", "--test-size", "100", "--z-dim", "8", "--hidden", "64", "--seed", "3"]
@@ -92,9 +92,10 @@ def test_sigint_and_sigterm_write_a_checkpoint_exit_130_143_and_resume(tmp_path,
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
         assert proc.returncode == code, stderr
-        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+        lines = message_lines(stderr)
+        assert "Traceback" not in stderr and len(lines) == 1, stderr
         match = re.fullmatch(rf"interrupted at epoch (\d+), step (\d+); checkpoint at {re.escape(str(path))}: "
-                             rf"rerun with --resume --out {re.escape(str(out))}", stderr.strip())
+                             rf"rerun with --resume --out {re.escape(str(out))}", lines[0])
         assert match, stderr
         epoch, step = int(match[1]), int(match[2])
         state = load_checkpoint(path)
@@ -135,7 +136,7 @@ def test_cli_sigint_mid_epoch_then_resume_equals_two_straight_epochs(tmp_path, m
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
-    match = re.match(r"interrupted at epoch (\d+), step (\d+);", stderr)
+    match = re.match(r"interrupted at epoch (\d+), step (\d+);", message_lines(stderr)[0])
     assert match and int(match[2]) > 0, stderr  # inside an epoch, not between two
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["version"] == 3 and state["partial"]["step"] == int(match[2])
