@@ -14,13 +14,15 @@ approximate posterior (seed items 6 and 10)
     q_\theta(z \mid x_i) = \mathcal N\big(\mu_\theta(x_i), \operatorname{diag} \sigma_\theta(x_i)^2\big).
 
 Both sample the latent site ``"z"`` inside ``pyro.plate("data")``; the model
-observes site ``"x"``. Every call of either passes one door (:meth:`VAE.flatten`,
-:meth:`VAE.check_input`, :meth:`VAE.check_guide`): the input is checked (shape, dtype,
-device; NaN and the likelihood's support while Pyro's validation is on), and the
-first call checks the guide contract, so a raw ``SVI(vae.model, vae.guide, ...)``
-refuses a broken guide or bad data with a one-line error naming the fix. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
+observes site ``"x"``. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
 the ELBO (seed item 8), and SVI ascends it in the encoder's parameters
 :math:`\theta` and the decoder's :math:`\phi` jointly.
+
+Every call of either passes one door (:meth:`VAE.flatten`, :meth:`VAE.check_input`,
+:meth:`VAE.check_guide`): the input is checked (shape, dtype, device, an empty batch; NaN
+and the likelihood's support while Pyro's validation is on), and the first call checks
+the guide contract, so a raw ``SVI(vae.model, vae.guide, ...)`` refuses a broken guide
+or bad data with a one-line error naming the fix.
 
 Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 """
@@ -49,6 +51,11 @@ from .rng import rng_fork
 #: How a tensor of each floating dtype is converted (``x.float()``, ``vae.double()``).
 _DTYPE_METHODS = {torch.float16: "half", torch.bfloat16: "bfloat16", torch.float32: "float",
                   torch.float64: "double"}
+
+
+def _refuse_empty(x: torch.Tensor) -> None:
+    if x.shape[0] == 0:  # a plate of size 0 would fail deep inside Pyro, with ZeroDivisionError
+        raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
 
 
 class VAE(nn.Module):
@@ -166,8 +173,7 @@ class VAE(nn.Module):
         before any network sees ``x``: a NaN pixel is named as such, not as a NaN ``loc``
         of the encoder's Normal.
         """
-        if x.shape[0] == 0:  # a plate of size 0 would fail deep inside Pyro
-            raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
+        _refuse_empty(x)
         check_finite(x, "x")
         self.likelihood.check_support(x)
 
@@ -192,8 +198,8 @@ class VAE(nn.Module):
         x = self.flatten(x)
         if is_validation_enabled():
             self.check_input(x)
-        elif x.shape[0] == 0:
-            raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
+        else:
+            _refuse_empty(x)
         if not self.guide_checked:
             self.check_guide(x)
         return x
