@@ -88,7 +88,19 @@ ALIASES = {
     "JitTrace_ELBO": "jit_elbo",
     "JitTraceMeanField_ELBO": "jit_meanfield",
     "IWAE": "iwae",
+    "IWAE_ELBO": "iwae",
 }
+
+
+def objective_name(objective: ELBO) -> str:
+    """The name of an objective instance: its key in :data:`OBJECTIVES` for the classes
+    listed there, else its class name (what checkpoints record)."""
+    return ALIASES.get(type(objective).__name__, type(objective).__name__)
+
+
+def is_jit(objective: ELBO) -> bool:
+    """Whether ``objective`` is one of Pyro's JIT-compiled ELBOs (compiled at first use)."""
+    return type(objective).__name__.startswith("Jit")
 
 
 def get_objective(name: str, num_particles: int = None) -> ELBO:

@@ -30,6 +30,7 @@ to never having stopped.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -40,7 +41,7 @@ import threading
 import time
 import warnings
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pyro
@@ -58,7 +59,7 @@ from .checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from .data import BINARIZATIONS, binarize, check_pixels
 from .elbo import bits_per_dim, elbo_terms
 from .errors import CheckpointError, ConfigError, NonFiniteError, TrainingInterrupted, check_positive
-from .objectives import check_beta, get_objective, kl_weighted
+from .objectives import ALIASES, OBJECTIVES, check_beta, get_objective, is_jit, kl_weighted, objective_name
 from .plate import registration_skipped
 from .rng import rng_fork
 from .vae import VAE
@@ -154,16 +155,18 @@ class Trainer:
     :param lr: Adam's learning rate.
     :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.binarize`).
     :param seed: seeds Pyro/torch and the per-epoch data streams.
-    :param objective: ``"elbo"`` (:class:`pyro.infer.Trace_ELBO`, the default),
-        ``"meanfield"``, ``"iwae"``, ``"jit_elbo"`` or ``"jit_meanfield"``; see
-        :mod:`pyro_vae.objectives`.
-    :param num_particles: particles of the objective (:math:`K` for ``"iwae"``).
+    :param objective: the training objective, by name -- ``"elbo"``
+        (:class:`pyro.infer.Trace_ELBO`, the default), ``"meanfield"``, ``"iwae"``,
+        ``"jit_elbo"`` or ``"jit_meanfield"`` (see :mod:`pyro_vae.objectives`) -- or as a
+        fresh instance of a :class:`pyro.infer.ELBO` (e.g. ``Trace_ELBO(num_particles=4)``).
+        Every feature reads it from here: beta, warm-up, the JIT refusal, checkpoints.
+    :param num_particles: particles of an objective given by name (:math:`K` for
+        ``"iwae"``); an instance carries its own.
     :param beta: weight of the KL term (of site ``"z"``) in the training objective.
     :param kl_warmup: epochs over which that weight rises linearly from 0 to ``beta``.
     :param clip_norm: if given, train with :class:`pyro.optim.clipped_adam.ClippedAdam`,
         which clamps every gradient entry to ``[-clip_norm, clip_norm]`` before the Adam
         update; the default ``None`` is :class:`torch.optim.Adam` (fused).
-    :param loss: an ELBO instance to use instead of ``objective``.
     :param validate: run every training step with Pyro's and torch's argument and
         support validation on. Off by default: the data is checked once when
         :meth:`fit` starts, and every step's loss and gradient are checked for
@@ -183,12 +186,11 @@ class Trainer:
         lr: float = 1e-3,
         binarize: str = "dynamic",
         seed: int = 0,
-        objective: str = "elbo",
+        objective: Union[str, ELBO] = "elbo",
         num_particles: Optional[int] = None,
         beta: float = 1.0,
         kl_warmup: int = 0,
         clip_norm: Optional[float] = None,
-        loss: Optional[ELBO] = None,
         validate: bool = False,
         distributed: bool = False,
     ) -> None:
@@ -199,7 +201,8 @@ class Trainer:
                 f"kl_warmup must be a whole number of epochs >= 0, got {kl_warmup!r}; pass e.g. "
                 f"kl_warmup=10, or 0 for none"
             )
-        if kl_warmup and objective.startswith("jit"):
+        loss, objective, num_particles = _objective(objective, num_particles)
+        if kl_warmup and is_jit(loss):
             raise ConfigError(
                 f"kl_warmup changes the KL weight every step, which a JIT-compiled objective "
                 f"({objective!r}) would freeze; use objective='elbo' or 'meanfield' with warm-up"
@@ -224,7 +227,8 @@ class Trainer:
         self.beta = check_beta(beta)
         self.kl_warmup = kl_warmup
         self.validate = bool(validate)
-        self.loss = loss if loss is not None else get_objective(objective, num_particles)
+        self.loss = loss
+        self._pristine_loss = copy.copy(loss)  # uncompiled: what a JIT objective recompiles from
         # The KL weight acts on site "z" of both programs (pyro.poutine.scale, per site).
         self._model = kl_weighted(vae.model, self.beta)
         self._guide = kl_weighted(vae.guide, self.beta)
@@ -272,7 +276,7 @@ class Trainer:
     @property
     def jit(self) -> bool:
         """Whether the objective runs JIT-compiled."""
-        return type(self.loss).__name__.startswith("Jit")
+        return is_jit(self.loss)
 
     def _use_loss(self, loss: ELBO) -> None:
         self.loss = self.loss_module.objective = loss
@@ -333,7 +337,7 @@ class Trainer:
         """
         beta = check_beta(beta)
         if self.jit and beta != self._model.beta:
-            self._use_loss(get_objective(self.objective, self.num_particles))
+            self._use_loss(copy.copy(self._pristine_loss))
         self._model.beta = self._guide.beta = beta
 
     @property
@@ -887,6 +891,23 @@ class Trainer:
         config; ``state`` is that file's content if the caller has already loaded it."""
         self.load_state_dict(state if state is not None else load_checkpoint(path))
         self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
+
+
+def _objective(objective: Union[str, ELBO], num_particles: Optional[int]) -> Tuple[ELBO, str, Optional[int]]:
+    """The objective instance, its name and its particle count, from a name or an instance."""
+    if isinstance(objective, str):
+        return get_objective(objective, num_particles), ALIASES.get(objective, objective), num_particles
+    if not isinstance(objective, ELBO):
+        raise ConfigError(
+            f"objective must be a name ({', '.join(sorted(OBJECTIVES))}) or a pyro.infer ELBO instance, "
+            f"got {type(objective).__name__}"
+        )
+    if num_particles is not None and num_particles != objective.num_particles:
+        raise ConfigError(
+            f"num_particles={num_particles} but the objective {type(objective).__name__} has "
+            f"num_particles={objective.num_particles}; set it on the instance and leave num_particles=None"
+        )
+    return objective, objective_name(objective), objective.num_particles
 
 
 def format_record(record: Dict[str, float], epochs: int) -> str:

@@ -168,3 +168,40 @@ def test_two_jit_trainers_stepped_in_turns_each_update_their_own_vae(mnist):
         stepped.step(x, 1000)
         assert all(not torch.equal(before[k], v) for k, v in stepped.vae.state_dict().items())
         assert all(torch.equal(untouched[k], v) for k, v in other.vae.state_dict().items())
+
+
+def test_the_objective_is_set_in_one_place_by_name_or_instance():
+    vae = VAE(z_dim=4, hidden_dims=(16,))
+    # an instance goes through the same checks as a name: a JIT one refuses warm-up
+    with pytest.raises(ValueError, match=r"kl_warmup changes the KL weight every step.*'jit_elbo'"):
+        Trainer(vae, objective=JitTrace_ELBO(), kl_warmup=3)
+    with pytest.raises(TypeError):
+        Trainer(vae, loss=JitTrace_ELBO())  # the second way to set it is gone
+    with pytest.raises(ValueError, match=r"num_particles=3 but the objective Trace_ELBO has num_particles=2"):
+        Trainer(vae, objective=Trace_ELBO(num_particles=2), num_particles=3)
+    with pytest.raises(ValueError, match=r"objective must be a name .* or a pyro.infer ELBO instance, got int"):
+        Trainer(vae, objective=5)
+    trainer = Trainer(vae, objective=Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1))
+    assert trainer.objective == "elbo" and trainer.num_particles == 2
+    assert trainer.state_dict_config()["trainer"]["objective"] == "elbo"
+    x = torch.bernoulli(torch.full((32, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    assert math.isfinite(trainer.step(x, num_data=32))
+
+
+def test_a_new_beta_recompiles_the_jit_objective_given_not_a_default_one():
+    x = torch.bernoulli(torch.full((32, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    given = JitTrace_ELBO(ignore_jit_warnings=True, max_plate_nesting=1)
+    trainer = Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective=given)
+    trainer.step(x, num_data=32)
+    compiled = trainer.loss
+    trainer.set_beta(0.5)
+    assert type(trainer.loss) is JitTrace_ELBO and trainer.loss is not compiled  # recompiled, same class
+    assert trainer.loss.max_plate_nesting == 1 and trainer.loss.ignore_jit_warnings  # with the given settings
+    # the recompiled objective uses the new weight: its loss is the beta-weighted one, computed eagerly
+    trainer.loss_module(x, num_data=32)  # the first call compiles
+    torch.manual_seed(1)
+    jit_loss = trainer.loss_module(x, num_data=32).item()
+    eager = kl_weighted(trainer.vae.model, 0.5), kl_weighted(trainer.vae.guide, 0.5)
+    torch.manual_seed(1)
+    eager_loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(*eager, x, num_data=32).item()
+    assert jit_loss == pytest.approx(eager_loss, rel=1e-5)
