@@ -155,14 +155,15 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
             "clip_norm": None,  # not recorded before clipping existed
             **checkpoint["trainer"],
         }
-        clash = {k: (v, saved[k]) for k, v in given.items() if v is not None and v != saved[k]}
+        # Every option continues the saved run, but --lr may change the rate (e.g. to retry a diverged run).
+        clash = {k: (v, saved[k]) for k, v in given.items() if v is not None and v != saved[k] and k != "lr"}
         if clash:
             raise PyroVAEError(
                 "--resume continues the saved run, but these options differ from it: "
                 + ", ".join(f"--{k.replace('_', '-')} {a} (checkpoint: {b})" for k, (a, b) in clash.items())
                 + ". Drop them, or use a new --out to start another run."
             )
-        config = saved
+        config = dict(saved, lr=given["lr"] if given["lr"] is not None else saved["lr"])
     if config["binarize"] is None:
         config["binarize"] = "dynamic" if config["likelihood"] == "bernoulli" else "none"
     return config
@@ -201,6 +202,9 @@ def main(argv=None) -> int:
         trainer.resume(checkpoint_path, checkpoint)  # already read above, for the config
         at = f" (+ {trainer.step_in_epoch} steps of epoch {trainer.epoch + 1})" if trainer.step_in_epoch else ""
         say(f"resumed from {checkpoint_path} at epoch {trainer.epoch}{at}", flush=True)
+        if trainer.lr_changed_on_resume is not None:
+            old, new = trainer.lr_changed_on_resume
+            say(f"learning rate changed on resume: {old:g} (checkpoint) -> {new:g} (--lr)", flush=True)
 
     data = load_mnist(args.data_dir, download=not args.no_download, verbose=rank == 0)
     data = data.subset(args.train_size, args.test_size)  # class-balanced, in the data's order

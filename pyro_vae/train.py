@@ -263,6 +263,8 @@ class Trainer:
         self._params: Optional[List[torch.Tensor]] = None
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
+        #: ``(checkpoint's lr, this trainer's lr)`` when :meth:`resume` changed the rate, else None.
+        self.lr_changed_on_resume: Optional[Tuple[float, float]] = None
         #: (path, epoch, step) of the last checkpoint written or resumed from.
         self.last_checkpoint: Optional[Tuple[str, int, int]] = None
         # Where a stopped epoch resumes: None at an epoch boundary (see train_epoch).
@@ -795,12 +797,15 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue the run ``state`` holds (see :meth:`state_dict`); every setting must match
+        it except ``lr``: a trainer built with another rate continues at that rate (to retry a
+        run that diverged, say) and records the change in :attr:`lr_changed_on_resume`."""
         mine = self.state_dict_config()
         differ = {
             key: (state[part].get(key), value)
             for part in ("config", "trainer")
             for key, value in mine[part].items()
-            if state[part].get(key) != value
+            if state[part].get(key) != value and key != "lr"
         }
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
@@ -813,6 +818,10 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         else:  # format 1-2: Pyro's per-parameter optimizers
             self.optimizer.load_state_dict(self._from_pyro_optim_state(state["optim"]))
+        saved_lr = state["trainer"].get("lr")
+        if saved_lr != self.lr:  # the rate given now, not the checkpoint's, from the next step on
+            self.set_lr(self.lr)
+            self.lr_changed_on_resume = (saved_lr, self.lr)
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self._position = state.get("partial")

@@ -154,3 +154,19 @@ def test_train_and_test_sizes_are_class_balanced(tmp_path, mnist_source):
     assert "100 train / 20 test images" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_class_counts"] == [10] * 10 and metrics["test_class_counts"] == [2] * 10
+
+
+def test_resume_may_lower_the_learning_rate_and_says_so(tmp_path, mnist_source):
+    out = tmp_path / "run"
+    small = ["--train-size", "256", "--test-size", "50", "--z-dim", "4", "--hidden", "32", "--out", str(out)]
+    assert run(["--epochs", "1", *small], mnist_source).returncode == 0
+    resumed = run(["--epochs", "2", "--resume", "--lr", "0.0003", *small], mnist_source)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "learning rate changed on resume: 0.001 (checkpoint) -> 0.0003 (--lr)" in resumed.stdout
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["trainer"]["lr"] == 0.0003
+    assert {group["lr"] for group in state["optimizer"]["param_groups"]} == {0.0003}  # Adam stepped at it
+    assert json.loads((out / "metrics.json").read_text())["config"]["lr"] == 0.0003
+    # other options still continue the saved run
+    clash = run(["--epochs", "3", "--resume", "--z-dim", "5", "--out", str(out)], mnist_source)
+    assert clash.returncode == 2 and "--z-dim 5 (checkpoint: 4)" in clash.stderr
