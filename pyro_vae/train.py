@@ -257,9 +257,12 @@ class Trainer:
             self._loss_fn = self.loss_module
         #: Adam over the VAE's parameters (the ones checkpoints save).
         self.optimizer = _make_optimizer(list(vae.parameters()), self.lr, self.clip_norm)
-        # Parameters a custom guide keeps in Pyro's param store (pyro.param), found at the
-        # first step; not part of the VAE, so not checkpointed.
+        # Parameters a custom guide keeps in Pyro's param store only (pyro.param, or pyro.module
+        # of a module outside the VAE), found at the first step by name; checkpoints save them
+        # by those names, and a resumed trainer writes them back before its first step.
         self._extra_optimizer: Optional[torch.optim.Optimizer] = None
+        self._extra_params: List[Tuple[str, torch.Tensor]] = []
+        self._pending_extra: Optional[Dict[str, Any]] = None
         self._params: Optional[List[torch.Tensor]] = None
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
@@ -390,6 +393,8 @@ class Trainer:
             if batch.shape[0] not in self._warm_shapes:
                 self._warm_up(batch, num_data, [batch.shape[0]])
             self._claim_param_store(batch, num_data)
+        if self._pending_extra is not None:  # resumed: restore the param store before the step runs
+            self._restore_extra_params(batch, num_data)
         self._zero_grads()
         first = self._params is None
         refused: Optional[_NonFinite] = None
@@ -461,12 +466,13 @@ class Trainer:
         """After the first step: also optimize what the model or guide keeps in Pyro's param
         store only (``pyro.param``), beside the VAE's own parameters."""
         mine = {id(p) for p in self.vae.parameters()}
-        extra, seen = [], set()
-        for site in trace.nodes.values():
+        named, seen = [], set()
+        for name, site in trace.nodes.items():
             value = site["value"].unconstrained()
             if id(value) not in mine and id(value) not in seen and value.requires_grad:
-                extra.append(value)
+                named.append((name, value))
                 seen.add(id(value))
+        extra = [value for _, value in named]
         if extra and self.distributed:
             raise ConfigError(
                 "distributed training averages the gradients of the VAE's own parameters only, but "
@@ -476,7 +482,28 @@ class Trainer:
         if extra:
             lr = self.optimizer.param_groups[0]["lr"]
             self._extra_optimizer = _make_optimizer(extra, lr, self.clip_norm)
+        self._extra_params = named
         self._params = list(self.vae.parameters()) + extra
+
+    def _restore_extra_params(self, batch: torch.Tensor, num_data: int) -> None:
+        """Resumed from a checkpoint holding param-store-only parameters: run guide and model
+        once (on a side RNG stream, without gradients) to find those parameters by name, write
+        the saved values into them and restore their Adam state, all before the first step."""
+        saved, self._pending_extra = self._pending_extra, None
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False), poutine.trace(param_only=True) as capture:
+            self._guide(batch, num_data=num_data)
+            self._model(batch, num_data=num_data)
+        self._adopt_params(capture.trace)
+        found = dict(self._extra_params)
+        if set(found) != set(saved["params"]):
+            raise CheckpointError(
+                f"the checkpoint holds the guide's param-store parameters {sorted(saved['params'])}, but "
+                f"this guide has {sorted(found)}; resume with the guide that wrote it"
+            )
+        with torch.no_grad():
+            for name, value in found.items():
+                value.copy_(saved["params"][name])
+        self._extra_optimizer.load_state_dict(saved["optimizer"])
 
     # ---- one epoch of SVI ----------------------------------------------------------------
 
@@ -794,6 +821,13 @@ class Trainer:
             state["rng_ranks"] = ranks
         if self._position is not None:
             state["partial"] = dict(self._position)
+        if self._extra_params:  # a guide's parameters kept in Pyro's param store only
+            state["param_store"] = {
+                "params": {name: value.detach().clone() for name, value in self._extra_params},
+                "optimizer": self._extra_optimizer.state_dict(),
+            }
+        elif self._pending_extra is not None:  # resumed, not stepped yet: keep what was read
+            state["param_store"] = self._pending_extra
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -825,6 +859,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
         self._position = state.get("partial")
+        self._pending_extra = state.get("param_store")
         rng = state["rng"]
         ranks = state.get("rng_ranks")
         own_cuda = None

@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import CheckpointError, InvalidDataError, Trainer, VAE
+from pyro_vae import CheckpointError, InvalidDataError, Trainer, VAE, data_plate
 from pyro_vae.checkpoint import load_checkpoint
 
 
@@ -118,3 +118,56 @@ def test_per_step_validation_changes_nothing_but_the_checks(mnist):
         trained.append(trainer.vae.state_dict())
     for name, value in trained[0].items():
         assert torch.equal(value, trained[1][name]), name
+
+
+def test_a_guide_keeping_its_parameters_in_the_param_store_resumes_bit_identically(mnist, tmp_path):
+    """The docs' pattern: a function guide with an encoder outside the VAE (pyro.module) and a
+    constrained pyro.param. Checkpoints save both by name; a resumed run, as in a new process
+    (empty param store, a freshly initialized encoder), continues exactly."""
+    train, test = mnist.train_images[:600], mnist.test_images[:200]
+    quiet = dict(batch_size=64, progress=False, log=lambda _: None)
+
+    def make(encoder_seed, with_floor=True):
+        pyro.clear_param_store()
+        encoder = torch.nn.Linear(784, 2 * 5)
+        generator = torch.Generator().manual_seed(encoder_seed)
+        torch.nn.init.normal_(encoder.weight, std=0.01, generator=generator)
+        torch.nn.init.normal_(encoder.bias, std=0.01, generator=generator)
+
+        def guide(x, num_data=None):
+            pyro.module("outside_encoder", encoder)
+            floor = 0.01
+            if with_floor:
+                floor = pyro.param("scale_floor", torch.tensor(0.01), constraint=pyro.distributions.constraints.positive)
+            loc, raw = encoder(x).chunk(2, -1)
+            with data_plate(x.shape[0], num_data, x.device):
+                pyro.sample("z", pyro.distributions.Normal(loc, torch.nn.functional.softplus(raw) + floor).to_event(1))
+
+        pyro.set_rng_seed(7)
+        return Trainer(VAE(z_dim=5, hidden_dims=(32,), guide=guide), seed=7), encoder
+
+    straight, straight_encoder = make(encoder_seed=1)
+    straight.fit(train, test, epochs=2, **quiet)
+    final_floor = pyro.param("scale_floor").item()
+
+    first, _ = make(encoder_seed=1)
+    first.fit(train, test, epochs=1, checkpoint=str(tmp_path / "ck.pt"), **quiet)
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    assert set(state["param_store"]["params"]) == {"outside_encoder$$$weight", "outside_encoder$$$bias", "scale_floor"}
+
+    resumed, resumed_encoder = make(encoder_seed=2)  # another init: the checkpoint must overwrite it
+    resumed.resume(str(tmp_path / "ck.pt"))
+    resumed.fit(train, test, epochs=2, **quiet)
+
+    a, b = _params(straight.vae), _params(resumed.vae)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(straight_encoder.weight, resumed_encoder.weight)
+    assert torch.equal(straight_encoder.bias, resumed_encoder.bias)
+    assert pyro.param("scale_floor").item() == final_floor
+    assert [r["train_elbo"] for r in straight.history] == [r["train_elbo"] for r in resumed.history]
+
+    other, _ = make(encoder_seed=1, with_floor=False)  # a guide with other parameters cannot take it
+    other.resume(str(tmp_path / "ck.pt"))
+    with pytest.raises(CheckpointError, match=r"holds the guide's param-store parameters .*'scale_floor'\], but this "
+                                              r"guide has \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]"):
+        other.fit(train, test, epochs=2, **quiet)
