@@ -57,6 +57,22 @@ DEFAULTS = {
 
 #: Errors that name their problem and fix; any other exception is reported as unexpected.
 EXPECTED_ERRORS = (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError)
+#: The library's errors name settings (PyroVAEError.settings); these are their flags here.
+SETTING_FLAGS = {
+    "lr": "--lr", "clip_norm": "--clip-norm", "epochs": "--epochs", "batch_size": "--batch-size",
+    "test_every": "--test-every", "z_dim": "--z-dim", "hidden_dims": "--hidden", "likelihood": "--likelihood",
+    "binarize": "--binarize", "num_particles": "--particles", "train_size": "--train-size",
+    "test_size": "--test-size", "checkpoint": "--out", "distributed": "--distributed", "device": "--device",
+    "beta": "--beta", "kl_warmup": "--kl-warmup", "objective": "--objective", "guide": "--guide",
+    "activation": "--activation", "seed": "--seed",
+}
+
+
+def flags_for(err: BaseException) -> list:
+    """The command-line flags of the settings an error names (also when Pyro re-raised it)."""
+    while err is not None and not getattr(err, "settings", ()):
+        err = err.__cause__
+    return [SETTING_FLAGS[s] for s in getattr(err, "settings", ()) if s in SETTING_FLAGS]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -114,7 +130,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
     for name, example in (("epochs", 10), ("batch_size", 128), ("test_every", 1)):
-        check_positive(name, getattr(args, name), example=example, flag=f"--{name.replace('_', '-')}")
+        check_positive(name, getattr(args, name), example=example)
     for name in ("train_size", "test_size"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -299,6 +315,8 @@ def run(argv=None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
         if not isinstance(err, EXPECTED_ERRORS):
             message = f"unexpected error (please report with --debug): {type(err).__name__}: {message}"
+        elif flags_for(err):
+            message += f" (command line: {', '.join(flags_for(err))})"
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:

@@ -64,7 +64,7 @@ def check_writable_dir(directory: Union[str, os.PathLike], what: str = "output d
         reason = err.strerror or errno.errorcode.get(err.errno or 0, type(err).__name__)
         raise OutputDirError(
             f"cannot write to the {what} {str(directory)!r} ({reason}); choose a writable "
-            f"directory (CLI --out DIR)"
+            f"directory", settings=("checkpoint",)
         ) from None
     return directory
 
@@ -127,8 +127,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"no checkpoint at {path}; train without --resume first, or point --out at "
-            f"the run to resume"
+            f"no checkpoint at {path}; train without resuming first, or give the path of "
+            f"the run to resume", settings=("checkpoint",)
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -139,8 +139,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag); point --out at a run "
-            f"written by pyro_vae, or delete the file to start afresh"
+            f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag); give the path of a run "
+            f"written by pyro_vae, or delete the file to start afresh", settings=("checkpoint",)
         )
     if state.get("version") not in READABLE_VERSIONS:
         raise CheckpointError(

@@ -60,14 +60,16 @@ def init_from_env(device: str = "cpu") -> Tuple[int, int, torch.device]:
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
         raise ConfigError(
-            f"--distributed needs the process group variables that torchrun sets ({', '.join(missing)} "
-            f"missing); launch with e.g. 'torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed'"
+            f"distributed training needs the process group variables that torchrun sets "
+            f"({', '.join(missing)} missing); launch the program with torchrun, e.g. "
+            f"'torchrun --nproc_per_node=2 PROGRAM'", settings=("distributed",)
         )
     local_rank = int(os.environ["LOCAL_RANK"])
     kind = torch.device(device).type
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use device 'cpu'",
+                              settings=("device",))
         torch.cuda.set_device(local_rank)
         target = torch.device("cuda", local_rank)
         backend = "nccl"

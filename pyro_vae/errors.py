@@ -11,21 +11,26 @@ from __future__ import annotations
 import math
 import re
 import signal
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 
 class PyroVAEError(Exception):
     """Base class of every error pyro_vae raises on purpose.
 
-    Its message stays one line even when raised inside a Pyro trace: Pyro re-raises a
-    ``ValueError`` from a traced program with the trace's shape table appended, which
-    this drops (the chained original keeps it for ``--debug``).
+    The message names settings (``lr``, ``hidden_dims``), never a command-line flag; the
+    settings a fix involves are also in :attr:`settings`, so that a front end can name
+    its own flags for them (``examples/mnist_svi.py`` does). The message stays one line
+    even when raised inside a Pyro trace: Pyro re-raises a ``ValueError`` from a traced
+    program with the trace's shape table appended, which this drops.
+
+    :ivar settings: the settings the fix involves, e.g. ``("lr", "clip_norm")``.
     """
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, *args: Any, settings: Sequence[str] = ()) -> None:
         if args and isinstance(args[0], str):
             args = (re.split(r"\n\s*Trace Shapes:", args[0], maxsplit=1)[0], *args[1:])
         super().__init__(*args)
+        self.settings = tuple(settings)
 
 
 class DataNotFoundError(PyroVAEError, FileNotFoundError):
@@ -69,8 +74,9 @@ class NonFiniteError(PyroVAEError, FloatingPointError):
         term: Optional[str] = None,
         checkpoint: Optional[str] = None,
         checkpoint_epoch: Optional[int] = None,
+        settings: Sequence[str] = (),
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, settings=settings)
         self.epoch, self.step, self.term = epoch, step, term
         self.checkpoint, self.checkpoint_epoch = checkpoint, checkpoint_epoch
 
@@ -107,23 +113,20 @@ class TrainingInterrupted(PyroVAEError):
         return 128 + int(self.signum)
 
 
-def check_positive(
-    name: str, value: Any, kind: type = int, example: Any = None, flag: Optional[str] = None
-) -> Any:
+def check_positive(name: str, value: Any, kind: type = int, example: Any = None) -> Any:
     """Return ``value`` if it is a positive ``int`` (or finite positive number, for
-    ``kind=float``), else raise :class:`ConfigError` naming the setting and a valid value
-    (and the command-line ``flag`` that sets it, if any).
+    ``kind=float``), else raise :class:`ConfigError` naming the setting and a valid value.
 
     ``bool`` is refused although it is an ``int``: ``batch_size=True`` is a mistake.
     """
     numeric, word = ((int, float), "number") if kind is float else ((int,), "integer")
     example = example if example is not None else (1e-3 if kind is float else 128)
-    fix = f"e.g. {name}={example!r}" + (f" (CLI {flag} {example})" if flag else "")
+    fix = f"e.g. {name}={example!r}"
     if isinstance(value, bool) or not isinstance(value, numeric):
         raise ConfigError(
             f"{name} must be a positive {word}, got {value!r} of type {type(value).__name__}; "
-            f"pass a{'' if kind is float else 'n'} {kind.__name__}, {fix}"
+            f"pass a{'' if kind is float else 'n'} {kind.__name__}, {fix}", settings=(name,)
         )
     if not value > 0 or (kind is float and not math.isfinite(value)):
-        raise ConfigError(f"{name} must be a positive {word}, got {value!r}; pass {fix}")
+        raise ConfigError(f"{name} must be a positive {word}, got {value!r}; pass {fix}", settings=(name,))
     return value

@@ -100,8 +100,9 @@ class BernoulliLikelihood(Likelihood):
             raise InvalidDataError(
                 f"the 'bernoulli' likelihood needs binary pixels (0 or 1), but the data "
                 f"holds {int(bad.sum())} other values (e.g. {example:.4g}). Binarize the "
-                f"data (binarize='dynamic' or 'fixed', CLI --binarize) or use "
-                f"likelihood='continuous_bernoulli' for grey-level pixels in [0, 1]."
+                f"data (binarize='dynamic' or 'fixed') or use "
+                f"likelihood='continuous_bernoulli' for grey-level pixels in [0, 1].",
+                settings=("binarize", "likelihood"),
             )
 
 

@@ -25,13 +25,13 @@ def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
     if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
         raise ConfigError(
             f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; "
-            f"pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+            f"pass e.g. hidden_dims=(400,)", settings=("hidden_dims",)
         )
     for h in hidden_dims:
         if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
             raise ConfigError(
                 f"each hidden size must be a positive integer, got {h!r} in hidden_dims="
-                f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,) (CLI --hidden 400)"
+                f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,)", settings=("hidden_dims",)
             )
     return tuple(hidden_dims)
 

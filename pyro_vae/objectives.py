@@ -120,7 +120,7 @@ def get_objective(name: str, num_particles: int = None) -> ELBO:
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
         raise ConfigError(
             f"num_particles must be a positive integer, got {num_particles!r}; pass e.g. "
-            f"num_particles=5 (CLI --particles 5), or None for the objective's default"
+            f"num_particles=5, or None for the objective's default", settings=("num_particles",)
         )
     return OBJECTIVES[key](num_particles)
 

@@ -71,14 +71,11 @@ TEST_BINARIZATION_SEED = 20151101
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-#: Command-line flags of the Trainer's settings, named in error messages.
-_FLAGS = {"lr": "--lr", "clip_norm": "--clip-norm", "epochs": "--epochs", "batch_size": "--batch-size",
-          "test_every": "--test-every"}
 
 
 def _positive(name: str, value: Any, kind: type = int) -> Any:
     example = {"lr": 1e-3, "epochs": 10, "test_every": 1}.get(name)
-    return check_positive(name, value, kind, example, _FLAGS.get(name))
+    return check_positive(name, value, kind, example)
 
 
 class _NonFinite(Exception):
@@ -218,7 +215,7 @@ class Trainer:
         self.vae = vae
         self.lr = _positive("lr", lr, float)
         if clip_norm is not None:
-            clip_norm = float(check_positive("clip_norm", clip_norm, float, 10.0, "--clip-norm"))
+            clip_norm = float(check_positive("clip_norm", clip_norm, float, 10.0))
         self.clip_norm = clip_norm
         self.binarize = binarize
         self.seed = int(seed)
@@ -240,8 +237,8 @@ class Trainer:
         if self.distributed:
             if not dist_util.is_distributed():
                 raise ConfigError(
-                    "distributed=True needs a process group: launch with torchrun and call "
-                    "pyro_vae.distributed.init_from_env() (CLI: torchrun ... mnist_svi.py --distributed)"
+                    "distributed=True needs a process group: launch the program with torchrun and "
+                    "call pyro_vae.distributed.init_from_env() first", settings=("distributed",)
                 )
             self.rank, self.world_size = dist_util.rank_and_world()
             if not hasattr(self.loss, "differentiable_loss"):
@@ -532,7 +529,7 @@ class Trainer:
                     f"epoch {self.epoch + 1} stopped at step {position['step']} of a pass over "
                     f"{position['num_data']} images in batches of {position['batch_size']}, but "
                     f"now {num_data} images in batches of {batch_size} are given; continue with the "
-                    f"same training data and batch size (CLI --train-size, --batch-size)"
+                    f"same training data and batch size", settings=("train_size", "batch_size")
                 )
             generator = torch.Generator(device=self.device)
             generator.set_state(position["generator"])
@@ -590,7 +587,8 @@ class Trainer:
             raise ConfigError(
                 f"{self.world_size} processes need at least {self.world_size} images in every minibatch, "
                 f"but {num_data} images in batches of {batch_size} leave a last batch of {smallest}; "
-                f"choose another --batch-size (or --train-size)"
+                f"choose another batch_size (or number of training images)",
+                settings=("batch_size", "train_size"),
             )
 
     def _non_finite_error(
@@ -600,7 +598,7 @@ class Trainer:
         term, detail = self._bad_term(batch, num_data, noise)
         if self.last_checkpoint is None:
             if self._checkpoint_path is None:
-                where = "no checkpoint path was given (pass checkpoint= to fit, CLI --out)"
+                where = "no checkpoint path was given (pass checkpoint= to fit)"
             else:
                 where = f"no checkpoint was written yet (the first would have been {self._checkpoint_path})"
             path = done = None
@@ -611,8 +609,9 @@ class Trainer:
         return NonFiniteError(
             f"training stopped at epoch {self.epoch + 1}, step {step}: {reason}; re-evaluated on "
             f"that batch, {detail}. Nothing was written after it: {where}. Retry with a lower "
-            f"learning rate (--lr) or gradient clipping (--clip-norm), or check the data.",
+            f"learning rate (lr) or gradient clipping (clip_norm), or check the data.",
             epoch=self.epoch + 1, step=step, term=term, checkpoint=path, checkpoint_epoch=done,
+            settings=("lr", "clip_norm"),
         )
 
     def _bad_term(self, batch: torch.Tensor, num_data: int, noise: torch.Tensor) -> Tuple[Optional[str], str]:

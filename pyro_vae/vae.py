@@ -100,7 +100,7 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         self.x_dim = check_positive("x_dim", x_dim, example=784)
-        self.z_dim = check_positive("z_dim", z_dim, example=50, flag="--z-dim")
+        self.z_dim = check_positive("z_dim", z_dim, example=50)
         self.hidden_dims = check_hidden_dims(hidden_dims)
         self.likelihood = get_likelihood(likelihood)
         self.activation = activation

