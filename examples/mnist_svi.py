@@ -168,7 +168,6 @@ def resolve_config(args: argparse.Namespace, checkpoint: dict | None) -> dict:
             "likelihood": checkpoint["config"]["likelihood"],
             "activation": checkpoint["config"]["activation"],
             "guide": checkpoint["config"]["guide"],
-            "clip_norm": None,  # not recorded before clipping existed
             **checkpoint["trainer"],
         }
         # Every option continues the saved run, but --lr may change the rate (e.g. to retry a diverged run).

@@ -4,19 +4,12 @@ A checkpoint is a dict of tensors and plain Python values (never an arbitrary
 pickle), tagged with a format name and version so that a foreign or newer file
 is refused with a clear :class:`~pyro_vae.errors.CheckpointError`.
 
-Format versions (docs/errors.md describes the keys):
-
-* **1** -- the state at the end of an epoch: weights, optimizer state, RNG states,
-  history, and the model and trainer configuration.
-* **2** -- version 1 plus a ``"partial"`` entry: the position inside an epoch where a
-  signal stopped training (step, data order, the epoch generator's state, the running
-  loss sum). A version-1 reader would silently restart that epoch on mid-epoch
-  weights, so these files carry version 2, which such a reader refuses. End-of-epoch
-  checkpoints are still written as version 1: their meaning has not changed.
-* **3** -- the optimizer state is one ``torch.optim`` state dict (key ``"optimizer"``)
-  instead of Pyro's one Adam per parameter (``"optim"``), with ``"partial"`` when a
-  signal stopped an epoch, and the RNG state of every rank (``"rng_ranks"``) when the
-  run was distributed. Versions 1 and 2 are still read: their optimizer state is converted.
+One format (docs/errors.md describes its keys), version 3: weights, the state of the
+trainer's ``torch.optim`` optimizer, RNG states, history, the model and trainer
+configuration, and, where they apply, the position inside an epoch that a signal
+stopped (``"partial"``), every rank's RNG state (``"rng_ranks"``) and a guide's
+param-store-only parameters (``"param_store"``). Versions 1 and 2 were development
+formats of this unreleased library; they are refused with the reason.
 """
 
 from __future__ import annotations
@@ -33,17 +26,8 @@ import torch
 from .errors import CheckpointError, OutputDirError
 
 FORMAT = "pyro_vae.checkpoint"
-#: The newest format version this release writes.
+#: The format version this release writes and reads.
 VERSION = 3
-#: The format versions this release reads.
-READABLE_VERSIONS = (1, 2, 3)
-
-
-def checkpoint_version(state: Dict[str, Any]) -> int:
-    """The format version ``state`` is written with (see this module's docstring)."""
-    if "optimizer" in state:
-        return 3
-    return 2 if state.get("partial") is not None else 1
 
 
 def check_writable_dir(directory: Union[str, os.PathLike], what: str = "output directory") -> Path:
@@ -90,7 +74,7 @@ def save_checkpoint(state: Dict[str, Any], path: Union[str, os.PathLike]) -> Non
     writer that was killed are removed first.
     """
     path = Path(path)
-    payload = {"format": FORMAT, "version": checkpoint_version(state), **state}
+    payload = {"format": FORMAT, "version": VERSION, **state}
     for stale in path.parent.glob(f"{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
@@ -142,12 +126,9 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag); give the path of a run "
             f"written by pyro_vae, or delete the file to start afresh", settings=("checkpoint",)
         )
-    if state.get("version") not in READABLE_VERSIONS:
+    if state.get("version") != VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {state.get('version')!r}; this pyro_vae "
-            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}. Use the pyro_vae release "
-            f"that wrote it."
+            f"reads version {VERSION}. Use the pyro_vae version that wrote it, or start a new run."
         )
-    if state["version"] == 1:
-        state.pop("partial", None)  # version 1 always ends an epoch
     return state

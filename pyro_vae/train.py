@@ -49,7 +49,6 @@ import torch
 from pyro import poutine
 from pyro.infer.elbo import ELBO
 from pyro.optim.clipped_adam import ClippedAdam
-from pyro.params.param_store import param_with_module_name
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -101,8 +100,7 @@ def _grad_norm(grads: List[torch.Tensor]) -> torch.Tensor:
     from one fused kernel: about 0.1 ms for the default VAE's 0.7 M parameters on one core."""
     if not grads:
         return torch.zeros(())
-    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _grads_finite(params: Iterable[torch.Tensor]) -> bool:
@@ -847,10 +845,7 @@ class Trainer:
                 f"and Trainer with the checkpoint's settings, or start a new run elsewhere"
             )
         self.vae.load_state_dict(state["model"])
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        else:  # format 1-2: Pyro's per-parameter optimizers
-            self.optimizer.load_state_dict(self._from_pyro_optim_state(state["optim"]))
+        self.optimizer.load_state_dict(state["optimizer"])
         saved_lr = state["trainer"].get("lr")
         if saved_lr != self.lr:  # the rate given now, not the checkpoint's, from the next step on
             self.set_lr(self.lr)
@@ -880,33 +875,6 @@ class Trainer:
         random.setstate(rng["python"])
         kind, keys, *rest = rng["numpy"]
         np.random.set_state((kind, keys.numpy(), *rest))
-
-    def _from_pyro_optim_state(self, states: Dict[str, Any]) -> Dict[str, Any]:
-        """Pyro's per-parameter Adam states (checkpoint formats 1-2, keyed by param-store
-        name) as the state of this trainer's single optimizer."""
-        names = {}
-        modules = [(f"{self.vae.name}.decoder", self.vae.decoder)]
-        if self.vae.encoder is not None and isinstance(getattr(self.vae.encoder, "name", None), str):
-            modules.append((self.vae.encoder.name, self.vae.encoder))
-        for module_name, module in modules:
-            for param_name, param in module.named_parameters():
-                names[id(param)] = param_with_module_name(module_name, param_name)
-        target = self.optimizer.state_dict()
-        missing = []
-        for index, param in enumerate(self.vae.parameters()):
-            saved = states.get(names.get(id(param), ""))
-            if saved is None or 0 not in saved["state"]:
-                missing.append(index)
-                continue
-            target["state"][index] = saved["state"][0]
-            target["param_groups"][0]["lr"] = saved["param_groups"][0]["lr"]
-        if missing:
-            raise CheckpointError(
-                f"the checkpoint's optimizer state (written by an older pyro_vae, one Adam per "
-                f"parameter) does not cover {len(missing)} of this VAE's parameters; its weights still "
-                f"load with vae.load_state_dict(load_checkpoint(path)['model'])"
-            )
-        return target
 
     @property
     def step_in_epoch(self) -> int:

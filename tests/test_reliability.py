@@ -9,7 +9,6 @@ import pyro
 import pytest
 import torch
 
-from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import CheckpointError, Trainer, VAE
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
@@ -234,32 +233,4 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
-
-
-def test_a_version_1_checkpoint_with_pyro_per_parameter_adam_resumes_with_its_moments(mnist, tmp_path):
-    """Releases before format 3 trained with pyro.infer.SVI and pyro.optim.Adam (one Adam per
-    parameter, no clip_norm setting): such a file resumes, and every Adam moment carries over."""
-    pyro.clear_param_store()
-    trainer = make()
-    x = (mnist.train_images[:64] > 0.5).float()
-    optim = pyro.optim.Adam({"lr": 1e-3})
-    svi = SVI(trainer.vae.model, trainer.vae.guide, optim, Trace_ELBO())
-    for _ in range(3):
-        svi.step(x, num_data=1000)
-    state = trainer.state_dict()
-    del state["optimizer"], state["trainer"]["clip_norm"], state["world_size"]
-    state["optim"] = optim.get_state()
-    save_checkpoint(state, tmp_path / "ck.pt")
-    assert load_checkpoint(tmp_path / "ck.pt")["version"] == 1
-    resumed = make()
-    resumed.resume(str(tmp_path / "ck.pt"))
-    assert resumed.epoch == 0
-    assert_same_tensors(snapshot(resumed), snapshot(trainer))
-    for mine, theirs in zip(resumed.vae.parameters(), trainer.vae.parameters()):
-        expected = optim.optim_objs[theirs].state[theirs]
-        got = resumed.optimizer.state[mine]
-        assert float(got["step"]) == float(expected["step"]) == 3
-        assert_same_tensors({k: got[k] for k in ("exp_avg", "exp_avg_sq")},
-                            {k: expected[k] for k in ("exp_avg", "exp_avg_sq")})
-    resumed.fit(x, None, epochs=1, batch_size=32, **QUIET)  # and it trains on
 
