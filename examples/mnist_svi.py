@@ -259,6 +259,13 @@ def main(argv=None) -> int:
     figures, not_drawn = plot_all(vae, trainer.history, test_ready, test_y, args.out)
     for name, reason in not_drawn.items():
         print(f"figure {name}.png not drawn: {reason}", flush=True)
+    from pyro_vae.explorer import write_explorer
+
+    try:  # like a figure, the page must not cost the run its metrics
+        explorer = os.path.basename(write_explorer(vae, test_ready, test_y, os.path.join(args.out, "explorer.html")))
+    except Exception as error:  # noqa: BLE001
+        explorer = None
+        print(f"explorer.html not written: {' '.join(str(error).split())}", flush=True)
     seconds = [r["seconds"] for r in trainer.history]
     metrics = {
         "epochs": trainer.epoch,
@@ -278,6 +285,7 @@ def main(argv=None) -> int:
                    "processes": trainer.world_size},
         "figures": {k: os.path.basename(v) for k, v in figures.items()},
         "figures_not_drawn": not_drawn,
+        "explorer": explorer,
         "history": trainer.history,
     }
     if args.eval_samples:
@@ -295,7 +303,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
-          f"({final['bits_per_dim']:.4f} bits/dim); figures, metrics.json and checkpoint.pt in {args.out}")
+          f"({final['bits_per_dim']:.4f} bits/dim); figures, {'explorer.html, ' if explorer else ''}metrics.json and "
+          f"checkpoint.pt in {args.out}")
     return 0
 
 

@@ -27,9 +27,10 @@ def test_example_runs_writes_everything_and_resumes(tmp_path, mnist_source):
     small = ["--train-size", "1024", "--test-size", "500", "--z-dim", "8", "--hidden", "64", "--out", out]
     first = run(["--epochs", "1", *small], mnist_source)
     assert first.returncode == 0, first.stderr
-    for name in FIGURES + ["metrics.json", "checkpoint.pt"]:
+    for name in FIGURES + ["explorer.html", "metrics.json", "checkpoint.pt"]:
         assert os.path.getsize(os.path.join(out, name)) > 1000 or name == "metrics.json", name
     metrics = json.loads(Path(out, "metrics.json").read_text())
+    assert metrics["explorer"] == "explorer.html" and "explorer.html" in first.stdout
     assert metrics["epochs"] == 1 and metrics["num_train"] == 1024 and metrics["num_test"] == 500
     assert metrics["test_elbo"] == pytest.approx(metrics["test_recon"] - metrics["test_kl"])
     assert -800 < metrics["test_elbo"] < 0
@@ -144,6 +145,7 @@ def test_tiny_test_sets_and_latent_sizes_still_finish_the_run(tmp_path, mnist_so
         (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"figure {name}.png not drawn: ")]
         assert "needs at least 2 test images" in line
     assert metrics["num_test"] == test_size and (out / "checkpoint.pt").exists()
+    assert metrics["explorer"] == "explorer.html" or "explorer.html not written: " in result.stdout
 
 
 def test_train_and_test_sizes_are_class_balanced(tmp_path, mnist_source):
