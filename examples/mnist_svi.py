@@ -321,10 +321,11 @@ def run(argv=None) -> int:
         if "--debug" in argv:
             traceback.print_exc()
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
+        flags = flags_for(err)
         if not isinstance(err, EXPECTED_ERRORS):
             message = f"unexpected error (please report with --debug): {type(err).__name__}: {message}"
-        elif flags_for(err):
-            message += f" (command line: {', '.join(flags_for(err))})"
+        elif flags:
+            message += f" (command line: {', '.join(flags)})"
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:

@@ -19,7 +19,7 @@ chunks, and the chunks' log-weights are merged with running log-sum-exps.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 import pyro
 import torch
@@ -112,6 +112,31 @@ def posterior_means(guide: Callable[..., Any], x: torch.Tensor, batch_size: int 
     """:math:`\\mathbb E_q[z|x_i]` for every row of ``x``, shape ``[N, z_dim]`` (see :func:`distribution_mean`)."""
     traces = (poutine.trace(guide).get_trace(batch) for batch in x.split(batch_size))
     return torch.cat([distribution_mean(trace.nodes["z"]["fn"]) for trace in traces])
+
+
+class PrincipalPlane(NamedTuple):
+    """The plane through the average of posterior means along their first two principal axes."""
+
+    centre: torch.Tensor  #: m, the average of the means, ``[z_dim]``
+    axes: torch.Tensor  #: v1, v2 as orthonormal rows, ``[2, z_dim]``
+    explained: List[float]  #: the fraction of the means' variance along each axis
+
+    def project(self, means: torch.Tensor) -> torch.Tensor:
+        """Coordinates ``(means - m) @ axes^T`` in the plane, ``[N, 2]``."""
+        return (means - self.centre) @ self.axes.T
+
+
+def principal_plane(means: torch.Tensor) -> Optional[PrincipalPlane]:
+    """The first two principal axes of posterior means ``[N, z_dim]`` (``z_dim >= 2``), for
+    maps of the latent space; ``None`` where there is no spread to show: fewer than 2 means,
+    or all equal up to rounding."""
+    centre = means.mean(0)
+    centred = means - centre
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    total = (s**2).sum()
+    if len(means) < 2 or total <= 1e-10 * means.pow(2).sum():
+        return None
+    return PrincipalPlane(centre, v[:2], (s[:2] ** 2 / total).tolist())
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:

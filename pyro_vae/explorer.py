@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from .checkpoint import check_writable_dir
 from .elbo import elbo_terms
 from .errors import InvalidDataError, check_positive
+from .evaluate import principal_plane
 from .rng import rng_fork
 from .vae import VAE
 
@@ -202,20 +203,16 @@ def _map_view(mean: torch.Tensor, labels: torch.Tensor, seed: int) -> Dict[str, 
         return {"name": "z", "coords": mean, "plane_mean": torch.zeros(2), "axes": torch.eye(2),
                 "axis_titles": ["z₁", "z₂"],
                 "caption": f"z_dim = 2: the map is z itself, showing the posterior means of {n} test digit{plural}."}
-    centre = mean.mean(0)
-    centred = mean - centre
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    total = float((s**2).sum())
-    if n < 2 or total <= 1e-10 * float(mean.pow(2).sum()):  # no principal axes: show z₁, z₂ through m
-        axes = torch.eye(d)[:2]
-        return {"name": "axes", "coords": centred @ axes.T, "plane_mean": centre, "axes": axes,
+    plane = principal_plane(mean)
+    if plane is None:  # no principal axes: show z₁, z₂ through m
+        centre, axes = mean.mean(0), torch.eye(d)[:2]
+        return {"name": "axes", "coords": (mean - centre) @ axes.T, "plane_mean": centre, "axes": axes,
                 "axis_titles": ["z₁ − m₁", "z₂ − m₂"],
                 "caption": (f"z_dim = {d}, but PCA has no axes ({n} posterior mean{plural}, all equal): the map "
                             f"shows the plane of z₁ and z₂ through their mean m = E[μ(x)]; the cursor moves "
                             f"z = m + u e₁ + w e₂ in it.")}
-    axes = v[:2]
-    explained = [100 * float(val) ** 2 / total for val in s[:2]]
-    return {"name": "pca", "coords": centred @ axes.T, "plane_mean": centre, "axes": axes,
+    explained = [100 * fraction for fraction in plane.explained]
+    return {"name": "pca", "coords": plane.project(mean), "plane_mean": plane.centre, "axes": plane.axes,
             "axis_titles": [f"PC 1 ({explained[0]:.1f}% of variance)", f"PC 2 ({explained[1]:.1f}% of variance)"],
             "caption": (f"z_dim = {d}: PCA of the posterior means of {n} test digit{plural}: the map shows them "
                         f"on their first two principal axes v₁, v₂, which explain {explained[0]:.1f}% and "

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .evaluate import principal_plane  # noqa: E402
 from .vae import VAE  # noqa: E402
 
 PADDING = 2  # pixels between the images of a grid
@@ -143,13 +144,10 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str) 
     elif vae.z_dim == 2:
         coords, xlabel, ylabel, title = mu, r"$z_1$", r"$z_2$", f"{title} (z_dim=2: z itself)"
     else:
-        centred = mu - mu.mean(0)
-        _, s, v = torch.linalg.svd(centred, full_matrices=False)
-        total = (s**2).sum()
-        if total <= 1e-10 * mu.pow(2).sum():  # equal up to rounding: no direction to project on
+        plane = principal_plane(mu)
+        if plane is None:  # equal up to rounding: no direction to project on
             raise FigureUnavailable(f"latent map: the {len(x)} posterior means are all equal; PCA has no axis to show")
-        coords = centred @ v[:2].T
-        explained = (s[:2] ** 2 / total).tolist()
+        coords, explained = plane.project(mu), plane.explained
         xlabel = f"PC 1 of posterior means ({100 * explained[0]:.0f}% of variance)"
         ylabel = f"PC 2 ({100 * explained[1]:.0f}% of variance)"
         title = f"{title} (z_dim={vae.z_dim}, PCA)"
