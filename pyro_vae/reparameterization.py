@@ -19,7 +19,7 @@ the sample to :math:`\mu` and :math:`\sigma` (and on to the encoder that produce
 them). This is exactly what ``dist.Normal(loc, scale).rsample()`` does: torch draws
 ``eps = torch.empty(shape).normal_()`` and returns ``loc + eps * scale``, so under
 the same random state :func:`reparameterize` and ``rsample`` give the same tensor
-(``tests/test_linear_gaussian.py`` checks this). Pyro's ``Trace_ELBO`` uses
+(``tests/test_reparameterization.py::test_reparameterize_is_rsample`` checks this). Pyro's ``Trace_ELBO`` uses
 ``rsample`` for every site whose distribution has ``has_rsample = True``, which is
 how the VAE's guide is trained.
 
