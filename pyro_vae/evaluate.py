@@ -30,6 +30,7 @@ from torch.distributions import kl_divergence
 from .errors import check_positive
 from .importance import log_importance_weights
 from .plate import registration_skipped
+from .sites import SiteError, choose_latent, is_latent
 
 
 class LogLikelihood(NamedTuple):
@@ -55,9 +56,12 @@ def log_likelihood(
     particles_per_chunk: Optional[int] = None,
     max_elements: int = 5_000,
     progress: Optional[Callable[[int], None]] = None,
+    plate: Optional[str] = None,
 ) -> LogLikelihood:
     """Importance-sampled :math:`\\log p(x_i)` for every row of ``x``, for any model/guide pair
-    with the VAE's site names (``"z"``, ``"x"``) and plate (``"data"``).
+    called as ``model(x)``, ``guide(x)``: the observed and latent sites (any names, any
+    number of latent sites) and the plate over datapoints are read off the traces
+    (:mod:`pyro_vae.sites`).
 
     :param num_samples: :math:`K`, importance samples per datapoint.
     :param batch_size: datapoints per chunk.
@@ -70,6 +74,8 @@ def log_likelihood(
     Pyro's validation (if on) checks the first particle chunk of every data chunk, which
     sees every datapoint; the other chunks redraw only ``z`` and skip it.
     :param progress: called with the number of datapoints finished after each data chunk.
+    :param plate: the name of the plate over datapoints, for a model with several plates
+        around its data whose outermost is not it (default: ``"data"``, else the outermost).
     """
     check_positive("num_samples", num_samples, example=5000)
     check_positive("batch_size", batch_size, example=100)
@@ -85,7 +91,7 @@ def log_likelihood(
         while done < num_samples:
             k = min(chunk, num_samples - done)
             with pyro.validation_enabled(is_validation_enabled() and done == 0), registration_skipped():
-                log_w, _ = log_importance_weights(model, guide, batch, num_particles=k)
+                log_w, _ = log_importance_weights(model, guide, batch, num_particles=k, plate=plate)
             log_sum = torch.logaddexp(log_sum, torch.logsumexp(log_w, 0))
             log_sum_sq = torch.logaddexp(log_sum_sq, torch.logsumexp(2 * log_w, 0))
             done += k
@@ -108,10 +114,20 @@ def distribution_mean(q: Any, num_samples: int = 64) -> torch.Tensor:
 
 
 @torch.no_grad()
-def posterior_means(guide: Callable[..., Any], x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """:math:`\\mathbb E_q[z|x_i]` for every row of ``x``, shape ``[N, z_dim]`` (see :func:`distribution_mean`)."""
-    traces = (poutine.trace(guide).get_trace(batch) for batch in x.split(batch_size))
-    return torch.cat([distribution_mean(trace.nodes["z"]["fn"]) for trace in traces])
+def posterior_means(
+    guide: Callable[..., Any], x: torch.Tensor, batch_size: int = 1000, site: Optional[str] = None
+) -> torch.Tensor:
+    """:math:`\\mathbb E_q[z|x_i]` for every row of ``x``, shape ``[N, z_dim]`` (see :func:`distribution_mean`).
+
+    :param site: the latent site whose means to return; by default the guide's only latent
+        site (``"z"`` for the VAE), and required when the guide samples several (a hierarchy:
+        ``site="z1"`` or ``site="z2"``).
+    """
+    means = []
+    for batch in x.split(batch_size):
+        trace = poutine.trace(guide).get_trace(batch)
+        means.append(distribution_mean(trace.nodes[choose_latent(trace, site)]["fn"]))
+    return torch.cat(means)
 
 
 class PrincipalPlane(NamedTuple):
@@ -150,24 +166,41 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
 
 @torch.no_grad()
 def kl_per_dimension(
-    model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor, batch_size: int = 1000
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    site: Optional[str] = None,
 ) -> torch.Tensor:
     r"""Mean :math:`\mathrm{KL}(q(z_d|x)\,\|\,p(z_d))` of each latent dimension, ``[z_dim]`` nats.
 
     Defined for factorized Gaussian guides and priors (``Normal(...).to_event(1)``),
-    where the KL splits into a sum over dimensions.
+    where the KL splits into a sum over dimensions. For a latent site whose prior is
+    conditional (the lower layer of a hierarchy, :math:`p(z_1|z_2)`), the prior is the one
+    the model builds from the guide's sample of the site's parents: a one-sample estimate.
+
+    :param site: the latent site; by default the guide's only one (required when the guide
+        samples several).
     """
     total = None
     for batch in x.split(batch_size):
         guide_trace = poutine.trace(guide).get_trace(batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch)
-        q, p = guide_trace.nodes["z"]["fn"], model_trace.nodes["z"]["fn"]
+        name = choose_latent(guide_trace, site)
+        if name not in model_trace.nodes or not is_latent(model_trace.nodes[name]):
+            raise SiteError(f"the guide samples latent site {name!r} but the model has no latent site {name!r}")
+        q, p = guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]
         q_base, p_base = getattr(q, "base_dist", None), getattr(p, "base_dist", None)
-        if q_base is None or p_base is None or type(q_base).__name__ != "Normal":
+        if q_base is None or type(q_base).__name__ != "Normal":
             raise ValueError(
-                f"KL per dimension needs a factorized Normal guide; this guide's q(z|x) is "
+                f"KL per dimension needs a factorized Normal guide; this guide's q({name}|x) is "
                 f"{type(q).__name__}"
             )
-        kl = kl_divergence(q_base, p_base).sum(0)
+        if p_base is None or type(p_base).__name__ != "Normal":
+            raise ValueError(
+                f"KL per dimension needs a factorized Normal prior; the model's p({name}) is "
+                f"{type(p).__name__}, whose KL does not split over dimensions"
+            )
+        kl = kl_divergence(q_base, p_base).reshape(-1, q_base.batch_shape[-1]).sum(0)
         total = kl if total is None else total + kl
     return total / x.shape[0]

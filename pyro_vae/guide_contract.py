@@ -1,17 +1,22 @@
-r"""The guide contract: what a guide must do to pair with the VAE's model, checked in one place.
+r"""The guide contract: what a guide must do to pair with a model, checked in one place.
 
 A *guide* is any callable taking the model's arguments, ``guide(x, num_data=None)``,
-that on a batch of :math:`B` datapoints
+that on a batch of :math:`B` datapoints, for **every latent site** of the model (``"z"``
+for the VAE; ``"z1"`` and ``"z2"`` for a two-layer hierarchy; the names are read off a
+trace of the model, :mod:`pyro_vae.sites`)
 
-1. samples the latent site ``"z"``;
-2. inside ``pyro.plate("data")`` over the batch, at ``dim=-1``, built from
-   ``num_data`` as the model builds it (:func:`pyro_vae.plate.data_plate`), so both
-   scale a minibatch by :math:`N/B`;
-3. from a distribution with event shape ``(z_dim,)`` and batch shape ``(B,)``
-   (one ``z_dim``-vector per datapoint);
+1. samples that site, under the model's name;
+2. inside the model's plate over datapoints (``pyro.plate("data")`` for pyro_vae's models),
+   at the model's ``dim``, built from ``num_data`` as the model builds it
+   (:func:`pyro_vae.plate.data_plate`), so both scale a minibatch by :math:`N/B`;
+3. from a distribution with the model's event shape there (``(z_dim,)`` for the VAE: one
+   ``z_dim``-vector per datapoint) and the model's batch shape (``(B,)``);
 4. that is reparameterized (``fn.has_rsample``) when the objective differentiates
    through the sample -- every objective of :mod:`pyro_vae.objectives` does
    (``Trace_ELBO``, ``TraceMeanField_ELBO``, IWAE);
+
+and, as a whole,
+
 5. has no latent sample site that the model lacks (the ELBO
    :math:`\mathbb E_q[\log p(x, z) - \log q(z|x)]` needs every guide variable in the model);
 6. registers its parameters with Pyro: if it is an :class:`~torch.nn.Module` with
@@ -19,20 +24,20 @@ that on a batch of :math:`B` datapoints
    ``pyro.module`` or :func:`pyro_vae.plate.register_module`); otherwise SVI never
    updates them.
 
-:func:`check_guide` runs guide and model once on a small batch and raises
+:func:`check_guide` runs the guide and the model once on a small batch and raises
 :class:`GuideError`, naming the rule broken and the fix, at the first violation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
 from .errors import PyroVAEError
+from .sites import frame_named, latent_sites, model_sites
 
 PLATE_HINT = (
     'wrap the sample in `with pyro.plate("data", ...)` or '
@@ -44,23 +49,10 @@ class GuideError(PyroVAEError, ValueError):
     """A guide that breaks the guide contract (:mod:`pyro_vae.guide_contract`)."""
 
 
-def _latent_sites(trace) -> List[str]:
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-    ]
-
-
 def _dist_name(fn: Any) -> str:
     """``Independent(VonMises)`` rather than just ``Independent``: name what breaks the rule."""
     base = getattr(fn, "base_dist", None)
     return f"{type(fn).__name__}({_dist_name(base)})" if base is not None else type(fn).__name__
-
-
-def _data_frame(site: Dict[str, Any]) -> Optional[Any]:
-    frames = [f for f in site["cond_indep_stack"] if f.name == "data"]
-    return frames[0] if frames else None
 
 
 def _trace_guide(guide: Callable[..., Any], x: torch.Tensor, num_data: Optional[int]):
@@ -83,79 +75,110 @@ def _trace_guide(guide: Callable[..., Any], x: torch.Tensor, num_data: Optional[
         ) from err
 
 
-def _check_z_site(trace, x: torch.Tensor, z_dim: int, reparameterized_required: bool):
-    batch = x.shape[0]
-    site = trace.nodes.get("z")
-    # Rule 1: the latent site "z".
+def _plate_hint(plate: str) -> str:
+    if plate == "data":
+        return PLATE_HINT
+    return f'wrap the sample in `with pyro.plate("{plate}", ...)`, the model\'s plate over datapoints'
+
+
+def _check_site(guide_trace, model_trace, name: str, plate: str, expected_event: Tuple[int, ...],
+                z_dim_told: bool, reparameterized_required: bool) -> None:
+    """Rules 1-4 at the model's latent site ``name``."""
+    site = guide_trace.nodes.get(name)
+    # Rule 1: the guide samples the site.
     if site is None or site["type"] != "sample" or site["is_observed"]:
-        found = _latent_sites(trace)
+        found = latent_sites(guide_trace)
         raise GuideError(
-            f"rule 1 (site 'z'): the guide has no latent sample site 'z' (its latent sites: {found}); "
-            f'sample the code as `pyro.sample("z", ...)`, the name the model uses'
+            f"rule 1 (site {name!r}): the guide has no latent sample site {name!r} (its latent sites: "
+            f'{found}); sample the code as `pyro.sample("{name}", ...)`, the name the model uses'
         )
     fn = site["fn"]
+    model_site = model_trace.nodes[name]
     # Rule 3: shapes. The event shape first, since a missing .to_event(1) shows up there.
-    if tuple(fn.event_shape) != (z_dim,):
+    event = tuple(fn.event_shape)
+    if event != expected_event:
+        if z_dim_told:
+            why = "(one z_dim-vector per datapoint)"
+        else:
+            why = f"(the model's event shape at site {name!r})"
+        n = len(expected_event)
+        coordinates = f"{expected_event[0]} coordinates" if n == 1 else f"trailing {n} dimensions {expected_event}"
         raise GuideError(
-            f"rule 3 (event shape): site 'z' has event shape {tuple(fn.event_shape)}, expected ({z_dim},) "
-            f"(one z_dim-vector per datapoint); declare the {z_dim} coordinates one event with "
-            f"`.to_event(1)`, e.g. dist.Normal(loc, scale).to_event(1)"
+            f"rule 3 (event shape): site {name!r} has event shape {event}, expected {expected_event} "
+            f"{why}; declare the {coordinates} one event with `.to_event({n})`, e.g. "
+            f"dist.Normal(loc, scale).to_event({n})"
         )
-    if tuple(fn.batch_shape) != (batch,):
+    batch_shape = tuple(model_site["fn"].batch_shape)
+    if tuple(fn.batch_shape) != batch_shape:
+        batch = batch_shape[0] if len(batch_shape) == 1 else batch_shape
+        params = list(batch_shape) + list(expected_event)
         raise GuideError(
-            f"rule 3 (batch shape): site 'z' has batch shape {tuple(fn.batch_shape)} for a batch of "
-            f"{batch}, expected ({batch},): one distribution per datapoint, with parameters of shape "
-            f"[{batch}, {z_dim}]"
+            f"rule 3 (batch shape): site {name!r} has batch shape {tuple(fn.batch_shape)} for a batch of "
+            f"{batch}, expected {batch_shape}: one distribution per datapoint, with parameters of shape "
+            f"{params}"
         )
-    # Rule 2: the data plate over the batch.
-    frame = _data_frame(site)
+    # Rule 2: the model's plate over datapoints.
+    frame, model_frame = frame_named(site, plate), frame_named(model_site, plate)
     if frame is None:
-        raise GuideError(f"rule 2 (plate 'data'): site 'z' is not inside plate 'data'; {PLATE_HINT}")
-    if frame.dim != -1 or frame.size != batch:
+        raise GuideError(f"rule 2 (plate {plate!r}): site {name!r} is not inside plate {plate!r}; {_plate_hint(plate)}")
+    if frame.dim != model_frame.dim or frame.size != model_frame.size:
         raise GuideError(
-            f"rule 2 (plate 'data'): site 'z' is in plate 'data' with dim={frame.dim}, size={frame.size}; "
-            f"expected dim=-1 over the batch of {batch}; {PLATE_HINT}"
+            f"rule 2 (plate {plate!r}): site {name!r} is in plate {plate!r} with dim={frame.dim}, size={frame.size}; "
+            f"expected dim={model_frame.dim} over the batch of {model_frame.size}; {_plate_hint(plate)}"
         )
     # Rule 4: reparameterized.
     if reparameterized_required and not fn.has_rsample:
         raise GuideError(
-            f"rule 4 (reparameterized): site 'z' is drawn from {_dist_name(fn)}, which has no rsample, so "
-            f"the objective cannot differentiate through z; use a reparameterizable distribution "
+            f"rule 4 (reparameterized): site {name!r} is drawn from {_dist_name(fn)}, which has no rsample, so "
+            f"the objective cannot differentiate through {name}; use a reparameterizable distribution "
             f"(Normal, MultivariateNormal, a TransformedDistribution of one, ...), or pass "
             f"reparameterized_required=False for a score-function objective such as TraceGraph_ELBO"
         )
-    return site
 
 
 def check_guide(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     x: torch.Tensor,
-    z_dim: int,
+    z_dim: Optional[int] = None,
     reparameterized_required: bool = True,
+    plate: Optional[str] = None,
 ) -> None:
     """Raise :class:`GuideError` if ``guide`` breaks the contract of this module for ``model``.
 
-    Guide and model (replayed on the guide's sample) are run on ``x[:2]``, once as
-    ``(x, num_data=None)`` and once with ``num_data`` larger than the batch, to check
-    that the guide's plate scales the minibatch as the model's does.
+    The model is run once on its own (its prior) to find its latent sites, their shapes and
+    its plate over datapoints; the guide is run on ``x[:2]``, once as ``(x, num_data=None)``
+    and once with ``num_data`` larger than the batch, to check that its plate scales the
+    minibatch as the model's does.
 
     :param model: the model, e.g. ``vae.model``.
     :param guide: the guide to check, called as ``guide(x, num_data=None)``.
     :param x: data the model accepts (a couple of rows suffice).
-    :param z_dim: the model's latent dimension.
+    :param z_dim: for a model with one latent site, the event shape ``(z_dim,)`` to require
+        there (the VAE passes its ``z_dim``); ``None`` requires the model's own event shapes.
     :param reparameterized_required: whether rule 4 applies (it does for all of
         pyro_vae's objectives).
+    :param plate: the name of the model's plate over datapoints, when it is not the plate
+        named ``"data"`` or the outermost one (:mod:`pyro_vae.sites`).
     """
     small = x[:2]
     batch = small.shape[0]
     guide_trace = _trace_guide(guide, small, None)
-    _check_z_site(guide_trace, small, z_dim, reparameterized_required)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(small, num_data=None)
+    model_trace = poutine.trace(model).get_trace(small, num_data=None)
+    sites = model_sites(model_trace, plate)
+    if z_dim is not None and len(sites.latent) != 1:
+        raise GuideError(
+            f"z_dim={z_dim} was given but the model has {len(sites.latent)} latent sites "
+            f"{list(sites.latent)}; pass z_dim=None to check each against the model's event shape"
+        )
+    for name in sites.latent:
+        expected = (z_dim,) if z_dim is not None else tuple(model_trace.nodes[name]["fn"].event_shape)
+        _check_site(guide_trace, model_trace, name, sites.plate, expected, z_dim is not None,
+                    reparameterized_required)
 
     # Rule 5: every latent site of the guide is a latent site of the model.
-    model_latent = set(_latent_sites(model_trace))
-    for name in _latent_sites(guide_trace):
+    model_latent = set(sites.latent)
+    for name in latent_sites(guide_trace):
         if name not in model_latent:
             what = "observes it" if name in model_trace.nodes else "has no such site"
             raise GuideError(
@@ -168,17 +191,18 @@ def check_guide(
     num_data = 2 * batch
     sub_guide = _trace_guide(guide, small, num_data)
     sub_model = poutine.trace(poutine.replay(model, trace=sub_guide)).get_trace(small, num_data=num_data)
-    q_frame, p_frame = _data_frame(sub_guide.nodes["z"]), _data_frame(sub_model.nodes["z"])
-    q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)
-    p_full = None if p_frame is None else (p_frame.full_size or p_frame.size)
-    if q_full != p_full:
-        raise GuideError(
-            f"rule 2 (plate 'data'): called with num_data={num_data} on a batch of {batch}, the guide's "
-            f"plate 'data' has full size {q_full} but the model's has {p_full}, so the guide's log q "
-            f"is not scaled by N/B like the model's log p; build the plate from num_data, e.g. "
-            f"`with pyro_vae.plate.data_plate(B, num_data, x.device)`"
-        )
-
+    for name in sites.latent:
+        q_frame = frame_named(sub_guide.nodes[name], sites.plate)
+        p_frame = frame_named(sub_model.nodes[name], sites.plate)
+        q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)
+        p_full = None if p_frame is None else (p_frame.full_size or p_frame.size)
+        if q_full != p_full:
+            raise GuideError(
+                f"rule 2 (plate {sites.plate!r}): called with num_data={num_data} on a batch of {batch}, the "
+                f"guide's plate {sites.plate!r} has full size {q_full} but the model's has {p_full}, so the "
+                f"guide's log q is not scaled by N/B like the model's log p; build the plate from num_data, "
+                f"e.g. `with pyro_vae.plate.data_plate(B, num_data, x.device)`"
+            )
     # Rule 6: an nn.Module guide's trainable parameters are Pyro params.
     if isinstance(guide, nn.Module):
         registered = {id(site["value"]) for site in guide_trace.nodes.values() if site["type"] == "param"}

@@ -16,7 +16,9 @@ For datapoint :math:`x_i` and :math:`K` draws :math:`z_{ik} \sim q(z|x_i)`,
 
 :func:`log_importance_weights` draws the :math:`K` particles in one vectorized pass:
 model and guide run inside an outer ``pyro.plate("particles", K, dim=-2)``, so the
-data plate keeps ``dim=-1`` and every site's log-density has shape ``[K, B]``.
+data plate keeps ``dim=-1`` and every site's log-density has shape ``[K, B]``. The sites
+are those of any model (:mod:`pyro_vae.sites`): every observed and latent site, whatever
+its name, enters :math:`\log p(x_i, z_{ik})`, and every guide site :math:`\log q`.
 Pyro's own ``RenyiELBO`` / ``vectorized_importance_weights`` either sum the batch
 into one weight or mishandle the ``N/B`` minibatch scale; these weights stay per
 datapoint and leave the scale to the caller.
@@ -24,7 +26,7 @@ datapoint and leave the scale to the caller.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import pyro
 import torch
@@ -32,6 +34,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from .errors import check_positive
+from .sites import SiteError, data_plate_name, frame_named, observed_sites
 
 PARTICLE_DIM = -2
 
@@ -44,33 +47,46 @@ def _vectorize(fn: Callable[..., Any], num_particles: int) -> Callable[..., Any]
     return vectorized
 
 
-def _sum_sites(trace, shape: torch.Size, relative_scale: bool) -> Tuple[torch.Tensor, float]:
+def _sum_sites(trace, shape: torch.Size, relative_scale: bool, plate: str, role: str) -> Tuple[torch.Tensor, float]:
     """Sum each sample site's log-density (over event dims) into a ``[K, B]`` tensor.
 
-    With ``relative_scale`` each site is multiplied by its scale relative to the
-    data plate's ``N/B`` (that is, by any ``poutine.scale`` factor such as a KL
-    weight beta), and the data scale is returned separately.
+    Every site must be inside the data plate ``plate`` at ``dim=-1`` (one log-density per
+    datapoint). With ``relative_scale`` each site is multiplied by its scale relative to
+    the data plate's ``N/B`` (that is, by any ``poutine.scale`` factor such as a KL weight
+    beta), and the data scale is returned separately.
     """
     total = None
     data_scale = None
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
+        frame = frame_named(site, plate)
+        if frame is None:
+            raise SiteError(
+                f"site {name!r} of the {role} is not inside plate {plate!r}, the plate over datapoints; "
+                f"importance weights are per datapoint, so every sample site must be inside it "
+                f"(a latent shared by all datapoints has no per-datapoint weight)"
+            )
+        if frame.dim != -1:
+            raise SiteError(
+                f"plate {plate!r} has dim={frame.dim} at site {name!r}; the particles of importance "
+                f"sampling take dim {PARTICLE_DIM}, so the plate over datapoints must have dim=-1 "
+                f"(the default for the first plate a model enters) and no plate inside it"
+            )
         log_prob = site["fn"].log_prob(site["value"])
         if log_prob.dim() < 2:
-            raise ValueError(
-                f"site {name!r} has log-density shape {tuple(log_prob.shape)}; every site of a "
-                f"VAE-style model must be inside plate 'data' (one value per datapoint)"
+            raise SiteError(
+                f"site {name!r} of the {role} has log-density shape {tuple(log_prob.shape)} under "
+                f"vectorized particles; every site must have one log-density per datapoint of plate {plate!r}"
             )
         plate_scale = 1.0
-        for frame in site["cond_indep_stack"]:
-            if frame.name == "data" and frame.full_size is not None:
-                plate_scale = frame.full_size / frame.size  # N / B of a subsampled plate
+        if frame.full_size is not None:
+            plate_scale = frame.full_size / frame.size  # N / B of a subsampled plate
         data_scale = plate_scale if data_scale is None else data_scale
         scale = site["scale"] / plate_scale if relative_scale else 1.0
         total = scale * log_prob if total is None else total + scale * log_prob
     if total is None:
-        raise ValueError("the trace has no sample sites to weight")
+        raise SiteError(f"the {role} has no sample sites to weight")
     return total.expand(shape), (1.0 if data_scale is None else data_scale)
 
 
@@ -80,9 +96,15 @@ def log_importance_weights(
     *args: Any,
     num_particles: int,
     relative_scale: bool = False,
+    plate: Optional[str] = None,
     **kwargs: Any,
 ) -> Tuple[torch.Tensor, float]:
     r"""``(log_w, data_scale)``: :math:`\log w_{ik}` as a ``[num_particles, batch]`` tensor.
+
+    :math:`\log p(x_i, z_{ik})` sums every sample site of the model (all its observed sites
+    and all its latent sites, whatever their names: :mod:`pyro_vae.sites`) and
+    :math:`\log q(z_{ik}|x_i)` every sample site of the guide, per datapoint of the data plate
+    (``plate``, else found from the model's trace).
 
     ``data_scale`` is the data plate's :math:`N/B` (1 without ``num_data``): the
     caller multiplies a sum over datapoints by it to estimate a full-data sum.
@@ -93,15 +115,10 @@ def log_importance_weights(
     model_trace = poutine.trace(
         poutine.replay(_vectorize(model, num_particles), trace=guide_trace)
     ).get_trace(*args, **kwargs)
-    x_site = model_trace.nodes.get("x")
-    if x_site is None:
-        raise ValueError("the model has no observed site 'x'")
-    shape = x_site["fn"].batch_shape
-    if len(shape) != 2 or shape[0] != num_particles:
-        raise ValueError(
-            f"site 'x' has batch shape {tuple(shape)} under {num_particles} vectorized particles; "
-            f"expected ({num_particles}, batch): is it inside plate 'data'?"
-        )
-    log_p, data_scale = _sum_sites(model_trace, shape, relative_scale)
-    log_q, _ = _sum_sites(guide_trace, shape, relative_scale)
+    plate = data_plate_name(model_trace, plate)
+    data_site = model_trace.nodes[observed_sites(model_trace)[0]]
+    frame = frame_named(data_site, plate)
+    shape = torch.Size((num_particles, frame.size))
+    log_p, data_scale = _sum_sites(model_trace, shape, relative_scale, plate, "model")
+    log_q, _ = _sum_sites(guide_trace, shape, relative_scale, plate, "guide")
     return log_p - log_q, data_scale
