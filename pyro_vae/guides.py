@@ -1,4 +1,4 @@
-r"""Built-in amortized guides :math:`q_\theta(z \mid x)` for the VAE.
+r"""Built-in amortized guides :math:`q_\phi(z \mid x)` for the VAE.
 
 Each guide is a small :class:`torch.nn.Module` called with the *model's*
 arguments, ``guide(x, num_data=None)``. It maps a batch ``x`` (``[B, x_dim]``, or
@@ -52,7 +52,7 @@ class AmortizedGuide(nn.Module):
 
     .. math::
 
-        z_i \sim q_\theta(z \mid x_i), \qquad i = 1..B,
+        z_i \sim q_\phi(z \mid x_i), \qquad i = 1..B,
 
     as site ``"z"`` inside ``pyro.plate("data")`` over the batch (dim -1), built
     from ``num_data`` exactly as the model builds it.
@@ -92,8 +92,8 @@ class DiagonalNormalGuide(AmortizedGuide):
 
     .. math::
 
-        q_\theta(z \mid x) = \mathcal N\big(\mu_\theta(x), \operatorname{diag}\sigma_\theta(x)^2\big),
-        \qquad (\mu_\theta, \sigma_\theta) = \mathrm{MLP}_\theta(x),
+        q_\phi(z \mid x) = \mathcal N\big(\mu_\phi(x), \operatorname{diag}\sigma_\phi(x)^2\big),
+        \qquad (\mu_\phi, \sigma_\phi) = \mathrm{MLP}_\phi(x),
 
     sampled as :math:`z = \mu + \sigma \odot \epsilon`, :math:`\epsilon \sim \mathcal N(0, I)`.
     Its KL to the prior :math:`\mathcal N(0, I)` has a closed form.
@@ -188,7 +188,7 @@ class FullCovarianceGuide(AmortizedGuide):
 
     .. math::
 
-        q_\theta(z \mid x) = \mathcal N\big(\mu_\theta(x), L_\theta(x) L_\theta(x)^\top\big),
+        q_\phi(z \mid x) = \mathcal N\big(\mu_\phi(x), L_\phi(x) L_\phi(x)^\top\big),
 
     :math:`L` lower triangular with diagonal :math:`\mathrm{softplus}(\cdot) + 10^{-5} > 0`
     (so :math:`LL^\top` is a valid Cholesky factorization) and free off-diagonal
@@ -269,7 +269,7 @@ class IAFGuide(AmortizedGuide):
 
     .. math::
 
-        (\mu_0, \sigma_0, h) = \mathrm{MLP}_\theta(x), \qquad
+        (\mu_0, \sigma_0, h) = \mathrm{MLP}_\phi(x), \qquad
         z_0 = \mu_0 + \sigma_0 \odot \epsilon, \quad \epsilon \sim \mathcal N(0, I),
 
         (m_t, s_t) = \mathrm{MADE}_t(z_{t-1}, h), \quad

@@ -1,4 +1,4 @@
-r"""The likelihood :math:`p_\phi(x|z)` of the VAE (seed items 5 and 10).
+r"""The likelihood :math:`p_\theta(x|z)` of the VAE (seed items 5 and 10).
 
 The decoder network maps a latent code ``z`` to one logit per pixel; a
 likelihood turns those logits into a distribution over the image with event
@@ -9,8 +9,11 @@ shape ``(x_dim,)`` (pixels are conditionally independent given ``z``).
   are refused with a clear message (binarize them, or pick the next one).
 * ``"continuous_bernoulli"`` -- :math:`x_d \in [0, 1]`, the properly normalized
   density for grey-level pixels (Loaiza-Ganem & Cunningham, 2019, "The
-  continuous Bernoulli: fixing a pervasive error in variational autoencoders").
-  Feeding grey pixels to a Bernoulli, as many VAE examples do with validation
+  continuous Bernoulli: fixing a pervasive error in variational autoencoders"):
+  :math:`p(x|\lambda) = C(\lambda) \lambda^x (1-\lambda)^{1-x}` with
+  :math:`C(\lambda) = 2\,\mathrm{artanh}(1-2\lambda)/(1-2\lambda)` and :math:`C(1/2) = 2`
+  (``tests/test_continuous_bernoulli.py``). A density can exceed 1, so its bits/dim is not a
+  code length and can be negative. Feeding grey pixels to a Bernoulli, as many VAE examples do with validation
   switched off, optimizes a quantity that is not a log-likelihood.
 """
 
