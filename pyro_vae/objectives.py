@@ -8,16 +8,17 @@ r"""Training objectives, selectable by name, and KL weighting.
   & Salakhutdinov (2015), per datapoint and with the minibatch scale ``N/B``.
 * ``"jit_elbo"``, ``"jit_meanfield"`` -- Pyro's JIT-compiled variants of the first two.
 
-:func:`kl_weighted` scales the latent site ``"z"`` (in model and guide) by ``beta``
-through ``pyro.poutine.scale``: the ELBO becomes
-:math:`\mathbb E_q[\log p(x|z)] - \beta\,\mathrm{KL}(q(z|x)\|p(z))` (beta-VAE,
+:func:`kl_weighted` scales every latent site (in model and guide) by ``beta``
+through a Pyro messenger: the ELBO becomes
+:math:`\mathbb E_q[\log p(x|z)] - \beta \sum_l \mathrm{KL}_l` over the latent sites
+:math:`z_l` (one, ``"z"``, for the VAE: :math:`\beta\,\mathrm{KL}(q(z|x)\|p(z))`; beta-VAE,
 Higgins et al. 2017; with beta rising from 0 to 1, KL warm-up, Sønderby et al. 2016).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Collection, Dict, Optional
 
 import pyro
 import torch
@@ -138,22 +139,50 @@ class scale_site(pyro.poutine.messenger.Messenger):
             msg["scale"] = self.scale * msg["scale"]
 
 
-def kl_weighted(fn: Callable[..., Any], beta: float) -> Callable[..., Any]:
-    r"""Run ``fn`` (a model or guide) with the log-density of site ``"z"`` scaled by ``beta``.
+class scale_latent(pyro.poutine.messenger.Messenger):
+    """Multiply the log-density of every latent sample site by ``scale``: every sample site
+    not observed (``obs=`` not given) and not a plate's subsample site, or only those named
+    in ``sites``. Observed sites (the data, ``pyro.factor``) are untouched."""
 
-    Applied to both model and guide, the ELBO's :math:`\log p(z) - \log q(z|x)` terms,
-    hence its KL term, are weighted by ``beta``; the reconstruction term is not.
+    def __init__(self, scale: float, sites: Optional[Collection[str]] = None) -> None:
+        super().__init__()
+        self.scale = scale
+        self.sites = None if sites is None else frozenset(sites)
+
+    def _process_message(self, msg: Dict[str, Any]) -> None:
+        if msg["type"] != "sample" or msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
+            return
+        if self.sites is None or msg["name"] in self.sites:
+            msg["scale"] = self.scale * msg["scale"]
+
+
+def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[str]] = None) -> Callable[..., Any]:
+    r"""Run ``fn`` (a model or guide) with the log-density of every latent site scaled by ``beta``.
+
+    Applied to both model and guide, the ELBO's :math:`\sum_l \log p(z_l|\mathrm{pa}_l) -
+    \log q(z_l|\cdot)` terms, hence the KL of every latent site, are weighted by ``beta``;
+    the reconstruction (the observed sites) is not:
+
+    .. math::
+
+        \mathcal L_\beta = \mathbb E_q[\log p(x|z)] - \beta \sum_l \mathrm{KL}_l .
+
+    The latent sites are recognized per sample statement (not observed, not a plate's
+    subsample site), so any model works: the VAE's ``"z"``, a hierarchy's ``"z1"`` and
+    ``"z2"``, a tutorial's ``"latent"``. ``sites`` restricts the weight to the named sites.
     ``beta`` may be changed later through the returned function's ``beta`` attribute
     (KL warm-up).
     """
+    names = None if sites is None else frozenset(sites)
 
     def weighted(*args: Any, **kwargs: Any) -> Any:
         if weighted.beta == 1.0:
             return fn(*args, **kwargs)
-        with scale_site("z", weighted.beta):
+        with scale_latent(weighted.beta, names):
             return fn(*args, **kwargs)
 
     weighted.beta = check_beta(beta)
+    weighted.sites = names
     return weighted
 
 

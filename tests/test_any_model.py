@@ -287,3 +287,60 @@ def test_models_that_cannot_be_weighted_per_datapoint_are_named():
 
     with pytest.raises(SiteError, match=r"site 'w' of the model is not inside plate 'data'"):
         log_likelihood(global_latent, global_guide, x, num_samples=4)
+
+
+# ---- the KL weight beta on every latent site --------------------------------------------------
+
+
+@pytest.mark.parametrize("sites", [None, ("z1",)], ids=["all-latent", "only-z1"])
+def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
+    from pyro.infer import Trace_ELBO
+    from pyro import poutine
+
+    from pyro_vae.importance import log_importance_weights
+    from pyro_vae.objectives import kl_weighted
+
+    model = chain(seed=4)
+    x = model.sample(5, generator=6)
+    guide = perturbed_guide(model, seed=7)
+    beta = 0.3
+    p, q = kl_weighted(model.model, beta, sites), kl_weighted(guide, beta, sites)
+    weighted = {"z1", "z2"} if sites is None else set(sites)
+    torch.manual_seed(0)
+    guide_tr = poutine.trace(q).get_trace(x, num_data=20)
+    model_tr = poutine.trace(poutine.replay(p, trace=guide_tr)).get_trace(x, num_data=20)
+    for name in ("z1", "z2"):  # the plate's N/B = 4 times beta where weighted
+        expected = 4 * (beta if name in weighted else 1.0)
+        assert guide_tr.nodes[name]["scale"] == pytest.approx(expected)
+        assert model_tr.nodes[name]["scale"] == pytest.approx(expected)
+    assert model_tr.nodes["x"]["scale"] == pytest.approx(4.0)
+
+    # Trace_ELBO's loss at the same noise: -(recon - sum over weighted sites of beta KL_l - others)
+    torch.manual_seed(1)
+    terms = elbo_terms(model.model, guide, x, analytic_kl=False)
+    torch.manual_seed(1)
+    loss = Trace_ELBO().loss(p, q, x)
+    kl = sum((beta if name in weighted else 1.0) * terms.kl_sites[name] for name in ("z1", "z2"))
+    assert loss == pytest.approx(-(terms.recon - kl).sum().item(), abs=1e-9)
+
+    # IWAE's weights: log p(x|z) + beta (log p(z) - log q(z|x)) per particle
+    torch.manual_seed(2)
+    log_w, _ = log_importance_weights(p, q, x, num_particles=3, relative_scale=True)
+    torch.manual_seed(2)
+    plain, _ = log_importance_weights(model.model, guide, x, num_particles=3)
+    torch.manual_seed(2)
+    from pyro_vae.importance import _vectorize
+
+    g_tr = poutine.trace(_vectorize(guide, 3)).get_trace(x)
+    m_tr = poutine.trace(poutine.replay(_vectorize(model.model, 3), trace=g_tr)).get_trace(x)
+    recon = m_tr.nodes["x"]["fn"].log_prob(m_tr.nodes["x"]["value"])
+    parts = {n: m_tr.nodes[n]["fn"].log_prob(m_tr.nodes[n]["value"]) - g_tr.nodes[n]["fn"].log_prob(g_tr.nodes[n]["value"])
+             for n in ("z1", "z2")}
+    assert torch.allclose(plain, recon + parts["z1"] + parts["z2"], atol=1e-10)
+    expected = recon + sum((beta if n in weighted else 1.0) * parts[n] for n in ("z1", "z2"))
+    assert torch.allclose(log_w, expected, atol=1e-10)
+
+    # beta is mutable (KL warm-up): at 1 the functions are the plain model and guide
+    p.beta = q.beta = 1.0
+    torch.manual_seed(1)
+    assert Trace_ELBO().loss(p, q, x) == pytest.approx(-terms.elbo.sum().item(), abs=1e-9)
