@@ -18,11 +18,17 @@ observes site ``"x"``. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
 the ELBO (seed item 8), and SVI ascends it in the encoder's parameters
 :math:`\theta` and the decoder's :math:`\phi` jointly.
 
-Every call of either passes one door (:meth:`VAE.flatten`, :meth:`VAE.check_input`,
-:meth:`VAE.check_guide`): the input is checked (shape, dtype, device, an empty batch; NaN
+Every call of either passes one door (:meth:`VAEBase.flatten`, :meth:`VAEBase.check_input`,
+:meth:`VAEBase.check_guide`): the input is checked (shape, dtype, device, an empty batch; NaN
 and the likelihood's support while Pyro's validation is on), and the first call checks
 the guide contract, so a raw ``SVI(vae.model, vae.guide, ...)`` refuses a broken guide
-or bad data with a one-line error naming the fix.
+or bad data with a one-line error naming the fix. The door is the base class
+:class:`VAEBase`, which the hierarchical VAE (:mod:`pyro_vae.hvae`) shares.
+
+The prior is a choice (``prior=``): ``"standard"``, the :math:`\mathcal N(0, I)` above, or
+``"vamp"``, the learned mixture of the guide's posteriors at pseudo-inputs
+:math:`p_\lambda(z) = \frac1K\sum_k q_\theta(z|u_k)` (:mod:`pyro_vae.priors`), whose KL
+every ELBO then estimates by Monte Carlo.
 
 Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 """
@@ -46,6 +52,7 @@ from .guides import make_guide
 from .likelihoods import get_likelihood
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module, registration_skipped
+from .priors import VampPrior, check_prior, standard_normal
 from .rng import rng_fork
 
 #: How a tensor of each floating dtype is converted (``x.float()``, ``vae.double()``).
@@ -58,94 +65,45 @@ def _refuse_empty(x: torch.Tensor) -> None:
         raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
 
 
-class VAE(nn.Module):
-    r"""A VAE written as a Pyro ``model`` (prior and decoder) and ``guide`` (encoder).
+class VAEBase(nn.Module):
+    r"""The door and the conveniences every model of pyro_vae shares.
 
-    :param x_dim: number of pixels; inputs may be ``[B, x_dim]`` or images whose
-        trailing dimensions multiply to ``x_dim`` (e.g. ``[B, 1, 28, 28]``).
-    :param z_dim: dimension of the latent code ``z``.
-    :param hidden_dims: widths of the hidden layers of encoder and decoder.
-    :param likelihood: ``"bernoulli"`` (binary pixels) or ``"continuous_bernoulli"``
-        (grey-level pixels in [0, 1]); see :mod:`pyro_vae.likelihoods`.
-    :param guide: the approximate posterior :math:`q(z|x)`: ``None`` or ``"diagonal"``
-        for the diagonal-Normal MLP encoder, another built-in by name (``"conv"``,
-        ``"full_covariance"``, ``"iaf"``; see :mod:`pyro_vae.guides`), or your own
-        callable ``guide(x, num_data=None)`` that samples site ``"z"`` (event shape
-        ``(z_dim,)``) inside :func:`~pyro_vae.plate.data_plate` exactly as :meth:`model`
-        does (:mod:`pyro_vae.guide_contract`). An :class:`~torch.nn.Module` guide
-        becomes a submodule, so its parameters are saved with the VAE.
-    :param activation: hidden-layer nonlinearity (``softplus``, ``relu``, ``tanh``, ``elu``).
-    :param name: prefix of this VAE's parameter names in Pyro's param store.
-    :param require_reparameterized: whether the guide contract requires site ``"z"`` to
-        be reparameterized (rule 4). Every objective of :mod:`pyro_vae.objectives` needs
-        it; pass ``False`` for a score-function guide trained with your own SVI and, e.g.,
-        :class:`pyro.infer.TraceGraph_ELBO`.
-
-    The guide contract is checked once, on the first call of :meth:`model` or
-    :meth:`guide` (:meth:`check_guide`), whichever path calls them: raw
-    :class:`pyro.infer.SVI`, :class:`~pyro_vae.train.Trainer`, :func:`~pyro_vae.elbo.elbo_terms`
-    or :func:`~pyro_vae.evaluate.log_likelihood`.
+    A subclass builds ``decoder`` (the network from the bottom code to the likelihood's
+    logits; its first layer gives the parameters' dtype and device), sets ``x_dim``,
+    ``z_dim`` (the size of the bottom code, the one the decoder reads), ``likelihood``,
+    ``name``, ``require_reparameterized`` and ``guide_checked = False``, and writes the
+    model and the guide as ``_model(x, num_data)`` and ``_guide(x, num_data)`` on flattened
+    pixels. :meth:`model` and :meth:`guide` wrap them in the door: input checks on every
+    call, the guide contract (:mod:`pyro_vae.guide_contract`) on the first.
     """
 
-    def __init__(
-        self,
-        x_dim: int = 784,
-        z_dim: int = 50,
-        hidden_dims: Sequence[int] = (400,),
-        likelihood: str = "bernoulli",
-        guide: Optional[Callable[..., Any]] = None,
-        activation: str = "softplus",
-        name: str = "vae",
-        require_reparameterized: bool = True,
-    ) -> None:
-        super().__init__()
-        self.x_dim = check_positive("x_dim", x_dim, example=784)
-        self.z_dim = check_positive("z_dim", z_dim, example=50)
-        self.hidden_dims = check_hidden_dims(hidden_dims)
-        self.likelihood = get_likelihood(likelihood)
-        self.activation = activation
-        self.name = name
-        self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim], activation)
-        if guide is None or isinstance(guide, str):
-            # A built-in guide by name (see pyro_vae.guides.GUIDES): an nn.Module encoder.
-            self.guide_name = guide or "diagonal"
-            self.encoder: Optional[nn.Module] = make_guide(
-                self.guide_name, self.x_dim, self.z_dim, self.hidden_dims, activation, name_prefix=name
-            )
-            self._guide_fn: Optional[Callable[..., Any]] = None
-        elif callable(guide):
-            self.guide_name = f"custom:{getattr(guide, '__name__', type(guide).__name__)}"
-            guide_z_dim = getattr(guide, "z_dim", self.z_dim)
-            if guide_z_dim != self.z_dim:
-                raise ConfigError(
-                    f"the guide has z_dim={guide_z_dim} but the VAE has z_dim={self.z_dim}; "
-                    f"build both with the same z_dim"
-                )
-            # An nn.Module guide becomes a submodule: its parameters are saved with the VAE.
-            self.encoder = guide if isinstance(guide, nn.Module) else None
-            self._guide_fn = None if isinstance(guide, nn.Module) else guide
-        else:
-            raise TypeError(
-                f"guide must be None, the name of a built-in guide, or a callable "
-                f"guide(x, num_data=None); got {type(guide).__name__}"
-            )
-        self.require_reparameterized = bool(require_reparameterized)
-        self.guide_checked = False  #: set by the first :meth:`check_guide` that passes
+    #: the latent site holding the bottom code (what :meth:`posterior` returns the guide's distribution of)
+    code_site: str = "z"
+    #: the event shape ``(z_dim,)`` the contract requires of a one-latent model, or ``None``
+    #: to require the model's own event shapes at every latent site
+    _contract_z_dim: Optional[int] = None
+
+    x_dim: int
+    z_dim: int
+    name: str
+    require_reparameterized: bool
+    guide_checked: bool
+    decoder: nn.Sequential
 
     @property
-    def config(self) -> Dict[str, Any]:
-        """What is needed to rebuild this VAE (stored in checkpoints)."""
-        return {
-            "x_dim": self.x_dim,
-            "z_dim": self.z_dim,
-            "hidden_dims": list(self.hidden_dims),
-            "likelihood": self.likelihood.name,
-            "activation": self.activation,
-            "guide": self.guide_name,
-        }
+    def config(self) -> Dict[str, Any]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError(f"{type(self).__name__} must define config")
+
+    def _model(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must define _model")
+
+    def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must define _guide")
+
+    def sample_prior(self, num_samples: int) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} must define sample_prior")
 
     # ---- the door: every call of the model and the guide passes here ------------------
-
     def flatten(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, ...]`` images to ``[B, x_dim]`` pixels (:func:`pyro_vae.data.flatten_images`),
         refusing a dtype or device other than the parameters'."""
@@ -191,7 +149,7 @@ class VAE(nn.Module):
         rows = self.flatten(x)[:2]
         self.check_input(rows)  # bad data is the data's fault, not the guide's
         with rng_fork(0), poutine.block(), registration_skipped(False), pyro.validation_enabled(True):
-            check_guide(self._model, self._guide, rows, self.z_dim, self.require_reparameterized)
+            check_guide(self._model, self._guide, rows, self._contract_z_dim, self.require_reparameterized)
         self.guide_checked = True
 
     def _enter(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,47 +162,22 @@ class VAE(nn.Module):
             self.check_guide(x)
         return x
 
-    # ---- the model: p(z) p(x|z) ---------------------------------------------------------
-
-    def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
-        r"""The joint :math:`p(x, z) = p(z)\,p_\phi(x|z)` (seed item 5), ``x`` observed.
-
-        Returns the decoder logits for the sampled ``z``.
-        """
+    def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
+        r"""The joint :math:`p(x, z)` (seed item 5), ``x`` observed, behind the door."""
         return self._model(self._enter(x), num_data)
 
-    def _model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
-        register_module(f"{self.name}.decoder", self.decoder)
-        batch_size = x.shape[0]
-        with data_plate(batch_size, num_data, x.device):
-            prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([batch_size, self.z_dim])
-            z = pyro.sample("z", prior.to_event(1))
-            logits = self.decoder(z)
-            pyro.sample("x", self.likelihood(logits), obs=x)
-        return logits
-
-    # ---- the guide: q(z|x) ----------------------------------------------------------------
-
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
-        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10).
-
-        Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
-        samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
-        """
+        r"""The amortized posterior :math:`q(z|x)` (seed items 6 and 10), behind the door."""
         return self._guide(self._enter(x), num_data)
-
-    def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
-        guide = self.encoder if self.encoder is not None else self._guide_fn
-        return guide(x, num_data=num_data)
 
     # ---- conveniences built on the two programs ---------------------------------------------
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        r"""The guide's distribution :math:`q(z|x)` for a batch, whatever the guide."""
+        r"""The guide's distribution of the bottom code (site :attr:`code_site`) for a batch."""
         trace = pyro.poutine.trace(self.guide).get_trace(x)
-        if "z" not in trace.nodes:
-            raise ValueError("the guide did not sample a site named 'z'")
-        return trace.nodes["z"]["fn"]
+        if self.code_site not in trace.nodes:
+            raise ValueError(f"the guide did not sample a site named {self.code_site!r}")
+        return trace.nodes[self.code_site]["fn"]
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
         r"""The likelihood :math:`p_\phi(x|z)` as a distribution over images."""
@@ -263,7 +196,164 @@ class VAE(nn.Module):
         r"""Mean reconstruction :math:`\mathbb E[x|z=\mathbb E_q[z|x]]` at the posterior mean."""
         return self.decoded_mean(self.posterior_mean(x))
 
+
+class VAE(VAEBase):
+    r"""A VAE written as a Pyro ``model`` (prior and decoder) and ``guide`` (encoder).
+
+    :param x_dim: number of pixels; inputs may be ``[B, x_dim]`` or images whose
+        trailing dimensions multiply to ``x_dim`` (e.g. ``[B, 1, 28, 28]``).
+    :param z_dim: dimension of the latent code ``z``.
+    :param hidden_dims: widths of the hidden layers of encoder and decoder.
+    :param likelihood: ``"bernoulli"`` (binary pixels) or ``"continuous_bernoulli"``
+        (grey-level pixels in [0, 1]); see :mod:`pyro_vae.likelihoods`.
+    :param guide: the approximate posterior :math:`q(z|x)`: ``None`` or ``"diagonal"``
+        for the diagonal-Normal MLP encoder, another built-in by name (``"conv"``,
+        ``"full_covariance"``, ``"iaf"``; see :mod:`pyro_vae.guides`), or your own
+        callable ``guide(x, num_data=None)`` that samples site ``"z"`` (event shape
+        ``(z_dim,)``) inside :func:`~pyro_vae.plate.data_plate` exactly as :meth:`model`
+        does (:mod:`pyro_vae.guide_contract`). An :class:`~torch.nn.Module` guide
+        becomes a submodule, so its parameters are saved with the VAE.
+    :param activation: hidden-layer nonlinearity (``softplus``, ``relu``, ``tanh``, ``elu``).
+    :param name: prefix of this VAE's parameter names in Pyro's param store.
+    :param require_reparameterized: whether the guide contract requires site ``"z"`` to
+        be reparameterized (rule 4). Every objective of :mod:`pyro_vae.objectives` needs
+        it; pass ``False`` for a score-function guide trained with your own SVI and, e.g.,
+        :class:`pyro.infer.TraceGraph_ELBO`.
+    :param prior: ``"standard"`` for :math:`p(z) = \mathcal N(0, I)`, or ``"vamp"`` for the
+        VampPrior :math:`\frac1K \sum_k q(z|u_k)` over learned pseudo-inputs
+        (:class:`~pyro_vae.priors.VampPrior`; it needs a built-in guide, or a guide module with
+        a ``distribution(x)`` method, to evaluate :math:`q(z|u_k)`).
+    :param num_pseudo_inputs: :math:`K` of the VampPrior (500 in Tomczak & Welling).
+
+    The guide contract is checked once, on the first call of :meth:`model` or
+    :meth:`guide` (:meth:`check_guide`), whichever path calls them: raw
+    :class:`pyro.infer.SVI`, :class:`~pyro_vae.training.Trainer`, :func:`~pyro_vae.elbo.elbo_terms`
+    or :func:`~pyro_vae.evaluate.log_likelihood`.
+    """
+
+    def __init__(
+        self,
+        x_dim: int = 784,
+        z_dim: int = 50,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        guide: Optional[Callable[..., Any]] = None,
+        activation: str = "softplus",
+        name: str = "vae",
+        require_reparameterized: bool = True,
+        prior: str = "standard",
+        num_pseudo_inputs: int = 500,
+    ) -> None:
+        super().__init__()
+        self.x_dim = check_positive("x_dim", x_dim, example=784)
+        self.z_dim = check_positive("z_dim", z_dim, example=50)
+        self._contract_z_dim = self.z_dim
+        self.prior = check_prior(prior)
+        self.hidden_dims = check_hidden_dims(hidden_dims)
+        self.likelihood = get_likelihood(likelihood)
+        self.activation = activation
+        self.name = name
+        self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim], activation)
+        if guide is None or isinstance(guide, str):
+            # A built-in guide by name (see pyro_vae.guides.GUIDES): an nn.Module encoder.
+            self.guide_name = guide or "diagonal"
+            self.encoder: Optional[nn.Module] = make_guide(
+                self.guide_name, self.x_dim, self.z_dim, self.hidden_dims, activation, name_prefix=name
+            )
+            self._guide_fn: Optional[Callable[..., Any]] = None
+        elif callable(guide):
+            self.guide_name = f"custom:{getattr(guide, '__name__', type(guide).__name__)}"
+            guide_z_dim = getattr(guide, "z_dim", self.z_dim)
+            if guide_z_dim != self.z_dim:
+                raise ConfigError(
+                    f"the guide has z_dim={guide_z_dim} but the VAE has z_dim={self.z_dim}; "
+                    f"build both with the same z_dim"
+                )
+            # An nn.Module guide becomes a submodule: its parameters are saved with the VAE.
+            self.encoder = guide if isinstance(guide, nn.Module) else None
+            self._guide_fn = None if isinstance(guide, nn.Module) else guide
+        else:
+            raise TypeError(
+                f"guide must be None, the name of a built-in guide, or a callable "
+                f"guide(x, num_data=None); got {type(guide).__name__}"
+            )
+        self.require_reparameterized = bool(require_reparameterized)
+        self.guide_checked = False  #: set by the first :meth:`check_guide` that passes
+        self.vamp: Optional[VampPrior] = None
+        if self.prior == "vamp":
+            if not callable(getattr(self.encoder, "distribution", None)):
+                raise ConfigError(
+                    f"prior='vamp' evaluates the guide's q(z|u) at pseudo-inputs, so it needs a built-in "
+                    f"guide or a guide module with a distribution(x) method; {self.guide_name} has none",
+                    settings=("prior", "guide"),
+                )
+            self.vamp = VampPrior(num_pseudo_inputs, self.x_dim)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """What is needed to rebuild this VAE (stored in checkpoints); the prior's keys only
+        when it is not the standard Normal, so earlier checkpoints keep their configuration."""
+        config = {
+            "x_dim": self.x_dim,
+            "z_dim": self.z_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.name,
+            "activation": self.activation,
+            "guide": self.guide_name,
+        }
+        if self.vamp is not None:
+            config.update(prior=self.prior, num_pseudo_inputs=self.vamp.num_pseudo_inputs)
+        return config
+
+    # ---- the model: p(z) p(x|z) ---------------------------------------------------------
+
+    def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
+        r"""The joint :math:`p(x, z) = p(z)\,p_\phi(x|z)` (seed item 5), ``x`` observed.
+
+        Returns the decoder logits for the sampled ``z``.
+        """
+        return self._model(self._enter(x), num_data)
+
+    def prior_distribution(self, x: torch.Tensor) -> dist.TorchDistribution:
+        r"""The prior :math:`p(z)` for each row of ``x`` (``[B, x_dim]``): batch ``(B,)``, event ``(z_dim,)``.
+
+        :math:`\mathcal N(0, I)`, or the VampPrior :math:`\frac1K\sum_k q(z|u_k)` with
+        ``prior="vamp"`` (:mod:`pyro_vae.priors`).
+        """
+        if self.vamp is None:
+            return standard_normal(x, x.shape[0], self.z_dim)
+        return self.vamp.distribution(self.encoder.distribution).expand([x.shape[0]])
+
+    def _model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
+        register_module(f"{self.name}.decoder", self.decoder)
+        if self.vamp is not None:
+            register_module(f"{self.name}.prior", self.vamp)
+        batch_size = x.shape[0]
+        with data_plate(batch_size, num_data, x.device):
+            z = pyro.sample("z", self.prior_distribution(x))
+            logits = self.decoder(z)
+            pyro.sample("x", self.likelihood(logits), obs=x)
+        return logits
+
+    # ---- the guide: q(z|x) ----------------------------------------------------------------
+
+    def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
+        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10).
+
+        Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
+        samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
+        """
+        return self._guide(self._enter(x), num_data)
+
+    def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
+        guide = self.encoder if self.encoder is not None else self._guide_fn
+        return guide(x, num_data=num_data)
+
     def sample_prior(self, num_samples: int) -> torch.Tensor:
-        r"""Decoder means of ``num_samples`` codes :math:`z \sim p(z) = \mathcal N(0, I)`."""
+        r"""Decoder means of ``num_samples`` codes :math:`z \sim p(z)` (the standard Normal or the VampPrior)."""
         device = next(self.decoder.parameters()).device
-        return self.decoded_mean(torch.randn(num_samples, self.z_dim, device=device))
+        if self.vamp is None:
+            return self.decoded_mean(torch.randn(num_samples, self.z_dim, device=device))
+        with torch.no_grad():
+            z = self.vamp.distribution(self.encoder.distribution).sample((num_samples,))
+        return self.decoded_mean(z)
