@@ -82,7 +82,7 @@ def main() -> int:
     faults = {name: [] for name in times}
     elbos = {}
     for r in range(args.repeats):
-        runs = [("pyro_vae", lambda: trainer.train_epoch(train_x, args.batch_size, progress=False)),
+        runs = [("pyro_vae", lambda: trainer.train_epoch(train_x, args.batch_size)),
                 ("reference", lambda: reference_epoch(ref, train_x, args.batch_size, generator))]
         for name, fn in (runs if r % 2 == 0 else runs[::-1]):
             seconds, elbos[name], n = timed(fn)

@@ -78,10 +78,10 @@ def variants(batch: torch.Tensor) -> Dict[str, Callable[[], Callable[[], object]
         return lambda: trainer.step(batch, NUM_DATA)
 
     def unfused(trainer: Trainer) -> None:
-        trainer.optimizer = torch.optim.Adam(trainer.vae.parameters(), lr=1e-3, foreach=False)
+        trainer.step_fn.optimizer = torch.optim.Adam(trainer.vae.parameters(), lr=1e-3, foreach=False)
 
     def registered(trainer: Trainer) -> None:
-        trainer._skip_registration = False
+        trainer.objective.skip_registration = False
 
     def svi() -> Callable[[], object]:
         pyro.clear_param_store()

@@ -29,7 +29,7 @@ from .linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from .objectives import IWAE_ELBO, get_objective, kl_weighted
 from .plate import data_plate, register_module
 from .reparameterization import reparameterize
-from .train import Trainer
+from .training import Callback, ConsoleLog, MetricsFile, ProgressBar, TrainConfig, Trainer
 from .vae import VAE
 
 __version__ = "0.1.0"
@@ -45,6 +45,11 @@ __all__ = [
     "check_guide",
     "GuideError",
     "Trainer",
+    "TrainConfig",
+    "Callback",
+    "ProgressBar",
+    "ConsoleLog",
+    "MetricsFile",
     "get_objective",
     "IWAE_ELBO",
     "kl_weighted",

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import List, Tuple
+import signal
+from typing import Any, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -103,6 +104,30 @@ def gather_tensors(tensor: torch.Tensor, device: torch.device) -> List[torch.Ten
     out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(out, local)
     return [t.cpu() for t in out]
+
+
+class StepAgreement:
+    """How the processes agree on a training step's outcome, in one all-reduce per step: the
+    loss of the global minibatch, whether any process was asked to stop (then all stop after
+    this step), and how many others refused the step (then all refuse it).
+
+    :param stop: this process's :class:`~pyro_vae.training.signals.SignalStop`.
+    """
+
+    def __init__(self, stop: Any, device: torch.device, world_size: int) -> None:
+        self.stop = stop
+        self.device = device
+        self.world_size = world_size
+
+    def __call__(self, loss: torch.Tensor, refused: bool) -> Tuple[float, int]:
+        """``(mean loss over processes, refusals by the other processes)``."""
+        signum = self.stop.signum
+        flags = [signum == signal.SIGINT, signum == signal.SIGTERM, refused]
+        shared = torch.cat([loss.reshape(1).to(torch.float64).cpu(), torch.tensor(flags, dtype=torch.float64)])
+        shared = all_reduce_sum(shared.to(self.device)).cpu()
+        if signum is None and shared[1:3].any():
+            self.stop.request(signal.SIGINT if shared[1] > 0 else signal.SIGTERM)
+        return float(shared[0]) / self.world_size, int(shared[3]) - int(refused)
 
 
 def shutdown() -> None:

@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 
 from pyro_vae import Trainer, VAE, distributed
 from pyro_vae.data import binarize
+from pyro_vae.rng import data_order_generator, latent_noise_seed
 from pyro_vae.errors import ConfigError, NonFiniteError
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.plate import registration_skipped
@@ -32,7 +33,7 @@ def pixels(n: int, seed: int) -> torch.Tensor:
 
 
 def _train(rank: int, out: str) -> None:
-    import pyro_vae.train as train
+    import pyro_vae.training.trainer as train
 
     written = []
     save = train.save_checkpoint
@@ -63,9 +64,9 @@ def one_process_on_the_same_global_batches() -> dict:
     pyro.set_rng_seed(SEED)
     trainer = Trainer(VAE(**ARCH), seed=SEED)
     x, num_data = pixels(100, 0), 100
-    streams = [torch.manual_seed(SEED + 1_000_003 * r).get_state() for r in range(WORLD)]
+    streams = [torch.manual_seed(latent_noise_seed(SEED, r)).get_state() for r in range(WORLD)]
     for epoch in range(1, EPOCHS + 1):
-        generator = trainer._epoch_generator(epoch)
+        generator = data_order_generator(SEED, epoch)
         order = torch.randperm(num_data, generator=generator)
         for idx in order.split(BATCH):
             batch = binarize(x[idx], "dynamic", generator)

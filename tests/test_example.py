@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pyro_vae import cli
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 FIGURES = ["elbo_curves.png", "reconstructions.png", "prior_samples.png", "latent_map.png", "interpolation.png"]
 
@@ -110,11 +112,11 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypat
 
     monkeypatch.setattr(example, "load_mnist", broken_loader)
     args = ["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--no-progress", "--out", str(tmp_path / "run")]
-    assert example.run(args) == 2
+    assert cli.run(example.main, args) == 2
     err = capsys.readouterr().err
     assert err == "error: unexpected error (please report with --debug): ZeroDivisionError: size cannot be zero\n"
 
-    assert example.run([*args, "--debug"]) == 2
+    assert cli.run(example.main, [*args, "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "broken_loader" in err
     assert err.rstrip().splitlines()[-1].startswith("error: unexpected error")
@@ -124,7 +126,8 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypat
 def test_an_unknown_device_is_one_line(device, tmp_path):
     result = run(["--device", device, "--out", str(tmp_path / "run")], None)
     assert result.returncode == 2
-    assert result.stderr == f"error: --device {device} is not supported; use cpu, or cuda (cuda:N for one GPU)\n"
+    assert result.stderr == (f"error: device {device} is not supported; use cpu, or cuda (cuda:N for one GPU) "
+                             f"(command line: --device)\n")
 
 
 @pytest.mark.parametrize("test_size, z_dim, not_drawn", [
@@ -171,4 +174,4 @@ def test_resume_may_lower_the_learning_rate_and_says_so(tmp_path, mnist_source):
     assert json.loads((out / "metrics.json").read_text())["config"]["lr"] == 0.0003
     # other options still continue the saved run
     clash = run(["--epochs", "3", "--resume", "--z-dim", "5", "--out", str(out)], mnist_source)
-    assert clash.returncode == 2 and "--z-dim 5 (checkpoint: 4)" in clash.stderr
+    assert clash.returncode == 2 and "z_dim 5 (checkpoint: 4)" in clash.stderr and "(command line: --z-dim)" in clash.stderr

@@ -76,7 +76,7 @@ def test_guide_trains_a_vae_on_real_mnist(_, cls, options, mnist_subset):
     test_x = trainer.prepare_test(test)
     before = trainer.evaluate(test_x)
     for _epoch in range(10):  # 200 Adam steps on minibatches of 100 dynamically binarized digits
-        trainer.train_epoch(train, batch_size=100, progress=False)
+        trainer.train_epoch(train, batch_size=100)
     after = trainer.evaluate(test_x)
     print(f"{cls.__name__}{options}: test ELBO {before['elbo']:.1f} -> {after['elbo']:.1f} nats")
     assert before["elbo"] < -450  # an untrained decoder: about 784 ln 2 = 543 nats

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pyro.infer import JitTrace_ELBO, RenyiELBO, SVI, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import LinearGaussianGuide, LinearGaussianModel, Trainer, VAE, elbo_terms
+from pyro_vae import Callback, LinearGaussianGuide, LinearGaussianModel, Trainer, VAE, elbo_terms
 from pyro_vae.objectives import IWAE_ELBO, get_objective, kl_weighted
 
 F64 = torch.float64
@@ -123,16 +123,13 @@ def test_kl_warmup_follows_its_linear_schedule(mnist):
     x = mnist.train_images[:256]
     trainer = Trainer(VAE(z_dim=4, hidden_dims=(16,)), objective="meanfield", beta=0.5, kl_warmup=2)
     seen = []
-    step = trainer.step
 
-    def recording_step(*args, **kwargs):
-        seen.append(trainer.current_beta)
-        return step(*args, **kwargs)
+    class RecordBeta(Callback):  # the weight each step used
+        def on_step_end(self, trainer, step, loss):
+            seen.append(trainer.current_beta)
 
-    trainer.step = recording_step
-    trainer.train_epoch(x, batch_size=64, progress=False)
-    trainer.train_epoch(x, batch_size=64, progress=False)
-    trainer.train_epoch(x, batch_size=64, progress=False)
+    for _ in range(3):
+        trainer.train_epoch(x, batch_size=64, callbacks=[RecordBeta()])
     expected = [0.5 * min(1.0, (e + s / 4) / 2) for e in range(3) for s in range(4)]
     assert seen == pytest.approx(expected)
     assert seen[0] == 0.0 and seen[-1] == 0.5
@@ -146,7 +143,7 @@ def test_every_objective_trains_the_vae(name, mnist):
     test = trainer.prepare_test(mnist.test_images[:256])
     before = trainer.evaluate(test)["elbo"]
     for _ in range(3):
-        trainer.train_epoch(x, batch_size=64, progress=False)
+        trainer.train_epoch(x, batch_size=64)
     assert trainer.evaluate(test)["elbo"] > before + 50
 
 
@@ -182,8 +179,8 @@ def test_the_objective_is_set_in_one_place_by_name_or_instance():
     with pytest.raises(ValueError, match=r"objective must be a name .* or a pyro.infer ELBO instance, got int"):
         Trainer(vae, objective=5)
     trainer = Trainer(vae, objective=Trace_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1))
-    assert trainer.objective == "elbo" and trainer.num_particles == 2
-    assert trainer.state_dict_config()["trainer"]["objective"] == "elbo"
+    assert trainer.config.objective_name == "elbo" and trainer.config.num_particles == 2
+    assert trainer.state_dict()["trainer"]["objective"] == "elbo"
     x = torch.bernoulli(torch.full((32, 784), 0.3), generator=torch.Generator().manual_seed(0))
     assert math.isfinite(trainer.step(x, num_data=32))
 

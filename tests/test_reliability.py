@@ -10,7 +10,7 @@ import pytest
 import torch
 
 
-from pyro_vae import CheckpointError, Trainer, VAE
+from pyro_vae import Callback, CheckpointError, Trainer, VAE
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import NonFiniteError, TrainingInterrupted
 
@@ -34,36 +34,33 @@ def snapshot(trainer):
     return {k: v.detach().clone() for k, v in trainer.vae.state_dict().items()}
 
 
-def poison_at(trainer, epoch, step, value):
-    """Set one decoder weight to ``value`` just before step ``step`` of epoch ``epoch``."""
-    svi_step, count = trainer.step, {"step": 0}
+class PoisonAt(Callback):
+    """Set one decoder weight to ``value`` just before step ``step`` (from 0) of epoch ``epoch``."""
 
-    def poisoned(*args, **kwargs):
-        if trainer.epoch + 1 == epoch and count["step"] == step:
+    def __init__(self, epoch, step, value):
+        self.epoch, self.step, self.value = epoch, step, value
+
+    def poison(self, trainer, next_step):
+        if trainer.epoch + 1 == self.epoch and next_step == self.step:
             with torch.no_grad():
-                trainer.vae.decoder[0].weight[0, 0] = value
-        count["step"] += 1
-        return svi_step(*args, **kwargs)
+                trainer.vae.decoder[0].weight[0, 0] = self.value
 
-    trainer.step = poisoned
-    original_epoch = trainer.train_epoch
+    def on_epoch_start(self, trainer, num_steps, first_step):
+        self.poison(trainer, first_step)
 
-    def train_epoch(*args, **kwargs):
-        count["step"] = 0
-        return original_epoch(*args, **kwargs)
-
-    trainer.train_epoch = train_epoch
+    def on_step_end(self, trainer, step, loss):
+        self.poison(trainer, step + 1)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_poisoned_decoder_stops_training_at_that_step_naming_the_term_and_checkpoint(mnist, tmp_path, value):
     path = str(tmp_path / "ck.pt")
     trainer = make()
-    poison_at(trainer, epoch=2, step=3, value=value)
     good = {}
     log = lambda line: good.update(snapshot(trainer)) if trainer.epoch == 1 else None
     with pytest.raises(NonFiniteError) as err:
-        trainer.fit(mnist.train_images[:640], None, epochs=3, batch_size=64, checkpoint=path, progress=False, log=log)
+        trainer.fit(mnist.train_images[:640], None, epochs=3, batch_size=64, checkpoint=path, progress=False, log=log,
+                    callbacks=[PoisonAt(epoch=2, step=3, value=value)])
     e = err.value
     assert (e.epoch, e.step, e.term, e.checkpoint, e.checkpoint_epoch) == (2, 3, "reconstruction", path, 1)
     assert isinstance(e, FloatingPointError)  # what code that predates NonFiniteError catches
@@ -147,17 +144,16 @@ def test_the_grad_check_refuses_a_finite_loss_with_a_non_finite_gradient(mnist):
 
 # ---- signals and mid-epoch checkpoints ---------------------------------------------------------
 
-def interrupt_after(trainer, steps, signum=signal.SIGINT):
-    """Send ``signum`` to this process right after the ``steps``-th SVI step of ``trainer``."""
-    svi_step, done = trainer.step, []
+class InterruptAfter(Callback):
+    """Send ``signum`` to this process right after the ``steps``-th SVI step of a fit."""
 
-    def step(*args, **kwargs):
-        done.append(svi_step(*args, **kwargs))
-        if len(done) == steps:
-            os.kill(os.getpid(), signum)
-        return done[-1]
+    def __init__(self, steps, signum=signal.SIGINT):
+        self.steps, self.signum, self.done = steps, signum, 0
 
-    trainer.step = step
+    def on_step_end(self, trainer, step, loss):
+        self.done += 1
+        if self.done == self.steps:
+            os.kill(os.getpid(), self.signum)
 
 
 @pytest.mark.parametrize("signum, steps", [(signal.SIGINT, 13), (signal.SIGTERM, 4), (signal.SIGINT, 10)])
@@ -170,10 +166,9 @@ def test_a_signal_mid_epoch_writes_a_checkpoint_that_resumes_bit_identically(mni
 
     path = str(tmp_path / "ck.pt")
     first = make()
-    interrupt_after(first, steps, signum)
     handler = signal.getsignal(signum)
     with pytest.raises(TrainingInterrupted) as err:
-        first.fit(train, test, epochs=3, checkpoint=path, **quiet)
+        first.fit(train, test, epochs=3, checkpoint=path, callbacks=[InterruptAfter(steps, signum)], **quiet)
     assert signal.getsignal(signum) is handler  # fit restored the previous handler
     epoch, step = divmod(steps, 10)
     stop = err.value
@@ -199,9 +194,8 @@ def test_an_interrupted_trainer_continues_in_memory(mnist):
     straight = make()
     straight.fit(train, None, epochs=2, batch_size=64, **QUIET)
     trainer = make()
-    interrupt_after(trainer, 7)
     with pytest.raises(TrainingInterrupted, match=r"at epoch 2, step 2; no checkpoint path was given"):
-        trainer.fit(train, None, epochs=2, batch_size=64, **QUIET)
+        trainer.fit(train, None, epochs=2, batch_size=64, callbacks=[InterruptAfter(7)], **QUIET)
     trainer.fit(train, None, epochs=2, batch_size=64, **QUIET)
     assert_same_tensors(snapshot(trainer), snapshot(straight))
 

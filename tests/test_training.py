@@ -114,7 +114,7 @@ def test_per_step_validation_changes_nothing_but_the_checks(mnist):
     for validate in (False, True):
         pyro.set_rng_seed(11)
         trainer = Trainer(VAE(z_dim=5, hidden_dims=(32,)), seed=11, validate=validate)
-        trainer.train_epoch(trainer.check_data(x, "x"), batch_size=64, progress=False)
+        trainer.train_epoch(trainer.check_data(x, "x"), batch_size=64)
         trained.append(trainer.vae.state_dict())
     for name, value in trained[0].items():
         assert torch.equal(value, trained[1][name]), name

@@ -1,0 +1,238 @@
+"""The command line of the examples: options to settings, settings to flags, one-line errors.
+
+The library's errors name *settings* (:attr:`pyro_vae.errors.PyroVAEError.settings`); this
+module is where they become the flags a command-line user typed (:data:`SETTING_FLAGS`).
+:func:`training_run` turns parsed options into a :class:`~pyro_vae.vae.VAE` and its
+:class:`~pyro_vae.training.Trainer`, new or continued from a checkpoint; :func:`run` calls
+an example's ``main`` with the command line's promise: every error is one line on stderr
+with exit code 2, a signal that stopped training exits with 128 + its number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import pyro
+import torch
+
+from . import distributed
+from .checkpoint import check_writable_dir, load_checkpoint
+from .errors import ConfigError, PyroVAEError, check_positive
+from .guides import GUIDES
+from .objectives import OBJECTIVES
+from .training import TrainConfig, Trainer
+from .vae import VAE
+
+#: Errors that name their problem and fix; any other exception is reported as unexpected.
+EXPECTED_ERRORS = (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError)
+#: The command-line flag of each setting the library's errors name.
+SETTING_FLAGS = {
+    "lr": "--lr", "clip_norm": "--clip-norm", "epochs": "--epochs", "batch_size": "--batch-size",
+    "test_every": "--test-every", "z_dim": "--z-dim", "hidden_dims": "--hidden", "likelihood": "--likelihood",
+    "binarize": "--binarize", "num_particles": "--particles", "train_size": "--train-size",
+    "test_size": "--test-size", "checkpoint": "--out", "distributed": "--distributed", "device": "--device",
+    "beta": "--beta", "kl_warmup": "--kl-warmup", "objective": "--objective", "guide": "--guide",
+    "activation": "--activation", "seed": "--seed",
+}
+#: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
+MODEL_SETTINGS = ("z_dim", "hidden_dims", "likelihood", "activation", "guide")
+TRAIN_SETTINGS = ("lr", "binarize", "seed", "objective", "num_particles", "beta", "kl_warmup", "clip_norm")
+
+
+def default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of keyword ``name`` of ``fn``: the library's defaults are the CLI's."""
+    return inspect.signature(fn).parameters[name].default
+
+
+def flags_for(err: BaseException) -> List[str]:
+    """The command-line flags of the settings an error names (also when Pyro re-raised it)."""
+    while err is not None and not getattr(err, "settings", ()):
+        err = err.__cause__
+    return [SETTING_FLAGS[s] for s in getattr(err, "settings", ()) if s in SETTING_FLAGS]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line on stderr (exit code 2, like every error here)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The VAE's settings (unset options take the checkpoint's value on --resume, else VAE's default)."""
+    p.add_argument("--z-dim", type=int, default=None, help=f"latent dimension (default {default(VAE, 'z_dim')})")
+    p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=None,
+                   help=f"hidden layer widths (default {' '.join(map(str, default(VAE, 'hidden_dims')))})")
+    p.add_argument("--activation", default=None, choices=["softplus", "relu", "tanh", "elu"],
+                   help=f"hidden nonlinearity (default {default(VAE, 'activation')})")
+    p.add_argument("--likelihood", default=None, choices=["bernoulli", "continuous_bernoulli"],
+                   help="p(x|z): bernoulli for binarized pixels (default), continuous_bernoulli for grey levels")
+    p.add_argument("--guide", default=None, choices=sorted(GUIDES),
+                   help="q(z|x): diagonal Normal MLP (default), conv, full_covariance, iaf")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """TrainConfig's settings and the fit's, with their library defaults."""
+    fit = Trainer.fit
+    p.add_argument("--epochs", type=int, default=100, help="train until this epoch (default 100)")
+    p.add_argument("--batch-size", type=int, default=default(fit, "batch_size"),
+                   help=f"minibatch size (default {default(fit, 'batch_size')})")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {TrainConfig.lr:g})")
+    p.add_argument("--binarize", default=None, choices=["dynamic", "fixed", "none"],
+                   help="dynamic (fresh Bernoulli draw each epoch; default for bernoulli), fixed "
+                        "(threshold 0.5), none (default for continuous_bernoulli)")
+    p.add_argument("--objective", default=None, choices=sorted(OBJECTIVES),
+                   help="elbo (Trace_ELBO, default), meanfield (analytic KL), iwae, jit_elbo, jit_meanfield")
+    p.add_argument("--particles", dest="num_particles", type=int, default=None,
+                   help="particles of the objective; K of iwae (default 5), 1 for the ELBOs")
+    p.add_argument("--beta", type=float, default=None, help="weight of the KL term in training (default 1)")
+    p.add_argument("--kl-warmup", type=int, default=None,
+                   help="epochs over which the KL weight rises linearly from 0 to --beta (default 0)")
+    p.add_argument("--clip-norm", type=float, default=None,
+                   help="clamp every gradient entry to [-C, C] (pyro.optim.ClippedAdam; default: no clipping)")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {TrainConfig.seed})")
+    p.add_argument("--test-every", type=int, default=default(fit, "test_every"),
+                   help="evaluate the test ELBO every N epochs")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu); with --distributed, "
+                   "cuda gives each process the GPU of its LOCAL_RANK")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training across the processes torchrun starts (gloo on cpu, "
+                        "NCCL on cuda); e.g. torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also log to TensorBoard in DIR (needs: pip install 'pyro_vae[tensorboard]')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST in torchvision's layout (DIR/MNIST/raw); default $PYRO_VAE_DATA, then "
+                        "~/.cache/pyro_vae (downloading), then the embedded 5,000-digit sample")
+    p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
+    p.add_argument("--train-size", type=int, default=None,
+                   help="use only N training images, class-balanced: each digit's first images in turn")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="use only N test images, class-balanced like --train-size")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """The checks argparse cannot express, as the library words them (then mapped to flags)."""
+    for name, example in (("epochs", 10), ("batch_size", 128), ("test_every", 1)):
+        check_positive(name, getattr(args, name), example=example)
+    for name in ("train_size", "test_size"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be a positive number of images, got {value}; leave it unset to "
+                              f"use them all", settings=(name,))
+    if getattr(args, "eval_samples", 0) < 0:
+        raise ConfigError(f"eval_samples must be >= 0, got {args.eval_samples}; e.g. 5000, or 0 to skip",
+                          settings=("eval_samples",))
+
+
+def device_of(args: argparse.Namespace) -> Tuple[int, torch.device]:
+    """``(rank, device)``: joins torchrun's process group with ``--distributed``."""
+    try:
+        device_type = torch.device(args.device).type
+    except RuntimeError:
+        device_type = None
+    if device_type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {args.device} is not supported; use cpu, or cuda (cuda:N for one GPU)",
+                          settings=("device",))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {args.device} was asked for, but CUDA is not available here; use cpu",
+                          settings=("device",))
+    if args.distributed:
+        rank, _, device = distributed.init_from_env(args.device)
+        return rank, device
+    return 0, torch.device(args.device)
+
+
+def training_run(args: argparse.Namespace, device: torch.device) -> Tuple[VAE, Trainer]:
+    """The VAE and Trainer the options ask for: new, or, with ``--resume``, continued from
+    ``OUT/checkpoint.pt`` with its settings (options that contradict them are refused, except
+    ``--lr``, which continues the run at a new rate)."""
+    given = {name: getattr(args, name) for name in MODEL_SETTINGS + TRAIN_SETTINGS
+             if getattr(args, name) is not None}
+    state = None
+    if args.resume:
+        state = load_checkpoint(os.path.join(args.out, "checkpoint.pt"))
+        saved = {**state["config"], **state["trainer"]}
+        clash = {k: (v, saved.get(k)) for k, v in given.items() if k != "lr" and _differs(v, saved.get(k))}
+        if clash:
+            raise ConfigError(
+                "resuming continues the saved run, but these settings differ from it: "
+                + ", ".join(f"{k} {a} (checkpoint: {b})" for k, (a, b) in clash.items())
+                + ". Leave them unset, or start another run in a new output directory.", settings=tuple(clash))
+        given = {**{k: saved[k] for k in MODEL_SETTINGS + TRAIN_SETTINGS}, **given}
+    seed = given.get("seed", TrainConfig.seed)
+    pyro.set_rng_seed(seed)  # the seed governs the initial weights too
+    config = TrainConfig(**{k: given[k] for k in TRAIN_SETTINGS if k in given}, distributed=args.distributed)
+    vae = VAE(**{k: given[k] for k in MODEL_SETTINGS if k in given}).to(device)
+    trainer = Trainer(vae, config)
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.last_checkpoint = (os.path.join(args.out, "checkpoint.pt"), trainer.epoch, trainer.step_in_epoch)
+    return vae, trainer
+
+
+def _differs(given: Any, saved: Any) -> bool:
+    return (list(given) != list(saved)) if isinstance(given, (list, tuple)) else given != saved
+
+
+def describe(vae: VAE, trainer: Trainer, batch_size: int, epochs: int) -> str:
+    """One line: the model, the guide and how SVI trains them."""
+    c, m = trainer.config, vae.config
+    particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
+    warmup = f" (warm-up over {c.kl_warmup} epochs)" if c.kl_warmup else ""
+    optimizer = "Adam" if c.clip_norm is None else f"ClippedAdam clip_norm={c.clip_norm}"
+    processes = f", {trainer.world_size} processes" if c.distributed else ""
+    return (f"model: z_dim={m['z_dim']} hidden={list(m['hidden_dims'])} {m['activation']}, likelihood={m['likelihood']}, "
+            f"binarize={c.binarize}, guide={m['guide']}; SVI {type(trainer.loss).__name__}{particles}, "
+            f"beta={c.beta}{warmup}, {optimizer} lr={c.lr}, batch {batch_size}, {epochs} epochs, "
+            f"{trainer.device}{processes}")
+
+
+def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+    """``main(argv)`` with every expected error as one line on stderr and exit code 2 (``--debug``
+    prints the traceback first); Ctrl-C outside training exits 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- the CLI's promise: one line, exit code 2
+        if "--debug" in argv:
+            traceback.print_exc()
+        message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
+        flags = flags_for(err)
+        if not isinstance(err, EXPECTED_ERRORS):
+            message = f"unexpected error (please report with --debug): {type(err).__name__}: {message}"
+        elif flags:
+            message += f" (command line: {', '.join(flags)})"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()  # main() has returned: its trainer is gone
+
+
+def output_dir(path: str) -> str:
+    """``path``, created if need be and checked writable before any work is done."""
+    check_writable_dir(path)
+    return path
+
+
+def metrics_fields(data: Any, config: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``metrics.json`` says of the data and the run's settings."""
+    return {
+        "data": data.source, "num_train": len(data.train_images), "num_test": len(data.test_images),
+        "train_class_counts": torch.bincount(data.train_labels, minlength=10).tolist(),
+        "test_class_counts": torch.bincount(data.test_labels, minlength=10).tolist(),
+        "config": config,
+    }

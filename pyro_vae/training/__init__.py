@@ -1,0 +1,22 @@
+"""Training a VAE by SVI: :class:`Trainer` and its parts, one concept a module.
+
+==========================  ==============================================================
+:mod:`.config`              :class:`TrainConfig`, the validated settings of a run
+:mod:`.objective`           the ELBO, its KL weight, JIT compilation
+:mod:`.step`                one checked SVI step: loss and gradients, finite guard, optimizer
+:mod:`.diagnosis`           which distribution and which ELBO term went non-finite
+:mod:`.epochs`              the data order of an epoch and the position inside it
+:mod:`.signals`             the clean stop on SIGINT/SIGTERM
+:mod:`.state`               what a checkpoint saves and restores
+:mod:`.evaluation`          the test ELBO
+:mod:`.callbacks`           hooks to observe and extend training; progress bar, log, metrics
+:mod:`.tensorboard`         a TensorBoard callback (optional ``tensorboard`` extra)
+:mod:`.trainer`             :class:`Trainer`, which orchestrates them
+==========================  ==============================================================
+"""
+
+from .callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
+from .config import TrainConfig
+from .trainer import Trainer
+
+__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile"]

@@ -1,0 +1,131 @@
+r"""The training objective of a run: one :class:`pyro.infer.ELBO`, weighted and compiled as configured.
+
+:class:`Objective` is the single path through which a :class:`~pyro_vae.training.Trainer`
+reaches its loss. It builds the ELBO from :attr:`TrainConfig.objective`, weights the KL term
+by :math:`\beta` (:func:`pyro_vae.objectives.kl_weighted`, applied to model and guide), and
+for Pyro's JIT-compiled ELBOs keeps what compilation needs: an uncompiled copy to recompile
+from when :math:`\beta` changes, the batch sizes already compiled, and the param-store
+entries the compiled function reads.
+
+:class:`ELBOLoss` is the objective as an :class:`~torch.nn.Module`, Pyro's
+``ELBO()(model, guide)`` form for a model and guide that are methods of one VAE: its
+``parameters()`` are the VAE's, for one fused ``torch.optim`` optimizer, and
+:class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Iterable, List, Set, Tuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.elbo import ELBO
+from torch import nn
+
+from ..data import binarize
+from ..objectives import check_beta, get_objective, is_jit, kl_weighted
+from ..rng import jit_warmup_seed, rng_fork
+from .config import TrainConfig
+
+
+class ELBOLoss(nn.Module):
+    """``forward(x, num_data)`` is the loss: the negative ELBO (or IWAE bound) of the minibatch
+    ``x`` at the full-data scale :math:`N/B`, differentiable in the VAE's parameters."""
+
+    def __init__(self, vae: nn.Module, elbo: ELBO, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
+        super().__init__()
+        self.vae = vae
+        self.elbo = elbo
+        self.model = model
+        self.guide = guide
+
+    def forward(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, x, num_data=num_data)
+
+
+class Objective:
+    """The ELBO a run optimizes, its KL weight and, for JIT objectives, their compilation."""
+
+    def __init__(self, vae: nn.Module, config: TrainConfig) -> None:
+        given = config.objective
+        elbo = get_objective(given, config.num_particles) if isinstance(given, str) else given
+        self.vae = vae
+        self.config = config
+        self._pristine = copy.copy(elbo)  # uncompiled: what a JIT objective recompiles from
+        self.model = kl_weighted(vae.model, config.beta)
+        self.guide = kl_weighted(vae.guide, config.beta)
+        self.module = ELBOLoss(vae, elbo, self.model, self.guide)
+        self._use(elbo)
+
+    @property
+    def elbo(self) -> ELBO:
+        """The :class:`pyro.infer.ELBO` instance in use."""
+        return self.module.elbo
+
+    @property
+    def jit(self) -> bool:
+        return is_jit(self.elbo)
+
+    @property
+    def beta(self) -> float:
+        """The KL weight the next steps use."""
+        return self.model.beta
+
+    def _use(self, elbo: ELBO) -> None:
+        self.module.elbo = elbo
+        #: JIT-compiled objectives find the parameters to trace through the param store,
+        #: so only they need Pyro's param-store registration (see pyro_vae.plate).
+        self.skip_registration = not self.jit
+        self._compiled_sizes: Set[int] = set()
+        self._owned: List[Tuple[str, torch.Tensor]] = []
+
+    def set_beta(self, beta: float) -> None:
+        """Weight the KL term by ``beta`` from the next step on; a JIT objective, which has the
+        weight compiled in, is recompiled from its uncompiled copy."""
+        beta = check_beta(beta)
+        if self.jit and beta != self.model.beta:
+            self._use(copy.copy(self._pristine))
+        self.model.beta = self.guide.beta = beta
+
+    def loss_and_grads(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
+        """For an ELBO without ``differentiable_loss``: its own ``loss_and_grads``."""
+        return torch.tensor(float(self.elbo.loss_and_grads(self.model, self.guide, x, num_data=num_data)))
+
+    # ---- JIT compilation -------------------------------------------------------------
+
+    def compile_for(self, x: torch.Tensor, num_data: int, sizes: Iterable[int], zero_grads: Callable[[], None]) -> None:
+        """Compile a JIT objective and run it to its final optimized form for every batch size
+        about to be used, on the warm-up RNG stream and with the gradients discarded: the
+        training steps then draw the same noise and run the same kernels whether a run started
+        here or was resumed here (bit-identical resume). A no-op for other objectives."""
+        sizes = [b for b in sizes if b not in self._compiled_sizes]
+        if not self.jit or not sizes:
+            return
+        try:
+            with rng_fork(jit_warmup_seed(self.config.seed)), pyro.validation_enabled(False):
+                for b in sizes:
+                    batch = binarize(x[:b], self.config.binarize, torch.Generator(x.device).manual_seed(0))
+                    for _ in range(3):  # profile, optimize, run optimized
+                        self.module(batch, num_data=num_data).backward()
+                    self._compiled_sizes.add(b)
+        finally:
+            zero_grads()
+        # The compiled objective reads the parameters from the global param store by name at
+        # every call: remember which entries are ours (see claim_param_store).
+        mine = {id(p) for p in self.vae.parameters()}
+        self._owned = [(name, value) for name, value in pyro.get_param_store()._params.items() if id(value) in mine]
+
+    def claim_param_store(self, x: torch.Tensor, num_data: int) -> None:
+        """JIT objectives: if another model with the same parameter names registered since (two
+        VAEs named "vae" trained in turns), run model and guide once, which puts this VAE's
+        tensors back under those names -- else the compiled objective would use the other's."""
+        if not self.jit:
+            return
+        store = pyro.get_param_store()._params
+        if all(store.get(name) is value for name, value in self._owned):
+            return
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
+            poutine.block(self.guide)(x, num_data=num_data)
+            poutine.block(self.model)(x, num_data=num_data)

@@ -1,0 +1,127 @@
+"""The training state as a checkpoint saves and restores it (one format: see :mod:`pyro_vae.checkpoint`).
+
+A checkpoint holds everything a resumed run needs to continue bit-identically: the model's
+and the trainer's settings, the weights, the optimizer's state, the history, every random
+generator's state (each process's own latent-noise stream, in a distributed run), the
+position inside an epoch that a signal stopped, and the parameters a custom guide keeps in
+Pyro's param store only.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .. import distributed as dist_util
+from ..errors import CheckpointError
+from ..rng import latent_noise_seed
+from .config import CHANGEABLE_ON_RESUME
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import Trainer
+
+
+def _rng_state() -> Dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+    }
+
+
+def _rank_rng_states(device: torch.device) -> List[Dict[str, torch.Tensor]]:
+    """Every process's own latent-noise generator states (a collective: all ranks call it)."""
+    ranks = [{"torch": t} for t in dist_util.gather_tensors(torch.get_rng_state(), device)]
+    if device.type == "cuda":
+        for entry, t in zip(ranks, dist_util.gather_tensors(torch.cuda.get_rng_state(device), device)):
+            entry["cuda_device"] = t
+    return ranks
+
+
+def state_dict(trainer: "Trainer") -> Dict[str, Any]:
+    """The trainer's state; in a distributed run a collective, which every process calls."""
+    state = {
+        "config": trainer.vae.config,
+        "trainer": trainer.config.settings(),
+        "epoch": trainer.epoch,
+        "model": trainer.vae.state_dict(),
+        "optimizer": trainer.step_fn.optimizer.state_dict(),
+        "history": trainer.history,
+        "rng": _rng_state(),
+        "world_size": trainer.world_size,
+    }
+    if trainer.world_size > 1:
+        state["rng_ranks"] = _rank_rng_states(trainer.device)
+    if trainer.position is not None:
+        state["partial"] = dict(trainer.position)
+    extra = trainer.step_fn.extra_params
+    if extra:  # a guide's parameters kept in Pyro's param store only
+        state["param_store"] = {
+            "params": {name: value.detach().clone() for name, value in extra},
+            "optimizer": trainer.step_fn.extra_optimizer.state_dict(),
+        }
+    elif trainer.pending_param_store is not None:  # resumed, not stepped yet: keep what was read
+        state["param_store"] = trainer.pending_param_store
+    return state
+
+
+def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:
+    """Refuse a checkpoint written for another model or training configuration (every
+    setting must match, except those in :data:`~pyro_vae.training.config.CHANGEABLE_ON_RESUME`)."""
+    differ = {key: (saved, now) for key, (saved, now) in trainer.config.diff(state["trainer"]).items()
+              if key not in CHANGEABLE_ON_RESUME}
+    differ.update({key: (state["config"].get(key), now) for key, now in trainer.vae.config.items()
+                   if state["config"].get(key) != now})
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
+        raise CheckpointError(
+            f"the checkpoint was written for another configuration ({detail}); build the VAE and "
+            f"Trainer with the checkpoint's settings, or start a new run elsewhere", settings=tuple(differ)
+        )
+
+
+def load_state_dict(trainer: "Trainer", state: Dict[str, Any]) -> Optional[float]:
+    """Restore ``state`` into ``trainer`` (see :func:`check_compatible`); returns the
+    checkpoint's learning rate when the trainer's differs (it continues at its own)."""
+    check_compatible(trainer, state)
+    trainer.vae.load_state_dict(state["model"])
+    trainer.step_fn.optimizer.load_state_dict(state["optimizer"])
+    saved_lr = state["trainer"]["lr"]
+    changed = saved_lr if saved_lr != trainer.config.lr else None
+    if changed is not None:  # the rate given now, not the checkpoint's, from the next step on
+        trainer.step_fn.set_lr(trainer.config.lr)
+    trainer.epoch = int(state["epoch"])
+    trainer.history = list(state["history"])
+    trainer.position = state.get("partial")
+    trainer.pending_param_store = state.get("param_store")
+    _restore_rng(trainer, state)
+    return changed
+
+
+def _restore_rng(trainer: "Trainer", state: Dict[str, Any]) -> None:
+    rng, ranks, own_cuda = state["rng"], state.get("rng_ranks"), None
+    if trainer.world_size > 1:
+        if ranks is not None and len(ranks) == trainer.world_size:
+            rng = dict(rng, torch=ranks[trainer.rank]["torch"])
+            own_cuda = ranks[trainer.rank].get("cuda_device")
+        else:
+            warnings.warn(
+                f"the checkpoint was written by {state.get('world_size', 1)} process(es), this run has "
+                f"{trainer.world_size}: each rank's latent noise restarts from its own seed, so the "
+                f"continuation is not bit-identical to an uninterrupted run", stacklevel=3)
+            seed = latent_noise_seed(trainer.config.seed, trainer.rank) + trainer.epoch
+            rng = dict(rng, torch=torch.manual_seed(seed).get_state())
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if own_cuda is not None and trainer.device.type == "cuda":  # this rank's own generator
+        torch.cuda.set_rng_state(own_cuda, trainer.device)
+    random.setstate(rng["python"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))

@@ -1,0 +1,190 @@
+"""One checked SVI step: loss and gradients, a finite guard, then the optimizer.
+
+:class:`CheckedStep` is :meth:`pyro.infer.SVI.step` with one addition: a non-finite loss
+or gradient raises :class:`NonFiniteStep` *before* the optimizer applies it, so the
+parameters stay as they were. Its optimizer is one fused :class:`torch.optim.Adam` over the
+VAE's parameters (or :class:`pyro.optim.clipped_adam.ClippedAdam`), plus one over whatever
+a custom guide keeps in Pyro's param store only, found by name at the first step.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.optim.clipped_adam import ClippedAdam
+
+from ..errors import CheckpointError, ConfigError
+from ..plate import registration_skipped
+from ..rng import rng_fork
+from .diagnosis import grad_norm, refused_parameter
+from .objective import Objective
+
+#: ``agree(loss, refused) -> (loss, refusals elsewhere)``: how the processes of a distributed
+#: run agree on a step's outcome (see :class:`pyro_vae.distributed.StepAgreement`).
+Agreement = Callable[[torch.Tensor, bool], Tuple[float, int]]
+
+
+class NonFiniteStep(Exception):
+    """A step met a non-finite loss or gradient; the optimizer did not run."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def make_optimizer(params: List[torch.Tensor], lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
+    """Adam over ``params``, fused into one kernel where torch has it for their device;
+    :class:`~pyro.optim.clipped_adam.ClippedAdam` when ``clip_norm`` is given."""
+    if clip_norm is not None:
+        return ClippedAdam(params, lr=lr, clip_norm=clip_norm)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:  # a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
+class CheckedStep:
+    """Loss and gradients of a minibatch, the finite guard, the optimizer.
+
+    :param loss_fn: the objective's module, or its
+        :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
+    :param agree: in a distributed run, how the processes agree on the outcome.
+    """
+
+    def __init__(self, objective: Objective, loss_fn: Callable[..., torch.Tensor], lr: float,
+                 clip_norm: Optional[float] = None, validate: bool = False,
+                 agree: Optional[Agreement] = None) -> None:
+        self.objective = objective
+        self.loss_fn = loss_fn
+        self.clip_norm = clip_norm
+        self.validate = validate
+        self.agree = agree
+        #: Adam over the VAE's parameters (the ones checkpoints save).
+        self.optimizer = make_optimizer(list(objective.vae.parameters()), lr, clip_norm)
+        #: Adam over the parameters a custom guide keeps in Pyro's param store only.
+        self.extra_optimizer: Optional[torch.optim.Optimizer] = None
+        #: ``(name, tensor)`` of those parameters, known after the first step.
+        self.extra_params: List[Tuple[str, torch.Tensor]] = []
+        self._params: Optional[List[torch.Tensor]] = None
+
+    def __call__(self, batch: torch.Tensor, num_data: int, weight: float = 1.0) -> float:
+        """One optimizer step on ``batch`` (valid data) of a training set of ``num_data``; returns
+        the loss at the full-data scale (the global one, when distributed). ``weight`` multiplies
+        this process's loss so that uneven shards average to the full-batch gradient.
+
+        :raises NonFiniteStep: on a non-finite loss or gradient, the parameters untouched.
+        """
+        self.zero_grads()
+        first = self._params is None
+        refused: Optional[NonFiniteStep] = None
+        with ExitStack() as stack:
+            if self.objective.skip_registration:
+                stack.enter_context(registration_skipped())
+            capture = stack.enter_context(poutine.trace(param_only=True)) if first else None
+            try:
+                with pyro.validation_enabled(self.validate):
+                    loss = self._loss_and_grads(batch, num_data, weight)
+            except ValueError as err:
+                what = refused_parameter(err)
+                if what is None:
+                    raise
+                refused = NonFiniteStep(f"{what} became NaN or infinite")
+                refused.__cause__ = err
+                if self.agree is None:
+                    raise refused from err
+                # The other processes wait in the gradient all-reduce: take part in it with the
+                # checks off (NaN flows), then all refuse the step together below.
+                with pyro.validation_enabled(False):
+                    loss = self._loss_and_grads(batch, num_data, weight)
+        if first:
+            self.adopt_params(capture.trace)
+        if self.agree is not None:
+            value, refused_elsewhere = self.agree(loss, refused is not None)
+        else:
+            value, refused_elsewhere = float(loss), 0
+        if refused is not None:
+            self.zero_grads()
+            raise refused from refused.__cause__
+        if refused_elsewhere:
+            self.zero_grads()
+            raise NonFiniteStep(f"a parameter of a distribution became NaN or infinite on {refused_elsewhere} "
+                                f"other process(es), whose validation refused it")
+        if not math.isfinite(value):
+            self.zero_grads()
+            raise NonFiniteStep(f"the loss is {value}")
+        if not torch.isfinite(grad_norm([p.grad for p in self._params if p.grad is not None])):
+            # NaN or inf entries, or squares that overflow (float32: entries beyond about 1e19),
+            # where Adam's second-moment estimate would overflow too and freeze the parameter.
+            self.zero_grads()
+            raise NonFiniteStep(f"the loss is finite ({value:.6g}) but its gradient norm is not")
+        self.optimizer.step()
+        if self.extra_optimizer is not None:
+            self.extra_optimizer.step()
+        return value
+
+    def _loss_and_grads(self, batch: torch.Tensor, num_data: int, weight: float) -> torch.Tensor:
+        if not hasattr(self.objective.elbo, "differentiable_loss"):  # an ELBO that differentiates itself
+            return self.objective.loss_and_grads(batch, num_data)
+        loss = self.loss_fn(batch, num_data=num_data)
+        if weight != 1.0:
+            loss = loss * weight
+        loss.backward()
+        return loss.detach()
+
+    def zero_grads(self) -> None:
+        """Drop the gradients of every parameter the step optimizes."""
+        for optimizer in (self.optimizer, self.extra_optimizer):
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr: float) -> None:
+        for optimizer in (self.optimizer, self.extra_optimizer):
+            for group in optimizer.param_groups if optimizer is not None else ():
+                group["lr"] = lr
+
+    def adopt_params(self, trace: Any) -> None:
+        """From the first step's parameter trace: also optimize what the model or guide keeps
+        in Pyro's param store only (``pyro.param``), beside the VAE's own parameters."""
+        mine = {id(p) for p in self.objective.vae.parameters()}
+        named, seen = [], set()
+        for name, site in trace.nodes.items():
+            value = site["value"].unconstrained()
+            if id(value) not in mine and id(value) not in seen and value.requires_grad:
+                named.append((name, value))
+                seen.add(id(value))
+        extra = [value for _, value in named]
+        if extra and self.agree is not None:
+            raise ConfigError(
+                "distributed training averages the gradients of the VAE's own parameters only, but "
+                "the guide keeps parameters in Pyro's param store (pyro.param); make the guide an "
+                "nn.Module with those tensors as nn.Parameter", settings=("distributed",)
+            )
+        if extra:
+            self.extra_optimizer = make_optimizer(extra, self.optimizer.param_groups[0]["lr"], self.clip_norm)
+        self.extra_params = named
+        self._params = list(self.objective.vae.parameters()) + extra
+
+    def restore_extra_params(self, saved: Dict[str, Any], batch: torch.Tensor, num_data: int) -> None:
+        """Write a checkpoint's param-store-only parameters and their Adam state back, before the
+        first step of a resumed run: model and guide run once (on a side RNG stream, without
+        gradients) to find those parameters by name."""
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False), \
+                poutine.trace(param_only=True) as capture:
+            self.objective.guide(batch, num_data=num_data)
+            self.objective.model(batch, num_data=num_data)
+        self.adopt_params(capture.trace)
+        found = dict(self.extra_params)
+        if set(found) != set(saved["params"]):
+            raise CheckpointError(
+                f"the checkpoint holds the guide's param-store parameters {sorted(saved['params'])}, but "
+                f"this guide has {sorted(found)}; resume with the guide that wrote it"
+            )
+        with torch.no_grad():
+            for name, value in found.items():
+                value.copy_(saved["params"][name])
+        self.extra_optimizer.load_state_dict(saved["optimizer"])

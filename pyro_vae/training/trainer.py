@@ -1,0 +1,347 @@
+r"""Fitting a VAE by stochastic variational inference on the ELBO (seed items 8-10).
+
+Each step draws a minibatch of :math:`B` of the :math:`N` training images and takes an Adam
+step on :class:`pyro.infer.Trace_ELBO`'s estimate of :math:`-\mathrm{ELBO}`, with the plate
+scaling the batch by :math:`N/B` (seed item 9). Encoder :math:`\phi` and decoder
+:math:`\theta` are updated *jointly* by stochastic gradient ascent -- not by EM (the seed's
+one slip).
+
+:class:`Trainer` orchestrates small parts, one concept each:
+
+- :class:`~pyro_vae.training.config.TrainConfig`, the validated settings;
+- :class:`~pyro_vae.training.objective.Objective`, the ELBO with its KL weight and JIT bookkeeping;
+- :class:`~pyro_vae.training.step.CheckedStep`, loss and gradients, the finite guard, the optimizer;
+- :mod:`~pyro_vae.training.diagnosis`, which names what went non-finite;
+- :class:`~pyro_vae.training.epochs.EpochPass`, the data order and the position in an epoch;
+- :mod:`pyro_vae.rng`'s named streams; :class:`~pyro_vae.training.signals.SignalStop`;
+- :mod:`~pyro_vae.training.state`, the checkpoint's content; :mod:`pyro_vae.distributed`;
+- :mod:`~pyro_vae.training.callbacks`, through which training is observed and extended.
+
+Speed: the objective runs as a module whose parameters one fused ``torch.optim.Adam``
+steps, rather than :class:`pyro.infer.SVI` with one Adam per parameter; the data is
+validated once when training starts instead of by every distribution at every step; and
+the param-store registration that only SVI needs is skipped (``bench/step.py`` measures
+each lever; ``validate=True`` turns per-step validation back on).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import pyro
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import distributed as dist_util
+from ..checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
+from ..data import binarize, check_pixels
+from ..errors import ConfigError, NonFiniteError, TrainingInterrupted, check_positive
+from ..rng import TEST_BINARIZATION_SEED, latent_noise_seed
+from . import state as training_state
+from .callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
+from .config import TrainConfig
+from .diagnosis import diagnose, non_finite_error
+from .epochs import EpochPass
+from .evaluation import test_elbo
+from .objective import Objective
+from .signals import SignalStop
+from .step import CheckedStep, NonFiniteStep
+
+
+class Trainer:
+    """SVI for a :class:`~pyro_vae.vae.VAE`: epochs, evaluation, history and checkpoints.
+
+    ``Trainer(vae, lr=3e-4, objective="iwae")`` takes the settings of
+    :class:`~pyro_vae.training.config.TrainConfig` by keyword, or ``Trainer(vae, config)``
+    one config. With ``distributed=True`` the loss module is wrapped in
+    :class:`~torch.nn.parallel.DistributedDataParallel`, every process trains on its shard
+    of each global minibatch, metrics are reduced over processes and only rank 0 writes.
+    """
+
+    def __init__(self, vae: Any, config: Optional[TrainConfig] = None, **settings: Any) -> None:
+        if config is not None and settings:
+            raise ConfigError(f"give the settings either as one TrainConfig or by keyword, not both "
+                              f"(got a config and {sorted(settings)})")
+        config = config if config is not None else TrainConfig(**settings)
+        if not vae.require_reparameterized:
+            raise ConfigError(
+                "the VAE was built with require_reparameterized=False, but every objective of the "
+                "Trainer differentiates through z; build it with the default True, or train the "
+                "score-function guide with your own pyro.infer.SVI"
+            )
+        self.vae = vae
+        #: The run's settings, ``binarize`` resolved for the VAE's likelihood.
+        self.config = config.for_likelihood(vae.likelihood.name)
+        self.objective = Objective(vae, self.config)
+        self.rank, self.world_size = 0, 1
+        #: Asks training to stop cleanly (SIGINT/SIGTERM inside :meth:`fit`).
+        self.stop = SignalStop()
+        loss_fn: Callable[..., torch.Tensor] = self.objective.module
+        agree = None
+        if self.config.distributed:
+            if not dist_util.is_distributed():
+                raise ConfigError("distributed=True needs a process group: launch the program with torchrun "
+                                  "and call pyro_vae.distributed.init_from_env() first", settings=("distributed",))
+            if not hasattr(self.objective.elbo, "differentiable_loss"):
+                raise ConfigError(f"distributed training needs an objective with differentiable_loss; "
+                                  f"{type(self.objective.elbo).__name__} has none", settings=("objective",))
+            self.rank, self.world_size = dist_util.rank_and_world()
+            device = self.device
+            loss_fn = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None)
+            agree = dist_util.StepAgreement(self.stop, device, self.world_size)
+        self.step_fn = CheckedStep(self.objective, loss_fn, self.config.lr, self.config.clip_norm,
+                                   self.config.validate, agree)
+        self.epoch = 0
+        self.history: List[Dict[str, float]] = []
+        #: The last :meth:`evaluate` result, and the test set :meth:`fit` evaluated (prepared).
+        self.last_evaluation: Optional[Dict[str, float]] = None
+        self.test_data: Optional[torch.Tensor] = None
+        #: ``(checkpoint's lr, this trainer's lr)`` when :meth:`resume` changed the rate, else None.
+        self.lr_changed_on_resume: Optional[Tuple[float, float]] = None
+        #: (path, epoch, step) of the last checkpoint written or resumed from.
+        self.last_checkpoint: Optional[Tuple[str, int, int]] = None
+        #: Where a stopped epoch continues (:meth:`.EpochPass.state`): None at an epoch boundary.
+        self.position: Optional[Dict[str, Any]] = None
+        #: A checkpoint's param-store-only guide parameters, written back before the next step.
+        self.pending_param_store: Optional[Dict[str, Any]] = None
+        self.num_data = 0  # of the pass in progress
+        self.target_epochs = 0  # of the fit in progress
+        self._checkpoint_path: Optional[str] = None
+        pyro.set_rng_seed(self.config.seed)
+        if self.world_size > 1:  # each process draws its own latent noise
+            torch.manual_seed(latent_noise_seed(self.config.seed, self.rank))
+
+    # ---- views of the parts ----------------------------------------------------------------
+
+    @property
+    def loss(self) -> Any:
+        """The :class:`pyro.infer.ELBO` instance being optimized."""
+        return self.objective.elbo
+
+    @property
+    def loss_module(self) -> torch.nn.Module:
+        return self.objective.module
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Adam over the VAE's parameters (the ones checkpoints save)."""
+        return self.step_fn.optimizer
+
+    @property
+    def current_beta(self) -> float:
+        return self.objective.beta
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Steps already taken in epoch ``self.epoch + 1`` (non-zero only after a signal)."""
+        return 0 if self.position is None else int(self.position["step"])
+
+    def set_lr(self, lr: float) -> None:
+        """Change Adam's learning rate for the next steps (for schedules such as Burda et al.'s);
+        ``config.lr`` stays the base rate, the current one lives in Adam's (checkpointed) state."""
+        self.step_fn.set_lr(check_positive("lr", lr, float, 1e-3))
+
+    def set_beta(self, beta: float) -> None:
+        """Set the KL weight the next steps use (KL warm-up calls this every step)."""
+        self.objective.set_beta(beta)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def check_data(self, x: torch.Tensor, what: str) -> torch.Tensor:
+        """Flatten ``x``, refuse NaN/out-of-range pixels and, without binarization,
+        pixels outside the likelihood's support."""
+        x = self.vae.flatten(x)
+        check_pixels(x, what)
+        if self.config.binarize == "none":
+            self.vae.likelihood.check_support(x)
+        return x
+
+    def prepare_test(self, x: torch.Tensor) -> torch.Tensor:
+        """The evaluation copy of ``x``: binarized once, with a fixed seed if dynamic."""
+        x = self.check_data(x, "test data")
+        generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+        return binarize(x, self.config.binarize, generator).to(self.device)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, batch_size: int = 1000) -> Dict[str, float]:
+        """Per-datapoint test ELBO and its parts on prepared data (:meth:`prepare_test`); see
+        :func:`pyro_vae.training.evaluation.test_elbo`."""
+        self.last_evaluation = test_elbo(self.vae, x, self.config, self.rank, self.world_size,
+                                         self.objective.skip_registration, batch_size)
+        return self.last_evaluation
+
+    # ---- training --------------------------------------------------------------------------
+
+    def step(self, batch: torch.Tensor, num_data: int, weight: float = 1.0) -> float:
+        """One checked SVI step on ``batch`` (valid data, this process's shard when distributed)
+        of a training set of ``num_data`` images (:class:`~pyro_vae.training.step.CheckedStep`);
+        returns the loss at the full-data scale."""
+        if not self.vae.guide_checked:  # here, not inside a JIT trace or DDP's forward
+            self.vae.check_guide(batch)
+        self.objective.compile_for(batch, num_data, [batch.shape[0]], self.step_fn.zero_grads)
+        self.objective.claim_param_store(batch, num_data)
+        if self.pending_param_store is not None:  # resumed: restore the param store first
+            saved, self.pending_param_store = self.pending_param_store, None
+            self.step_fn.restore_extra_params(saved, batch, num_data)
+        return self.step_fn(batch, num_data, weight)
+
+    def train_epoch(self, x: torch.Tensor, batch_size: int = 128, callbacks: Iterable[Callback] = ()) -> float:
+        """One pass over valid data ``x`` in shuffled minibatches (or the rest of a pass that a
+        signal stopped); returns the mean training objective per datapoint.
+
+        :raises NonFiniteError: at the first non-finite loss or gradient, before the optimizer applies it.
+        """
+        hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
+        num_data = self.num_data = x.shape[0]
+        self._check_shards(num_data, batch_size)
+        x = x.to(self.device)
+        if self.position is None:
+            epoch_pass = EpochPass.start(self.config.seed, self.epoch + 1, num_data, batch_size, self.device)
+        else:  # continue the pass that a signal stopped, from its next step
+            epoch_pass = EpochPass.from_state(self.position, num_data, batch_size, self.device)
+            self.position = None
+        batches = epoch_pass.batches
+        if self.objective.jit:  # every (shard) size this pass uses: the batch and the last, smaller one
+            sizes = {len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])}
+            self.objective.compile_for(x, num_data, sorted(sizes), self.step_fn.zero_grads)
+        self.vae.train()
+        hooks.on_epoch_start(self, len(batches), epoch_pass.step)
+        try:
+            for step in range(epoch_pass.step, len(batches)):
+                self._train_step(x, batches[step], epoch_pass, step, len(batches))
+                hooks.on_step_end(self, step, epoch_pass.last_loss)
+                if self.stop.signum is not None and step + 1 < len(batches):
+                    self.position = epoch_pass.state()
+                    raise TrainingInterrupted(self.stop.signum, self.epoch + 1, step + 1, None)
+        finally:
+            hooks.on_pass_end(self)
+        self.epoch += 1
+        return -epoch_pass.total / num_data
+
+    def _train_step(self, x: torch.Tensor, idx: torch.Tensor, epoch_pass: EpochPass, step: int, num_steps: int) -> None:
+        """Step ``step`` of ``epoch_pass``: warm-up's KL weight, the batch, the checked step."""
+        config, num_data = self.config, epoch_pass.num_data
+        if config.kl_warmup:
+            self.set_beta(config.beta * min(1.0, (self.epoch + step / num_steps) / config.kl_warmup))
+        batch = binarize(x[idx], config.binarize, epoch_pass.generator)
+        weight = 1.0
+        if self.world_size > 1:  # every process binarized the global batch alike; keep our rows
+            batch = dist_util.shard(batch, self.rank, self.world_size)
+            weight = self.world_size * batch.shape[0] / len(idx)
+        noise = torch.get_rng_state()  # ~1 us; lets a diagnosis replay the step's draws
+        try:
+            loss = self.step(batch, num_data, weight)
+        except NonFiniteStep as err:
+            analytic_kl = config.objective_name in ("meanfield", "jit_meanfield")
+            term, detail = diagnose(self.vae, batch, num_data, noise, analytic_kl)
+            raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
+                                   self._checkpoint_path) from err.__cause__
+        epoch_pass.record(step, loss * len(idx) / num_data, loss)
+
+    def _check_shards(self, num_data: int, batch_size: int) -> None:
+        """Distributed: every global minibatch, the last one included, needs a row per process."""
+        smallest = num_data % batch_size or batch_size
+        if self.world_size > 1 and min(smallest, batch_size) < self.world_size:
+            raise ConfigError(
+                f"{self.world_size} processes need at least {self.world_size} images in every minibatch, "
+                f"but {num_data} images in batches of {batch_size} leave a last batch of {smallest}; "
+                f"choose another batch_size (or number of training images)", settings=("batch_size", "train_size"))
+
+    def fit(self, train_x: torch.Tensor, test_x: Optional[torch.Tensor], epochs: int, batch_size: int = 128,
+            test_every: int = 1, checkpoint: Optional[str] = None, progress: bool = True,
+            log: Optional[Callable[[str], None]] = print, callbacks: Iterable[Callback] = ()) -> List[Dict[str, float]]:
+        """Train until ``self.epoch == epochs`` (so a resumed trainer continues), evaluating every
+        ``test_every`` epochs and at the end, checkpointing after every epoch. ``progress`` and
+        ``log`` add the :class:`ProgressBar` and :class:`ConsoleLog` callbacks before ``callbacks``.
+
+        :raises TrainingInterrupted: on SIGINT or SIGTERM, after the current step and a checkpoint
+            (mid-epoch if need be) that :meth:`resume` continues exactly.
+        :raises NonFiniteError: on a non-finite loss or gradient (see :meth:`train_epoch`).
+        """
+        check_positive("epochs", epochs, int, 10)
+        check_positive("batch_size", batch_size, int, 128)
+        check_positive("test_every", test_every, int, 1)
+        if checkpoint is not None:
+            check_writable_dir(os.path.dirname(os.path.abspath(checkpoint)), "checkpoint directory")
+        self._checkpoint_path, self.target_epochs = checkpoint, epochs
+        hooks = CallbackList([*([ProgressBar()] if progress else []), *([ConsoleLog(log)] if log else []), *callbacks])
+        with self.stop:  # a signal during the checks below stops after the first step
+            train_x = self.check_data(train_x, "training data").to(self.device)  # once, not per batch
+            # The guide contract, before any step (once per VAE; on its own RNG stream).
+            self.vae.check_guide(binarize(train_x[:2], self.config.binarize, torch.Generator(train_x.device).manual_seed(0)))
+            self.test_data = self.prepare_test(test_x) if test_x is not None else None
+            hooks.on_fit_start(self)
+            error: Optional[BaseException] = None
+            try:
+                while self.epoch < epochs:
+                    self._fit_epoch(train_x, batch_size, epochs, test_every, checkpoint, hooks)
+            except TrainingInterrupted as stop:
+                if checkpoint is not None:
+                    self._save(checkpoint, hooks)
+                error = TrainingInterrupted(stop.signum, stop.epoch, stop.step, checkpoint)
+                raise error from None
+            except BaseException as err:
+                error = err
+                raise
+            finally:
+                hooks.on_fit_end(self, error)
+        return self.history
+
+    def _fit_epoch(self, train_x: torch.Tensor, batch_size: int, epochs: int, test_every: int,
+                   checkpoint: Optional[str], hooks: CallbackList) -> None:
+        start = time.perf_counter()
+        train_elbo = self.train_epoch(train_x, batch_size, hooks)
+        record = {"epoch": self.epoch, "train_elbo": train_elbo, "seconds": time.perf_counter() - start,
+                  "beta": self.current_beta}
+        if self.test_data is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
+            test = self.evaluate(self.test_data)
+            hooks.on_evaluate(self, test, self.test_data)
+            record.update({f"test_{key}": value for key, value in test.items()})
+        self.history.append(record)
+        hooks.on_epoch_end(self, record)
+        if checkpoint is not None:
+            self._save(checkpoint, hooks)
+        if self.stop.signum is not None:  # arrived during evaluation or the save
+            raise TrainingInterrupted(self.stop.signum, self.epoch + 1, 0, None)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed run needs to continue bit-identically (:mod:`~pyro_vae.training.state`)."""
+        return training_state.state_dict(self)
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue the run ``state`` holds; every setting must match it except ``lr``: a trainer
+        built with another rate continues at that rate (to retry a run that diverged, say) and
+        records the change in :attr:`lr_changed_on_resume`."""
+        saved_lr = training_state.load_state_dict(self, state)
+        self.lr_changed_on_resume = None if saved_lr is None else (saved_lr, self.config.lr)
+
+    def save(self, path: str) -> None:
+        """Write a checkpoint atomically; refuse to replace a good one with non-finite weights."""
+        bad = [name for name, p in self.vae.state_dict().items()
+               if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+        if bad:
+            raise NonFiniteError(
+                f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:3])}"
+                f"{', ...' if len(bad) > 3 else ''}) over {path}; the file there is unchanged. Reload "
+                f"good weights (Trainer.resume) before saving", epoch=self.epoch, step=self.step_in_epoch)
+        state = self.state_dict()  # on every process: it gathers their RNG states
+        if self.rank == 0:
+            save_checkpoint(state, path)
+        self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
+
+    def _save(self, path: str, hooks: Callback) -> None:
+        self.save(path)
+        hooks.on_checkpoint(self, path)
+
+    def resume(self, path: str) -> None:
+        """Continue from the checkpoint at ``path``, written by :meth:`save` for the same config."""
+        self.load_state_dict(load_checkpoint(path))
+        self.last_checkpoint = (str(path), self.epoch, self.step_in_epoch)
