@@ -76,8 +76,8 @@ class HVAE(VAEBase):
     r"""Two stochastic layers: model :math:`p(z_2)p(z_1|z_2)p(x|z_1)`, guide :math:`q(z_1|x)q(z_2|z_1)`.
 
     Sites ``"z2"``, ``"z1"`` (model order) and ``"x"`` inside plate ``"data"``. ``z_dim`` is
-    the size of :math:`z_1`, the code the decoder reads: :meth:`posterior` is
-    :math:`q(z_1|x)`, and :meth:`decode` takes :math:`z_1`.
+    the size of :math:`z_1`, the code the decoder reads: :meth:`~pyro_vae.vae.VAEBase.posterior` is
+    :math:`q(z_1|x)`, and :meth:`~pyro_vae.vae.VAEBase.decode` takes :math:`z_1`.
 
     :param x_dim: number of pixels.
     :param z_dims: ``(size of z1, size of z2)``; Burda et al.: ``(100, 50)``.

@@ -25,7 +25,7 @@ parameter; the encoder's parameters receive gradients from the prior as well as 
 guide.
 
 With this prior :math:`\mathrm{KL}(q(z|x)\|p_\lambda(z))` has no closed form (the log of a
-sum of Gaussians), so every ELBO in :mod:`pyro_vae` estimates it by Monte Carlo,
+sum of Gaussians), so every ELBO in ``pyro_vae`` estimates it by Monte Carlo,
 :math:`\log q(z|x) - \log p_\lambda(z)` at :math:`z \sim q(z|x)`:
 :func:`~pyro_vae.elbo.elbo_terms` and ``TraceMeanField_ELBO`` fall back to it
 automatically. Each evaluation of :math:`\log p_\lambda(z)` costs :math:`K` Gaussian
@@ -50,7 +50,7 @@ PRIORS = ("standard", "vamp")
 
 
 def check_prior(prior: str) -> str:
-    """``prior`` if it names a prior of :data:`PRIORS`, else a :class:`ConfigError` listing them."""
+    """``prior`` if it names a prior of :data:`PRIORS`, else a :class:`~pyro_vae.errors.ConfigError` listing them."""
     if prior not in PRIORS:
         raise ConfigError(
             f"unknown prior {prior!r}; choose one of {list(PRIORS)}", settings=("prior",)

@@ -9,7 +9,7 @@ A latent variable model written in Pyro has observed sample sites (``obs=`` give
     p(x_{1..B}, z_{1..B}) = \prod_{i=1}^B p(z_i)\, p(x_i \mid z_i)
     \qquad \text{(every site inside the data plate)} .
 
-Every evaluation of :mod:`pyro_vae` (:func:`~pyro_vae.evaluate.log_likelihood`,
+Every evaluation of ``pyro_vae`` (:func:`~pyro_vae.evaluate.log_likelihood`,
 :func:`~pyro_vae.elbo.elbo_terms`, :func:`~pyro_vae.evaluate.kl_per_dimension`, the guide
 contract) reads these roles off a trace of the model, so the site names are free: the
 VAE's ``"z"``/``"x"``, Pyro's tutorial's ``"latent"``/``"obs"``, a hierarchy's ``"z1"``,

@@ -77,7 +77,7 @@ class VAEBase(nn.Module):
     call, the guide contract (:mod:`pyro_vae.guide_contract`) on the first.
     """
 
-    #: the latent site holding the bottom code (what :meth:`posterior` returns the guide's distribution of)
+    #: the latent site holding the bottom code, whose distribution under the guide :meth:`~pyro_vae.vae.VAEBase.posterior` returns
     code_site: str = "z"
     #: the event shape ``(z_dim,)`` the contract requires of a one-latent model, or ``None``
     #: to require the model's own event shapes at every latent site
@@ -173,7 +173,7 @@ class VAEBase(nn.Module):
     # ---- conveniences built on the two programs ---------------------------------------------
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        r"""The guide's distribution of the bottom code (site :attr:`code_site`) for a batch."""
+        r"""The guide's distribution of the bottom code (site ``code_site``) for a batch."""
         trace = pyro.poutine.trace(self.guide).get_trace(x)
         if self.code_site not in trace.nodes:
             raise ValueError(f"the guide did not sample a site named {self.code_site!r}")
@@ -304,6 +304,17 @@ class VAE(VAEBase):
         if self.vamp is not None:
             config.update(prior=self.prior, num_pseudo_inputs=self.vamp.num_pseudo_inputs)
         return config
+
+    # The door and the conveniences of VAEBase, named on VAE too: the API pages document
+    # (and the docs link) them as VAE.check_guide, VAE.posterior, ...
+    flatten = VAEBase.flatten
+    check_input = VAEBase.check_input
+    check_guide = VAEBase.check_guide
+    posterior = VAEBase.posterior
+    decode = VAEBase.decode
+    decoded_mean = VAEBase.decoded_mean
+    posterior_mean = VAEBase.posterior_mean
+    reconstruct = VAEBase.reconstruct
 
     # ---- the model: p(z) p(x|z) ---------------------------------------------------------
 
