@@ -344,3 +344,47 @@ def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
     p.beta = q.beta = 1.0
     torch.manual_seed(1)
     assert Trace_ELBO().loss(p, q, x) == pytest.approx(-terms.elbo.sum().item(), abs=1e-9)
+
+
+class TutorialShapedVAE(torch.nn.Module):
+    """A VAE shaped like the one of Pyro's tutorial: an MLP encoder and decoder, the code at site
+    "latent", Bernoulli pixels at site "obs", the plate "data"; nothing of pyro_vae inside."""
+
+    def __init__(self, z_dim=3, hidden=16):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 2 * z_dim))
+        self.decoder = torch.nn.Sequential(torch.nn.Linear(z_dim, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 784))
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=self.decoder(z)).to_event(1), obs=x)
+
+    def moments(self, x):
+        loc, raw = self.encoder(x).chunk(2, -1)
+        return loc, torch.nn.functional.softplus(raw) + 1e-3
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("latent", dist.Normal(*self.moments(x)).to_event(1))
+
+
+def test_a_tutorial_shaped_vae_is_evaluated_without_renaming_anything():
+    torch.manual_seed(0)
+    vae = TutorialShapedVAE()
+    x = torch.bernoulli(torch.full((6, 784), 0.3), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        terms = elbo_terms(vae.model, vae.guide, x)
+        loc, scale = vae.moments(x)
+        closed = 0.5 * (scale.pow(2) + loc.pow(2) - 1 - 2 * scale.log()).sum(-1)  # KL(N(loc, scale^2) || N(0, I))
+        assert torch.allclose(terms.kl_sites["latent"], closed, atol=1e-5) and torch.allclose(terms.kl, closed, atol=1e-5)
+        elbo = elbo_terms(vae.model, vae.guide, x, num_particles=100).elbo
+    result = log_likelihood(vae.model, vae.guide, x, num_samples=100)
+    assert torch.isfinite(result.log_likelihood).all()
+    assert (result.log_likelihood > elbo - 4 * result.stderr - 0.1).all()
+    per_dim = kl_per_dimension(vae.model, vae.guide, x)
+    assert per_dim.sum().item() == pytest.approx(closed.mean().item(), rel=1e-5)
+    assert posterior_means(vae.guide, x).shape == (6, 3)

@@ -163,3 +163,20 @@ def test_hvae_trains_on_mnist(mnist, options):
     with torch.no_grad():
         after = elbo_terms(hvae.model, hvae.guide, test, num_particles=5).elbo.mean().item()
     assert after > before + 200  # measured: -555 -> -212 (standard), -550 -> -206 (vamp)
+
+
+def test_kl_per_dimension_of_the_top_layer_sums_to_its_elbo_term():
+    """Site z2 (prior N(0, I), diagonal q(z2|z1)): the per-dimension KL at the guide's sample of
+    z1 sums to elbo_terms' closed-form z2 term at the same sample."""
+    from pyro_vae.evaluate import kl_per_dimension
+
+    torch.manual_seed(0)
+    hvae = HVAE(**SMALL)
+    x = binary(6)
+    torch.manual_seed(3)
+    per_dim = kl_per_dimension(hvae.model, hvae.guide, x, site="z2")
+    torch.manual_seed(3)
+    terms = elbo_terms(hvae.model, hvae.guide, x)
+    assert per_dim.shape == (4,) and (per_dim >= 0).all()
+    assert per_dim.sum().item() == pytest.approx(terms.kl_sites["z2"].mean().item(), rel=1e-5)
+    assert kl_per_dimension(hvae.model, hvae.guide, x, site="z1").shape == (8,)
