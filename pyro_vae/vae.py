@@ -288,6 +288,22 @@ class VAE(VAEBase):
                     settings=("prior", "guide"),
                 )
             self.vamp = VampPrior(num_pseudo_inputs, self.x_dim)
+            self._check_vamp_guide()
+
+    def _check_vamp_guide(self) -> None:
+        """Refuse a guide whose q(z|u) cannot be scored at codes of other datapoints, which the
+        VampPrior's density needs: a flow conditioned on its input (``guide="iaf"``)."""
+        codes = self.decoder[0].weight.new_zeros(2, self.z_dim)
+        try:
+            with torch.no_grad():
+                self.prior_distribution(codes.new_zeros(2, self.x_dim)).log_prob(codes)
+        except (RuntimeError, ValueError, NotImplementedError) as err:
+            raise ConfigError(
+                f"prior='vamp' needs the guide's density q(z|u_k) at every code z for each pseudo-input u_k, "
+                f"which the {self.guide_name} guide cannot give ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:80]}); use guide='diagonal', 'conv' or 'full_covariance' with it",
+                settings=("prior", "guide"),
+            ) from err
 
     @property
     def config(self) -> Dict[str, Any]:

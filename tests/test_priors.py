@@ -164,3 +164,13 @@ def test_vamp_vae_trains_on_mnist(mnist):
         after = elbo_terms(vae.model, vae.guide, test, num_particles=5).elbo.mean().item()
     assert after > before + 200  # measured: -563 -> -212
     assert not torch.equal(vae.vamp.raw_pseudo_inputs.detach(), pseudo_before)  # the prior was learned
+
+
+def test_vamp_with_each_built_in_guide():
+    x = binary(3).float()
+    for guide in ("diagonal", "conv", "full_covariance"):
+        vae = VAE(z_dim=4, hidden_dims=(16,), guide=guide, prior="vamp", num_pseudo_inputs=5)
+        assert math.isfinite(Trace_ELBO().loss(vae.model, vae.guide, x))
+        assert torch.isfinite(log_likelihood(vae.model, vae.guide, x, num_samples=4).log_likelihood).all()
+    with pytest.raises(ConfigError, match=r"^prior='vamp' needs the guide's density q\(z\|u_k\) .* the iaf guide cannot give"):
+        VAE(z_dim=4, hidden_dims=(16,), guide="iaf", prior="vamp", num_pseudo_inputs=5)
