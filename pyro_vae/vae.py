@@ -300,8 +300,8 @@ class VAE(VAEBase):
         except (RuntimeError, ValueError, NotImplementedError) as err:
             raise ConfigError(
                 f"prior='vamp' needs the guide's density q(z|u_k) at every code z for each pseudo-input u_k, "
-                f"which the {self.guide_name} guide cannot give ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:80]}); use guide='diagonal', 'conv' or 'full_covariance' with it",
+                f"which the {self.guide_name} guide cannot give for a batch of codes (a flow conditioned on "
+                f"its input); use guide='diagonal', 'conv' or 'full_covariance' with it",
                 settings=("prior", "guide"),
             ) from err
 
