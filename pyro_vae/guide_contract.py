@@ -102,11 +102,14 @@ def _check_site(guide_trace, model_trace, name: str, plate: str, expected_event:
         else:
             why = f"(the model's event shape at site {name!r})"
         n = len(expected_event)
-        coordinates = f"{expected_event[0]} coordinates" if n == 1 else f"trailing {n} dimensions {expected_event}"
+        if n == 0:
+            fix = "sample one scalar per datapoint, without `.to_event`"
+        else:
+            coordinates = f"{expected_event[0]} coordinates" if n == 1 else f"trailing {n} dimensions {expected_event}"
+            fix = (f"declare the {coordinates} one event with `.to_event({n})`, e.g. "
+                   f"dist.Normal(loc, scale).to_event({n})")
         raise GuideError(
-            f"rule 3 (event shape): site {name!r} has event shape {event}, expected {expected_event} "
-            f"{why}; declare the {coordinates} one event with `.to_event({n})`, e.g. "
-            f"dist.Normal(loc, scale).to_event({n})"
+            f"rule 3 (event shape): site {name!r} has event shape {event}, expected {expected_event} {why}; {fix}"
         )
     batch_shape = tuple(model_site["fn"].batch_shape)
     if tuple(fn.batch_shape) != batch_shape:
@@ -119,9 +122,15 @@ def _check_site(guide_trace, model_trace, name: str, plate: str, expected_event:
         )
     # Rule 2: the model's plate over datapoints.
     frame, model_frame = frame_named(site, plate), frame_named(model_site, plate)
-    if frame is None:
+    if model_frame is None:  # a latent the model shares across datapoints: the guide samples it outside too
+        if frame is not None:
+            raise GuideError(
+                f"rule 2 (plate {plate!r}): site {name!r} is inside plate {plate!r} but the model samples it "
+                f"outside, once for all datapoints; sample it outside the plate as the model does"
+            )
+    elif frame is None:
         raise GuideError(f"rule 2 (plate {plate!r}): site {name!r} is not inside plate {plate!r}; {_plate_hint(plate)}")
-    if frame.dim != model_frame.dim or frame.size != model_frame.size:
+    elif frame.dim != model_frame.dim or frame.size != model_frame.size:
         raise GuideError(
             f"rule 2 (plate {plate!r}): site {name!r} is in plate {plate!r} with dim={frame.dim}, size={frame.size}; "
             f"expected dim={model_frame.dim} over the batch of {model_frame.size}; {_plate_hint(plate)}"
@@ -192,6 +201,8 @@ def check_guide(
     sub_guide = _trace_guide(guide, small, num_data)
     sub_model = poutine.trace(poutine.replay(model, trace=sub_guide)).get_trace(small, num_data=num_data)
     for name in sites.latent:
+        if frame_named(model_trace.nodes[name], sites.plate) is None:
+            continue  # outside the plate: no N/B scale to match
         q_frame = frame_named(sub_guide.nodes[name], sites.plate)
         p_frame = frame_named(sub_model.nodes[name], sites.plate)
         q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)

@@ -388,3 +388,26 @@ def test_a_tutorial_shaped_vae_is_evaluated_without_renaming_anything():
     per_dim = kl_per_dimension(vae.model, vae.guide, x)
     assert per_dim.sum().item() == pytest.approx(closed.mean().item(), rel=1e-5)
     assert posterior_means(vae.guide, x).shape == (6, 3)
+
+
+def test_contract_accepts_a_latent_shared_by_all_datapoints_when_the_guide_shares_it_too():
+    def model(x, num_data=None):
+        w = pyro.sample("w", dist.Normal(torch.tensor(0.0, dtype=F64), 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(w.expand(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1, keepdim=True).expand_as(x), 1.0).to_event(1), obs=x)
+
+    def guide(x, num_data=None):
+        pyro.sample("w", dist.Normal(torch.tensor(0.1, dtype=F64), 0.5))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=F64), 1.0).to_event(1))
+
+    def guide_with_w_per_datapoint(x, num_data=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("w", dist.Normal(torch.zeros(x.shape[0], dtype=F64), 1.0))
+            pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=F64), 1.0).to_event(1))
+
+    x = torch.zeros(3, 4, dtype=F64)
+    check_guide(model, guide, x)
+    with pytest.raises(GuideError, match=r"^rule 3 \(batch shape\): site 'w' has batch shape \(2,\)"):
+        check_guide(model, guide_with_w_per_datapoint, x)
