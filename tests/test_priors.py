@@ -13,6 +13,7 @@ from torch.distributions import kl_divergence
 from pyro_vae import VAE, ConfigError, Trainer
 from pyro_vae.elbo import elbo_terms
 from pyro_vae.evaluate import log_likelihood
+from pyro_vae.objectives import IWAE_ELBO
 from pyro_vae.hvae import HVAE
 from pyro_vae.models import build_model
 from pyro_vae.priors import VampPrior
@@ -174,3 +175,22 @@ def test_vamp_with_each_built_in_guide():
         assert torch.isfinite(log_likelihood(vae.model, vae.guide, x, num_samples=4).log_likelihood).all()
     with pytest.raises(ConfigError, match=r"^prior='vamp' needs the guide's density q\(z\|u_k\) .* the iaf guide cannot give"):
         VAE(z_dim=4, hidden_dims=(16,), guide="iaf", prior="vamp", num_pseudo_inputs=5)
+
+
+@pytest.mark.parametrize("objective", [Trace_ELBO, lambda: IWAE_ELBO(num_particles=4)], ids=["elbo", "iwae"])
+def test_raw_svi_trains_a_vamp_vae(objective):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    vae = VAE(z_dim=4, hidden_dims=(32,), prior="vamp", num_pseudo_inputs=10)
+    g = torch.Generator().manual_seed(0)
+    x = torch.bernoulli(torch.rand(1, 784, generator=g).expand(32, 784), generator=g)
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 3e-3}), objective())
+    with torch.no_grad():
+        before = elbo_terms(vae.model, vae.guide, x, num_particles=5).elbo.mean().item()
+    pseudo_before = vae.vamp.raw_pseudo_inputs.detach().clone()
+    for _ in range(60):
+        assert math.isfinite(svi.step(x))
+    with torch.no_grad():
+        after = elbo_terms(vae.model, vae.guide, x, num_particles=5).elbo.mean().item()
+    assert after > before + 50
+    assert not torch.equal(vae.vamp.raw_pseudo_inputs.detach(), pseudo_before)  # a param-store param too
