@@ -82,7 +82,7 @@ class Likelihood:
         return self(logits).mean
 
     def check_support(self, x: torch.Tensor) -> None:
-        """Raise :class:`InvalidDataError` if ``x`` lies outside the support."""
+        """Raise :class:`~pyro_vae.errors.InvalidDataError` if ``x`` lies outside the support."""
         raise NotImplementedError
 
 
