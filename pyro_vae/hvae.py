@@ -56,7 +56,6 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
 
 from .errors import ConfigError, check_positive
 from .likelihoods import get_likelihood

@@ -434,7 +434,7 @@ class HierarchicalLinearGaussianModel(nn.Module):
     def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
         r""":math:`p(z_2)\,p(z_1|z_2)\,p(x|z_1)` as a Pyro model, top-down, sites ``"z2"``, ``"z1"``, ``"x"``."""
         x = _check_data(x, self.x_dim)
-        batch, (k1, k2) = x.shape[0], self.z_dims
+        batch, k2 = x.shape[0], self.z_dims[1]
         with data_plate(batch, num_data, x.device):
             z2 = pyro.sample("z2", dist.Normal(x.new_zeros(()), x.new_ones(())).expand([batch, k2]).to_event(1))
             z1 = pyro.sample("z1", dist.Normal(z2 @ self.A.T + self.a, self.s).to_event(1))

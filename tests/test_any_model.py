@@ -17,7 +17,6 @@ from pyro_vae.elbo import elbo_terms
 from pyro_vae.evaluate import kl_per_dimension, log_likelihood, posterior_means
 from pyro_vae.guide_contract import GuideError, check_guide
 from pyro_vae.linear_gaussian import (
-    HierarchicalLinearGaussianGuide,
     HierarchicalLinearGaussianModel,
     LinearGaussianModel,
 )
@@ -29,7 +28,9 @@ K1, K2, D = 3, 2, 5
 
 def chain(seed=0):
     g = torch.Generator().manual_seed(seed)
-    r = lambda *shape: torch.randn(*shape, generator=g, dtype=F64)  # noqa: E731
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=F64)
+
     return HierarchicalLinearGaussianModel(r(K1, K2), r(K1), 0.7, r(D, K1), r(D), 0.4)
 
 
@@ -294,8 +295,8 @@ def test_models_that_cannot_be_weighted_per_datapoint_are_named():
 
 @pytest.mark.parametrize("sites", [None, ("z1",)], ids=["all-latent", "only-z1"])
 def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
-    from pyro.infer import Trace_ELBO
     from pyro import poutine
+    from pyro.infer import Trace_ELBO
 
     from pyro_vae.importance import log_importance_weights
     from pyro_vae.objectives import kl_weighted

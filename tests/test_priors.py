@@ -13,9 +13,9 @@ from torch.distributions import kl_divergence
 from pyro_vae import VAE, ConfigError, Trainer
 from pyro_vae.elbo import elbo_terms
 from pyro_vae.evaluate import log_likelihood
-from pyro_vae.objectives import IWAE_ELBO
 from pyro_vae.hvae import HVAE
 from pyro_vae.models import build_model
+from pyro_vae.objectives import IWAE_ELBO
 from pyro_vae.priors import VampPrior
 
 F64 = torch.float64
