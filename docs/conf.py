@@ -84,5 +84,6 @@ nitpicky = True
 # (intersphinx) would have to be fetched from the internet at build time.
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|pyro|os|pathlib|numpy|matplotlib)(\..*)?"),
-    (r"py:class", r"Module"),  # torch.nn.Module, as autodoc abbreviates it in a base-class list
+    (r"py:.*", r"argparse(\..*)?"),
+    (r"py:class", r"(nn\.)?Module|ELBO"),  # torch.nn.Module and pyro.infer.ELBO, as autodoc abbreviates them
 ]

@@ -18,7 +18,7 @@ class PyroVAEError(Exception):
     """Base class of every error pyro_vae raises on purpose.
 
     The message names settings (``lr``, ``hidden_dims``), never a command-line flag; the
-    settings a fix involves are also in :attr:`settings`, so that a front end can name
+    settings a fix involves are also in ``settings``, so that a front end can name
     its own flags for them (``examples/mnist_svi.py`` does). The message stays one line
     even when raised inside a Pyro trace: Pyro re-raises a ``ValueError`` from a traced
     program with the trace's shape table appended, which this drops.
@@ -85,7 +85,7 @@ class TrainingInterrupted(PyroVAEError):
     """SIGINT or SIGTERM stopped :meth:`pyro_vae.training.Trainer.fit` after a complete step.
 
     The trainer wrote a checkpoint (mid-epoch if need be) from which a resumed run
-    continues bit-identically. A command line exits with :attr:`exit_code`,
+    continues bit-identically. A command line exits with :attr:`~pyro_vae.errors.TrainingInterrupted.exit_code`,
     the shell's ``128 + signal number`` (130 for SIGINT, 143 for SIGTERM).
 
     :ivar signum: the signal received.
