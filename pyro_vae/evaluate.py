@@ -19,7 +19,7 @@ chunks, and the chunks' log-weights are merged with running log-sum-exps.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import pyro
 import torch
@@ -30,7 +30,7 @@ from torch.distributions import kl_divergence
 from .errors import check_positive
 from .importance import log_importance_weights
 from .plate import registration_skipped
-from .sites import SiteError, choose_latent, is_latent
+from .sites import SiteError, choose_latent, is_latent, latent_sites
 
 
 class LogLikelihood(NamedTuple):
@@ -162,6 +162,20 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> torch.Tensor:
     :returns: a boolean mask ``[z_dim]``; ``.sum()`` counts the active units.
     """
     return means.var(0) > threshold
+
+
+@torch.no_grad()
+def active_units_per_site(
+    guide: Callable[..., Any], x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000
+) -> Dict[str, torch.Tensor]:
+    r""":func:`active_units` of every latent site of ``guide``, by name, in the guide's order.
+
+    The sites are read off a trace of the guide (:mod:`pyro_vae.sites`): ``{"z": mask}`` for
+    the VAE, ``{"z1": ..., "z2": ...}`` for a two-layer model, whose units Burda et al.
+    count per layer. Each site's posterior means come from :func:`posterior_means`.
+    """
+    names = latent_sites(poutine.trace(guide).get_trace(x[:1]))
+    return {name: active_units(posterior_means(guide, x, batch_size, site=name), threshold) for name in names}
 
 
 @torch.no_grad()

@@ -180,3 +180,16 @@ def test_kl_per_dimension_of_the_top_layer_sums_to_its_elbo_term():
     assert per_dim.shape == (4,) and (per_dim >= 0).all()
     assert per_dim.sum().item() == pytest.approx(terms.kl_sites["z2"].mean().item(), rel=1e-5)
     assert kl_per_dimension(hvae.model, hvae.guide, x, site="z1").shape == (8,)
+
+
+def test_active_units_per_layer():
+    from pyro_vae.evaluate import active_units, active_units_per_site
+
+    torch.manual_seed(0)
+    hvae = HVAE(**SMALL)
+    x = torch.bernoulli(torch.rand(40, 784, generator=torch.Generator().manual_seed(1)))
+    per_site = active_units_per_site(hvae.guide, x, threshold=1e-4, batch_size=16)
+    assert list(per_site) == ["z1", "z2"]
+    assert torch.equal(per_site["z1"], active_units(posterior_means(hvae.guide, x, site="z1"), 1e-4))
+    # E_q[z2|x] is taken at a sampled z1, so only its shape is fixed from call to call
+    assert per_site["z1"].shape == (8,) and per_site["z2"].shape == (4,) and per_site["z2"].dtype == torch.bool
