@@ -6,7 +6,7 @@ The generative model goes top-down and the guide bottom-up:
 
     p_\psi(x, z_1, z_2) = p(z_2)\; p_\psi(z_1 \mid z_2)\; p_\psi(x \mid z_1),
     \qquad
-    q_\theta(z_1, z_2 \mid x) = q_\theta(z_1 \mid x)\; q_\theta(z_2 \mid z_1),
+    q_\phi(z_1, z_2 \mid x) = q_\phi(z_1 \mid x)\; q_\phi(z_2 \mid z_1),
 
 with diagonal Gaussians for both conditional layers,
 
@@ -14,9 +14,9 @@ with diagonal Gaussians for both conditional layers,
 
     p_\psi(z_1 \mid z_2) = \mathcal N\big(\mu_\psi(z_2), \operatorname{diag}\sigma_\psi(z_2)^2\big),
     \quad
-    q_\theta(z_1 \mid x) = \mathcal N\big(\mu_\theta(x), \operatorname{diag}\sigma_\theta(x)^2\big),
+    q_\phi(z_1 \mid x) = \mathcal N\big(\mu_\phi(x), \operatorname{diag}\sigma_\phi(x)^2\big),
     \quad
-    q_\theta(z_2 \mid z_1) = \mathcal N\big(\mu'_\theta(z_1), \operatorname{diag}\sigma'_\theta(z_1)^2\big),
+    q_\phi(z_2 \mid z_1) = \mathcal N\big(\mu'_\phi(z_1), \operatorname{diag}\sigma'_\phi(z_1)^2\big),
 
 and :math:`p(z_2) = \mathcal N(0, I)`, or the VampPrior (``prior="vamp"``,
 :mod:`pyro_vae.priors`) over the top layer. Burda et al.'s MNIST sizes are the defaults:
@@ -41,7 +41,7 @@ the importance-sampled log-likelihood work unchanged; the model shares the VAE's
 
 The VampPrior of the top layer needs :math:`q(z_2|u)` for a pseudo-input image :math:`u`,
 which the bottom-up guide defines only through :math:`z_1`; here
-:math:`q(z_2|u_k) := q_\theta(z_2 \mid z_1 = \mu_\theta(u_k))`, the top encoder at the mean of
+:math:`q(z_2|u_k) := q_\phi(z_2 \mid z_1 = \mu_\phi(u_k))`, the top encoder at the mean of
 the bottom one (Tomczak & Welling's hierarchical VampPrior uses a guide that maps
 :math:`x` to :math:`z_2` directly).
 

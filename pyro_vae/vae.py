@@ -4,19 +4,19 @@ The *model* is the generative story (seed items 5 and 10)
 
 .. math::
 
-    z_i \sim p(z) = \mathcal N(0, I), \qquad x_i \mid z_i \sim p_\phi(x \mid z_i),
+    z_i \sim p(z) = \mathcal N(0, I), \qquad x_i \mid z_i \sim p_\theta(x \mid z_i),
 
-with the decoder network inside :math:`p_\phi`. The *guide* is the amortized
+with the decoder network inside :math:`p_\theta`. The *guide* is the amortized
 approximate posterior (seed items 6 and 10)
 
 .. math::
 
-    q_\theta(z \mid x_i) = \mathcal N\big(\mu_\theta(x_i), \operatorname{diag} \sigma_\theta(x_i)^2\big).
+    q_\phi(z \mid x_i) = \mathcal N\big(\mu_\phi(x_i), \operatorname{diag} \sigma_\phi(x_i)^2\big).
 
 Both sample the latent site ``"z"`` inside ``pyro.plate("data")``; the model
 observes site ``"x"``. :class:`pyro.infer.Trace_ELBO` run on the pair estimates
 the ELBO (seed item 8), and SVI ascends it in the encoder's parameters
-:math:`\theta` and the decoder's :math:`\phi` jointly.
+:math:`\phi` and the decoder's :math:`\theta` jointly.
 
 Every call of either passes one door (:meth:`VAEBase.flatten`, :meth:`VAEBase.check_input`,
 :meth:`VAEBase.check_guide`): the input is checked (shape, dtype, device, an empty batch; NaN
@@ -27,7 +27,7 @@ or bad data with a one-line error naming the fix. The door is the base class
 
 The prior is a choice (``prior=``): ``"standard"``, the :math:`\mathcal N(0, I)` above, or
 ``"vamp"``, the learned mixture of the guide's posteriors at pseudo-inputs
-:math:`p_\lambda(z) = \frac1K\sum_k q_\theta(z|u_k)` (:mod:`pyro_vae.priors`), whose KL
+:math:`p_\lambda(z) = \frac1K\sum_k q_\phi(z|u_k)` (:mod:`pyro_vae.priors`), whose KL
 every ELBO then estimates by Monte Carlo.
 
 Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
@@ -180,7 +180,7 @@ class VAEBase(nn.Module):
         return trace.nodes[self.code_site]["fn"]
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        r"""The likelihood :math:`p_\phi(x|z)` as a distribution over images."""
+        r"""The likelihood :math:`p_\theta(x|z)` as a distribution over images."""
         return self.likelihood(self.decoder(z))
 
     def decoded_mean(self, z: torch.Tensor) -> torch.Tensor:
@@ -335,7 +335,7 @@ class VAE(VAEBase):
     # ---- the model: p(z) p(x|z) ---------------------------------------------------------
 
     def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
-        r"""The joint :math:`p(x, z) = p(z)\,p_\phi(x|z)` (seed item 5), ``x`` observed.
+        r"""The joint :math:`p(x, z) = p(z)\,p_\theta(x|z)` (seed item 5), ``x`` observed.
 
         Returns the decoder logits for the sampled ``z``.
         """
@@ -365,7 +365,7 @@ class VAE(VAEBase):
     # ---- the guide: q(z|x) ----------------------------------------------------------------
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
-        r"""The amortized posterior :math:`q_\theta(z|x)` (seed items 6 and 10).
+        r"""The amortized posterior :math:`q_\phi(z|x)` (seed items 6 and 10).
 
         Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
         samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
