@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     say(cli.describe(vae, trainer, args.batch_size, args.epochs), flush=True)
 
     # 3. SVI: each step ascends the ELBO of a minibatch, scaled by N/B to the whole training set.
-    config = {**vae.config, **trainer.config.settings(), "batch_size": args.batch_size, "device": str(device),
+    config = {"model": "vae", **vae.config, **trainer.config.settings(), "batch_size": args.batch_size,
+              "device": str(device),
               "processes": trainer.world_size}
     metrics = MetricsFile(os.path.join(out, "metrics.json"), **cli.metrics_fields(data, config))
     callbacks = [metrics]

@@ -26,7 +26,8 @@ from .errors import ConfigError, PyroVAEError, check_positive
 from .guides import GUIDES
 from .objectives import OBJECTIVES
 from .training import TrainConfig, Trainer
-from .vae import VAE
+from .models import MODELS, build_model
+from .vae import VAE, VAEBase
 
 #: Errors that name their problem and fix; any other exception is reported as unexpected.
 EXPECTED_ERRORS = (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError)
@@ -37,10 +38,13 @@ SETTING_FLAGS = {
     "binarize": "--binarize", "num_particles": "--particles", "train_size": "--train-size",
     "test_size": "--test-size", "checkpoint": "--out", "distributed": "--distributed", "device": "--device",
     "beta": "--beta", "kl_warmup": "--kl-warmup", "objective": "--objective", "guide": "--guide",
-    "activation": "--activation", "seed": "--seed",
+    "activation": "--activation", "seed": "--seed", "model": "--model", "prior": "--prior",
+    "num_pseudo_inputs": "--pseudo-inputs", "eval_samples": "--eval-samples",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
-MODEL_SETTINGS = ("z_dim", "hidden_dims", "likelihood", "activation", "guide")
+MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")
+#: Settings of the one-layer VAE that the two-layer HVAE, Burda et al.'s architecture, does not take.
+ONE_LAYER_ONLY = ("z_dim", "hidden_dims", "guide")
 TRAIN_SETTINGS = ("lr", "binarize", "seed", "objective", "num_particles", "beta", "kl_warmup", "clip_norm")
 
 
@@ -64,7 +68,15 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The VAE's settings (unset options take the checkpoint's value on --resume, else VAE's default)."""
+    """The model's settings (unset options take the checkpoint's value on --resume, else the model's default)."""
+    p.add_argument("--model", default=None, choices=sorted(MODELS),
+                   help="vae: one Gaussian latent layer (default); hvae: two stochastic layers, Burda et al.'s "
+                        "architecture (100 and 50 units; --z-dim, --hidden and --guide are the vae's)")
+    p.add_argument("--prior", default=None, choices=["standard", "vamp"],
+                   help="p(z): standard N(0, I) (default), or vamp, the VampPrior, a mixture of the guide's "
+                        "posteriors at learned pseudo-inputs (over z2 for hvae)")
+    p.add_argument("--pseudo-inputs", dest="num_pseudo_inputs", type=int, default=None,
+                   help=f"pseudo-inputs K of the VampPrior (default {default(VAE, 'num_pseudo_inputs')})")
     p.add_argument("--z-dim", type=int, default=None, help=f"latent dimension (default {default(VAE, 'z_dim')})")
     p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=None,
                    help=f"hidden layer widths (default {' '.join(map(str, default(VAE, 'hidden_dims')))})")
@@ -153,27 +165,34 @@ def device_of(args: argparse.Namespace) -> Tuple[int, torch.device]:
     return 0, torch.device(args.device)
 
 
-def training_run(args: argparse.Namespace, device: torch.device) -> Tuple[VAE, Trainer]:
-    """The VAE and Trainer the options ask for: new, or, with ``--resume``, continued from
+def training_run(args: argparse.Namespace, device: torch.device) -> Tuple[VAEBase, Trainer]:
+    """The model and Trainer the options ask for: new, or, with ``--resume``, continued from
     ``OUT/checkpoint.pt`` with its settings (options that contradict them are refused, except
     ``--lr``, which continues the run at a new rate)."""
-    given = {name: getattr(args, name) for name in MODEL_SETTINGS + TRAIN_SETTINGS
-             if getattr(args, name) is not None}
+    model = {k: getattr(args, k) for k in MODEL_SETTINGS if getattr(args, k) is not None}
+    train = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k) is not None}
     state = None
     if args.resume:
         state = load_checkpoint(os.path.join(args.out, "checkpoint.pt"))
-        saved = {**state["config"], **state["trainer"]}
-        clash = {k: (v, saved.get(k)) for k, v in given.items() if k != "lr" and _differs(v, saved.get(k))}
+        saved = {"model": "vae", **state["config"], **state["trainer"]}
+        clash = {k: (v, saved.get(k)) for k, v in {**model, **train}.items()
+                 if k != "lr" and _differs(v, saved.get(k))}
         if clash:
             raise ConfigError(
                 "resuming continues the saved run, but these settings differ from it: "
                 + ", ".join(f"{k} {a} (checkpoint: {b})" for k, (a, b) in clash.items())
                 + ". Leave them unset, or start another run in a new output directory.", settings=tuple(clash))
-        given = {**{k: saved[k] for k in MODEL_SETTINGS + TRAIN_SETTINGS}, **given}
-    seed = given.get("seed", TrainConfig.seed)
-    pyro.set_rng_seed(seed)  # the seed governs the initial weights too
-    config = TrainConfig(**{k: given[k] for k in TRAIN_SETTINGS if k in given}, distributed=args.distributed)
-    vae = VAE(**{k: given[k] for k in MODEL_SETTINGS if k in given}).to(device)
+        model = {"model": "vae", **state["config"]}
+        train = {**{k: state["trainer"][k] for k in TRAIN_SETTINGS}, **train}
+    elif model.get("model") == "hvae":
+        wrong = [k for k in ONE_LAYER_ONLY if k in model]
+        if wrong:
+            raise ConfigError(f"the hvae has Burda et al.'s two layers (100 and 50 units) and takes no "
+                              f"{' or '.join(wrong)}, settings of the one-layer vae; leave them unset",
+                              settings=tuple(wrong))
+    pyro.set_rng_seed(train.get("seed", TrainConfig.seed))  # the seed governs the initial weights too
+    config = TrainConfig(**train, distributed=args.distributed)
+    vae = build_model(model).to(device)
     trainer = Trainer(vae, config)
     if state is not None:
         trainer.load_state_dict(state)
@@ -185,15 +204,15 @@ def _differs(given: Any, saved: Any) -> bool:
     return (list(given) != list(saved)) if isinstance(given, (list, tuple)) else given != saved
 
 
-def describe(vae: VAE, trainer: Trainer, batch_size: int, epochs: int) -> str:
+def describe(vae: VAEBase, trainer: Trainer, batch_size: int, epochs: int) -> str:
     """One line: the model, the guide and how SVI trains them."""
-    c, m = trainer.config, vae.config
+    c = trainer.config
+    model = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in vae.config.items() if k != "x_dim")
     particles = f" K={trainer.loss.num_particles}" if trainer.loss.num_particles > 1 else ""
     warmup = f" (warm-up over {c.kl_warmup} epochs)" if c.kl_warmup else ""
     optimizer = "Adam" if c.clip_norm is None else f"ClippedAdam clip_norm={c.clip_norm}"
     processes = f", {trainer.world_size} processes" if c.distributed else ""
-    return (f"model: z_dim={m['z_dim']} hidden={list(m['hidden_dims'])} {m['activation']}, likelihood={m['likelihood']}, "
-            f"binarize={c.binarize}, guide={m['guide']}; SVI {type(trainer.loss).__name__}{particles}, "
+    return (f"model: {model}; binarize={c.binarize}; SVI {type(trainer.loss).__name__}{particles}, "
             f"beta={c.beta}{warmup}, {optimizer} lr={c.lr}, batch {batch_size}, {epochs} epochs, "
             f"{trainer.device}{processes}")
 

@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .rng import rng_fork  # noqa: E402
 from .evaluate import principal_plane  # noqa: E402
 from .vae import VAE  # noqa: E402
 
@@ -114,15 +115,23 @@ def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16) -> s
 
 @torch.no_grad()
 def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0) -> str:
-    """Decoder means E[x|z] for z drawn from the prior N(0, I)."""
+    """Decoder means E[x|z] for codes drawn from the model's prior: N(0, I), the VampPrior, or,
+    for the two-layer HVAE, ancestrally from p(z2) p(z1|z2)."""
     side = _image_side(vae)
-    generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, vae.z_dim, generator=generator).to(next(vae.parameters()).device)
-    images = vae.decoded_mean(z)
+    model, prior = vae.config.get("model", "vae"), vae.config.get("prior", "standard")
+    if model == "vae" and prior == "standard":
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, vae.z_dim, generator=generator).to(next(vae.parameters()).device)
+        images, law = vae.decoded_mean(z), r"$z \sim \mathcal{N}(0, I)$"
+    else:
+        with rng_fork(seed):
+            images = vae.sample_prior(n)
+        top = r"\frac{1}{K}\sum_k q(\cdot|u_k)" if prior == "vamp" else r"\mathcal{N}(0, I)"
+        law = (rf"$z_2 \sim {top}$, $z_1 \sim p(z_1|z_2)$" if model == "hvae" else rf"$z \sim {top}$ (VampPrior)")
     fig, ax = plt.subplots(figsize=(7, 7))
     ax.imshow(_image_grid(images, side, nrow=8), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
-    ax.set_title(r"Samples from the prior: $\mathbb{E}[x|z]$, $z \sim \mathcal{N}(0, I)$")
+    ax.set_title(r"Samples from the prior: $\mathbb{E}[x|z]$, " + law)
     return _save(fig, path)
 
 

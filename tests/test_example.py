@@ -175,3 +175,26 @@ def test_resume_may_lower_the_learning_rate_and_says_so(tmp_path, mnist_source):
     # other options still continue the saved run
     clash = run(["--epochs", "3", "--resume", "--z-dim", "5", "--out", str(out)], mnist_source)
     assert clash.returncode == 2 and "z_dim 5 (checkpoint: 4)" in clash.stderr and "(command line: --z-dim)" in clash.stderr
+
+
+@pytest.mark.parametrize("model", [["--model", "hvae"], ["--prior", "vamp", "--pseudo-inputs", "20"],
+                                   ["--model", "hvae", "--prior", "vamp", "--pseudo-inputs", "20"]])
+def test_the_example_trains_and_resumes_the_other_models_by_name(tmp_path, mnist_source, model):
+    out = tmp_path / "run"
+    small = ["--train-size", "256", "--test-size", "50", "--out", str(out)]
+    first = run(["--epochs", "1", *model, *small], mnist_source)
+    assert first.returncode == 0, first.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["model"] == ("hvae" if "hvae" in model else "vae")
+    assert metrics["config"]["prior"] == ("vamp" if "vamp" in model else "standard")
+    assert set(metrics["figures"]) == {name[:-4] for name in FIGURES} and -800 < metrics["test_elbo"] < 0
+    resumed = run(["--epochs", "2", "--resume", *small], mnist_source)  # the model comes from the checkpoint
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_the_hvae_refuses_the_one_layer_settings_in_one_line(tmp_path):
+    result = run(["--model", "hvae", "--z-dim", "3", "--guide", "iaf", "--out", str(tmp_path / "run")], None)
+    assert result.returncode == 2
+    assert result.stderr.endswith("takes no z_dim or guide, settings of the one-layer vae; leave them unset "
+                                  "(command line: --z-dim, --guide)\n"), result.stderr
