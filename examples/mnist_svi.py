@@ -66,8 +66,7 @@ def main(argv=None) -> int:
 
     # 3. SVI: each step ascends the ELBO of a minibatch, scaled by N/B to the whole training set.
     config = {"model": "vae", **vae.config, **trainer.config.settings(), "batch_size": args.batch_size,
-              "device": str(device),
-              "processes": trainer.world_size}
+              "device": str(device), "processes": trainer.world_size}
     metrics = MetricsFile(os.path.join(out, "metrics.json"), **cli.metrics_fields(data, config))
     callbacks = [metrics]
     if args.tensorboard:
