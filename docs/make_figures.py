@@ -19,7 +19,9 @@ Figures:
 * ``reverse_kl.png`` -- the exact linear-Gaussian posterior against the best diagonal ``q``,
   and a Gaussian fitted to two modes;
 * ``gaps.png`` -- the approximation and amortization gaps (Cremer et al. 2018) and
-  :math:`\\mathcal L_K` against ``K``, for a VAE with ``z_dim=10``.
+  :math:`\\mathcal L_K` against ``K``, for a VAE with ``z_dim=10``;
+* ``kl_per_dimension.png`` -- the KL per latent dimension and the active units of three VAEs
+  trained with the KL weighted by 1, by 4, and warmed up from 0.1 to 1.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO  # noqa: E402
 from pyro_vae import VAE, elbo_terms  # noqa: E402
 from pyro_vae.data import binarize, load_embedded  # noqa: E402
 from pyro_vae.evaluate import log_likelihood  # noqa: E402
+from pyro_vae.evaluate import active_units, kl_per_dimension, posterior_means  # noqa: E402
 from pyro_vae.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
+from pyro_vae.objectives import kl_weighted  # noqa: E402
 from pyro_vae.plate import data_plate  # noqa: E402
 from pyro_vae.plots import plot_all  # noqa: E402
 
@@ -60,14 +64,17 @@ def save(fig, name: str) -> None:
 # ---- a VAE, trained by the plain SVI loop ---------------------------------------------------
 
 
-def train_vae(z_dim: int, epochs: int, train_x, test_x, seed: int = 0):
-    """SVI with Trace_ELBO and Adam, dynamic binarization, minibatches scaled by N/B."""
+def train_vae(z_dim: int, epochs: int, train_x, test_x, seed: int = 0, beta=lambda epoch: 1.0, name=None):
+    """SVI with Trace_ELBO and Adam, dynamic binarization, minibatches scaled by N/B; the KL
+    weighted by ``beta(epoch)`` (1: the ELBO itself)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    vae = VAE(z_dim=z_dim, hidden_dims=(400,), name=f"vae{z_dim}")
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    vae = VAE(z_dim=z_dim, hidden_dims=(400,), name=name or f"vae{z_dim}")
+    model, guide = kl_weighted(vae.model, 1.0), kl_weighted(vae.guide, 1.0)  # the KL's weight, beta
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     n, batch, history = len(train_x), 100, []
     for epoch in range(1, epochs + 1):
+        model.beta = guide.beta = beta(epoch)
         total = 0.0
         for idx in torch.randperm(n).split(batch):
             total += svi.step(torch.bernoulli(train_x[idx]), num_data=n)  # a fresh binarization each time
@@ -341,6 +348,40 @@ def gaps(vae: VAE, test_x, numbers: dict) -> None:
     save(fig, "gaps.png")
 
 
+# ---- the KL term at work: beta, warm-up, active units ---------------------------------------
+
+
+def collapse(vae1, train_x, test_x, epochs: int, numbers: dict) -> None:
+    """Three VAEs with z_dim=10 that differ only in the KL's weight during training."""
+    runs = {"β = 1 (the ELBO)": vae1}
+    runs["β = 4"], _ = train_vae(10, epochs, train_x, test_x, beta=lambda e: 4.0, name="beta4")
+    runs["warm-up: β from 0.1 to 1 over 10 epochs"], _ = train_vae(
+        10, epochs, train_x, test_x, beta=lambda e: min(1.0, e / 10), name="warmup")
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    width = 0.27
+    for i, (label, vae) in enumerate(runs.items()):
+        with torch.no_grad():
+            terms = elbo_terms(vae.model, vae.guide, test_x)
+            kl_d = kl_per_dimension(vae.model, vae.guide, test_x)
+            active = int(active_units(posterior_means(vae.guide, test_x)).sum())
+        order = torch.sort(kl_d, descending=True).values
+        key = ["beta1", "beta4", "warmup"][i]
+        numbers[f"{key}_elbo"], numbers[f"{key}_kl"] = terms.elbo.mean().item(), terms.kl.mean().item()
+        numbers[f"{key}_recon"], numbers[f"{key}_active"] = terms.recon.mean().item(), active
+        numbers[f"{key}_kl_sorted"] = order.tolist()
+        ax.bar(np.arange(10) + (i - 1) * width, order.numpy(), width, color=f"C{[0, 3, 2][i]}",
+               label=f"{label}: ELBO {terms.elbo.mean():.1f} = {terms.recon.mean():.1f} − {terms.kl.mean():.1f},"
+                     f" {active} active units")
+    ax.set(xticks=range(10), xlabel="latent dimension, sorted by its KL",
+           ylabel="mean KL($q(z_d \\mid x) \\,\\|\\, p(z_d)$)  [nats]",
+           title="Where the KL goes: test digits, $z$_dim = 10, 30 epochs each (ELBO in nats, β = 1 for all)")
+    ax.title.set_fontsize(9.5)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    save(fig, "kl_per_dimension.png")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs-2d", type=int, default=100, help="epochs for the VAE with z_dim=2")
@@ -371,6 +412,8 @@ def main() -> int:
     reverse_kl(numbers)
     print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
     gaps(vae10, test_x, numbers)
+    print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    collapse(vae10, train_x, test_x, args.epochs, numbers)
     numbers["seconds"] = round(time.perf_counter() - start)
     (OUT / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(f"done in {numbers['seconds']} s", flush=True)

@@ -42,6 +42,9 @@ FORMATS = {
     "lk_encoder_1000": lambda v: f"{v:.2f}",
     "lk_encoder_5000": lambda v: f"{v:.2f}",
     "z2_test_elbo": lambda v: f"{v:.2f}",
+    **{f"{run}_{part}": (lambda v: f"{v:.1f}") for run in ("beta1", "beta4", "warmup") for part in ("elbo", "recon", "kl")},
+    **{f"{run}_active": str for run in ("beta1", "beta4", "warmup")},
+    "beta4_kl_last": lambda v: f"{v:.2f}",
 }
 
 
@@ -49,6 +52,7 @@ def measured():
     numbers = json.loads((FIGURES / "numbers.json").read_text())
     numbers["lk_encoder_1000"] = numbers["lk_encoder"]["1000"]
     numbers["lk_encoder_5000"] = numbers["lk_encoder"]["5000"]
+    numbers["beta4_kl_last"] = numbers["beta4_kl_sorted"][-1]
     return numbers
 
 
@@ -77,6 +81,9 @@ def test_the_measured_numbers_say_what_the_page_says():
     assert n["reverse_kl_nats"] < n["moment_matched_reverse_kl_nats"]  # and picks one mode
     assert n["gap_elbo_encoder"] < n["gap_elbo_optimized"] < n["gap_log_px"]
     assert n["amortization_gap"] > n["approximation_gap"]  # "most of the gap is amortization"
+    assert n["beta4_kl"] < n["beta1_kl"] and n["beta4_elbo"] < n["beta1_elbo"]  # beta = 4 buys less KL, worse ELBO
+    assert n["beta4_kl_sorted"][-1] < 0.1 < min(n["beta1_kl_sorted"])  # "on its way to the prior"
+    assert abs(n["warmup_elbo"] - n["beta1_elbo"]) < 1  # "warm-up changes little here"
     lk = [n["lk_encoder"][k] for k in ("1", "10", "100", "1000", "5000")]
     assert lk == sorted(lk)  # L_K rises with K
 
@@ -85,6 +92,7 @@ def test_every_figure_shown_exists():
     shown = set()
     for page in [PAGE, ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         shown |= set(re.findall(r"_static/figures/([\w-]+\.png)", page.read_text()))
-    assert {"gradient_variance.png", "reverse_kl.png", "gaps.png", "manifold.png", "reconstructions.png"} <= shown
+    assert {"gradient_variance.png", "reverse_kl.png", "gaps.png", "manifold.png", "reconstructions.png",
+            "kl_per_dimension.png"} <= shown
     for name in shown:
         assert (FIGURES / name).stat().st_size > 5000, name
