@@ -18,18 +18,17 @@ class PyroVAEError(Exception):
     """Base class of every error pyro_vae raises on purpose.
 
     The message names settings (``lr``, ``hidden_dims``), never a command-line flag; the
-    settings a fix involves are also in ``settings``, so that a front end can name
+    settings a fix involves are also in :attr:`settings`, so that a front end can name
     its own flags for them (``examples/mnist_svi.py`` does). The message stays one line
     even when raised inside a Pyro trace: Pyro re-raises a ``ValueError`` from a traced
     program with the trace's shape table appended, which this drops.
-
-    :ivar settings: the settings the fix involves, e.g. ``("lr", "clip_norm")``.
     """
 
     def __init__(self, *args: Any, settings: Sequence[str] = ()) -> None:
         if args and isinstance(args[0], str):
             args = (re.split(r"\n\s*Trace Shapes:", args[0], maxsplit=1)[0], *args[1:])
         super().__init__(*args)
+        #: the settings the fix involves, e.g. ``("lr", "clip_norm")``
         self.settings = tuple(settings)
 
 
@@ -110,6 +109,7 @@ class TrainingInterrupted(PyroVAEError):
 
     @property
     def exit_code(self) -> int:
+        """The command line's exit code, ``128 + signal number``."""
         return 128 + int(self.signum)
 
 

@@ -75,6 +75,7 @@ class IWAE_ELBO(ELBO):
         return float(loss.detach())
 
 
+#: The objectives by name: each builds a fresh ``pyro.infer`` ELBO given ``num_particles``.
 OBJECTIVES: Dict[str, Callable[..., ELBO]] = {
     "elbo": lambda num_particles=1: Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1),
     "meanfield": lambda num_particles=1: TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1),
