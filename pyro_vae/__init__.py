@@ -21,21 +21,36 @@ from .errors import (
     PyroVAEError,
     TrainingInterrupted,
 )
-from .evaluate import LogLikelihood, active_units, kl_per_dimension, log_likelihood
+from .evaluate import LogLikelihood, active_units, active_units_per_site, kl_per_dimension, log_likelihood, posterior_means
 from .guide_contract import GuideError, check_guide
 from .guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
 from .information import cross_entropy, entropy, information_content, kl_divergence
-from .linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from .hvae import HVAE
+from .linear_gaussian import (
+    HierarchicalLinearGaussianGuide,
+    HierarchicalLinearGaussianModel,
+    LinearGaussianGuide,
+    LinearGaussianModel,
+)
+from .models import MODELS, build_model, get_model
 from .objectives import IWAE_ELBO, get_objective, kl_weighted
 from .plate import data_plate, register_module
+from .priors import VampPrior
 from .reparameterization import reparameterize
 from .training import Callback, ConsoleLog, MetricsFile, ProgressBar, TrainConfig, Trainer
-from .vae import VAE
+from .sites import SiteError
+from .vae import VAE, VAEBase
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "VAEBase",
+    "HVAE",
+    "VampPrior",
+    "MODELS",
+    "build_model",
+    "get_model",
     "data_plate",
     "register_module",
     "DiagonalNormalGuide",
@@ -57,6 +72,8 @@ __all__ = [
     "LogLikelihood",
     "active_units",
     "kl_per_dimension",
+    "active_units_per_site",
+    "posterior_means",
     "load_mnist",
     "MNISTData",
     "balanced_prefix",
@@ -71,6 +88,9 @@ __all__ = [
     "reparameterize",
     "LinearGaussianModel",
     "LinearGaussianGuide",
+    "HierarchicalLinearGaussianModel",
+    "HierarchicalLinearGaussianGuide",
+    "SiteError",
     "PyroVAEError",
     "DataNotFoundError",
     "InvalidDataError",

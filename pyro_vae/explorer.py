@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 from .checkpoint import check_writable_dir
 from .elbo import elbo_terms
-from .errors import InvalidDataError, check_positive
+from .errors import ConfigError, InvalidDataError, check_positive
 from .evaluate import principal_plane
 from .rng import rng_fork
 from .vae import VAE
@@ -67,10 +67,16 @@ def write_explorer(
     :raises InvalidDataError: an empty test set, labels that do not match the images, or
         images the VAE refuses (shape, dtype, device, the likelihood's support).
     :raises OutputDirError: a directory for ``path`` that cannot be created or written.
+    :raises ConfigError: a model other than a one-layer VAE under the standard Normal prior.
 
     The VAE runs in eval mode without gradients and is put back in the mode it was in.
     """
     check_positive("max_points", max_points, example=2000)
+    model, prior = vae.config.get("model", "vae"), vae.config.get("prior", "standard")
+    if (model, prior) != ("vae", "standard"):
+        raise ConfigError(
+            f"the explorer draws one latent layer under the prior N(0, I), but this is model {model!r} with "
+            f"prior {prior!r}; write it for a one-layer VAE with prior='standard'", settings=("model", "prior"))
     x, labels = _checked_test_set(vae, test_x, test_y, max_points)
     check_writable_dir(os.path.dirname(os.path.abspath(path)))
     was_training = vae.training

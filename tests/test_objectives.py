@@ -202,3 +202,15 @@ def test_a_new_beta_recompiles_the_jit_objective_given_not_a_default_one():
     torch.manual_seed(1)
     eager_loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(*eager, x, num_data=32).item()
     assert jit_loss == pytest.approx(eager_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["meanfield", "jit_meanfield"])
+def test_a_closed_form_kl_objective_is_refused_where_it_would_be_biased(objective):
+    from pyro_vae.hvae import HVAE
+
+    x = torch.bernoulli(torch.full((8, 784), 0.3), generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(HVAE(z_dims=(6, 3), hidden_dims=((16,), (8,))), objective=objective)
+    with pytest.raises(ValueError, match=r"biased for site\(s\) \['z1'\].*use objective='elbo'") as err:
+        trainer.step(x, num_data=8)
+    assert err.value.settings == ("objective",)
+    assert math.isfinite(Trainer(HVAE(z_dims=(6, 3), hidden_dims=((16,), (8,))), objective="elbo").step(x, 8))

@@ -25,8 +25,11 @@ from pyro.infer.elbo import ELBO
 from torch import nn
 
 from ..data import binarize
+from ..elbo import analytic_kl_allowed
+from ..errors import ConfigError
 from ..objectives import check_beta, get_objective, is_jit, kl_weighted
 from ..rng import jit_warmup_seed, rng_fork
+from ..sites import latent_sites
 from .config import TrainConfig
 
 
@@ -88,6 +91,25 @@ class Objective:
         if self.jit and beta != self.model.beta:
             self._use(copy.copy(self._pristine))
         self.model.beta = self.guide.beta = beta
+
+    def check_model(self, x: torch.Tensor) -> None:
+        """Refuse a mean-field objective (closed-form KL per site) for a model whose latent sites
+        the guide samples in another order than the model: Pyro's ``TraceMeanField_ELBO`` would
+        only warn, and its KL of a site conditioned on a later one would be biased (the
+        two-layer HVAE's top-down model against its bottom-up guide)."""
+        if self.config.objective_name not in ("meanfield", "jit_meanfield"):
+            return
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
+            guide_trace = poutine.trace(poutine.block(self.vae.guide, hide_types=["param"])).get_trace(x)
+            model_trace = poutine.trace(poutine.replay(self.vae.model, trace=guide_trace)).get_trace(x)
+        allowed = analytic_kl_allowed(latent_sites(model_trace), latent_sites(guide_trace))
+        biased = [name for name, ok in allowed.items() if not ok]
+        if biased:
+            raise ConfigError(
+                f"objective {self.config.objective_name!r} computes each latent site's KL in closed form, "
+                f"which is biased for site(s) {biased}: the guide samples them before sites the model "
+                f"conditions them on; use objective='elbo' (or 'iwae') for this model",
+                settings=("objective",))
 
     def loss_and_grads(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
         """For an ELBO without ``differentiable_loss``: its own ``loss_and_grads``."""

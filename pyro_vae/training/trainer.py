@@ -109,6 +109,7 @@ class Trainer:
         self.num_data = 0  # of the pass in progress
         self.target_epochs = 0  # of the fit in progress
         self._checkpoint_path: Optional[str] = None
+        self._model_checked = False
         pyro.set_rng_seed(self.config.seed)
         if self.world_size > 1:  # each process draws its own latent noise
             torch.manual_seed(latent_noise_seed(self.config.seed, self.rank))
@@ -182,14 +183,21 @@ class Trainer:
         """One checked SVI step on ``batch`` (valid data, this process's shard when distributed)
         of a training set of ``num_data`` images (:class:`~pyro_vae.training.step.CheckedStep`);
         returns the loss at the full-data scale."""
-        if not self.vae.guide_checked:  # here, not inside a JIT trace or DDP's forward
-            self.vae.check_guide(batch)
+        if not self._model_checked:  # here, not inside a JIT trace or DDP's forward
+            self._check_model(batch[:2])
         self.objective.compile_for(batch, num_data, [batch.shape[0]], self.step_fn.zero_grads)
         self.objective.claim_param_store(batch, num_data)
         if self.pending_param_store is not None:  # resumed: restore the param store first
             saved, self.pending_param_store = self.pending_param_store, None
             self.step_fn.restore_extra_params(saved, batch, num_data)
         return self.step_fn(batch, num_data, weight)
+
+    def _check_model(self, rows: torch.Tensor) -> None:
+        """Once, before any step: the guide's contract (once per VAE, on its own RNG stream) and
+        whether the objective suits the model."""
+        self.vae.check_guide(rows)
+        self.objective.check_model(rows)
+        self._model_checked = True
 
     def train_epoch(self, x: torch.Tensor, batch_size: int = 128, callbacks: Iterable[Callback] = ()) -> float:
         """One pass over valid data ``x`` in shuffled minibatches (or the rest of a pass that a
@@ -273,8 +281,7 @@ class Trainer:
         hooks = CallbackList([*([ProgressBar()] if progress else []), *([ConsoleLog(log)] if log else []), *callbacks])
         with self.stop:  # a signal during the checks below stops after the first step
             train_x = self.check_data(train_x, "training data").to(self.device)  # once, not per batch
-            # The guide contract, before any step (once per VAE; on its own RNG stream).
-            self.vae.check_guide(binarize(train_x[:2], self.config.binarize, torch.Generator(train_x.device).manual_seed(0)))
+            self._check_model(binarize(train_x[:2], self.config.binarize, torch.Generator(train_x.device).manual_seed(0)))
             self.test_data = self.prepare_test(test_x) if test_x is not None else None
             hooks.on_fit_start(self)
             error: Optional[BaseException] = None
