@@ -86,4 +86,5 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(torch|pyro|os|pathlib|numpy|matplotlib)(\..*)?"),
     (r"py:.*", r"argparse(\..*)?"),
     (r"py:class", r"(nn\.)?Module|ELBO"),  # torch.nn.Module and pyro.infer.ELBO, as autodoc abbreviates them
+    (r"py:class", r"string"),  # a type named in a docstring that autodoc inherits from torch
 ]
