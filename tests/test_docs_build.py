@@ -13,8 +13,13 @@ def test_sphinx_builds_the_docs_without_warnings(tmp_path):
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    for page in ["index.html", "equations.html", "tutorial.html", "api.html"]:
+    for page in ["index.html", "start_here.html", "equations.html", "tutorial.html", "notation.html",
+                 "references.html", "api.html"]:
         assert (tmp_path / page).is_file(), page
+    # KaTeX rendered the math at build time; its stylesheet and fonts sit beside the pages.
+    assert (tmp_path / "_static" / "katex" / "katex.min.css").is_file()
+    assert list((tmp_path / "_static" / "katex" / "fonts").glob("KaTeX_Main-Regular.*"))
+    assert 'class="katex"' in (tmp_path / "start_here.html").read_text()
     api = (tmp_path / "api.html").read_text()
     for name in ["pyro_vae.vae.VAE", "pyro_vae.elbo.elbo_terms", "pyro_vae.information.entropy",
                  "pyro_vae.linear_gaussian.LinearGaussianModel"]:
