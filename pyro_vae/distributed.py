@@ -88,6 +88,16 @@ def shard(indices: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return indices[rank::world_size]
 
 
+def check_shards(num_data: int, batch_size: int, world_size: int) -> None:
+    """Every global minibatch, the last one included, needs a row per process."""
+    smallest = num_data % batch_size or batch_size
+    if world_size > 1 and min(smallest, batch_size) < world_size:
+        raise ConfigError(
+            f"{world_size} processes need at least {world_size} images in every minibatch, but {num_data} "
+            f"images in batches of {batch_size} leave a last batch of {smallest}; choose another batch_size "
+            f"(or number of training images)", settings=("batch_size", "train_size"))
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum ``values`` over ranks, in place (a no-op outside a process group)."""
     if is_distributed():

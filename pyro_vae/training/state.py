@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import distributed as dist_util
-from ..errors import CheckpointError
+from ..errors import CheckpointError, NonFiniteError
 from ..rng import latent_noise_seed
 from .config import CHANGEABLE_ON_RESUME
 
@@ -69,6 +69,17 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
     elif trainer.pending_param_store is not None:  # resumed, not stepped yet: keep what was read
         state["param_store"] = trainer.pending_param_store
     return state
+
+
+def refuse_non_finite_weights(trainer: "Trainer", path: str) -> None:
+    """Never replace a good checkpoint with non-finite weights."""
+    bad = [name for name, p in trainer.vae.state_dict().items()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NonFiniteError(
+            f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}) over {path}; the file there is unchanged. Reload "
+            f"good weights (Trainer.resume) before saving", epoch=trainer.epoch, step=trainer.step_in_epoch)
 
 
 def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:

@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import distributed as dist_util
 from ..checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from ..data import binarize, check_pixels
-from ..errors import ConfigError, NonFiniteError, TrainingInterrupted, check_positive
+from ..errors import ConfigError, TrainingInterrupted, check_positive
 from ..rng import TEST_BINARIZATION_SEED, latent_noise_seed
 from . import state as training_state
 from .callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
@@ -207,7 +207,7 @@ class Trainer:
         """
         hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
         num_data = self.num_data = x.shape[0]
-        self._check_shards(num_data, batch_size)
+        dist_util.check_shards(num_data, batch_size, self.world_size)
         x = x.to(self.device)
         if self.position is None:
             epoch_pass = EpochPass.start(self.config.seed, self.epoch + 1, num_data, batch_size, self.device)
@@ -251,15 +251,6 @@ class Trainer:
             raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
                                    self._checkpoint_path) from err.__cause__
         epoch_pass.record(step, loss * len(idx) / num_data, loss)
-
-    def _check_shards(self, num_data: int, batch_size: int) -> None:
-        """Distributed: every global minibatch, the last one included, needs a row per process."""
-        smallest = num_data % batch_size or batch_size
-        if self.world_size > 1 and min(smallest, batch_size) < self.world_size:
-            raise ConfigError(
-                f"{self.world_size} processes need at least {self.world_size} images in every minibatch, "
-                f"but {num_data} images in batches of {batch_size} leave a last batch of {smallest}; "
-                f"choose another batch_size (or number of training images)", settings=("batch_size", "train_size"))
 
     def fit(self, train_x: torch.Tensor, test_x: Optional[torch.Tensor], epochs: int, batch_size: int = 128,
             test_every: int = 1, checkpoint: Optional[str] = None, progress: bool = True,
@@ -332,13 +323,7 @@ class Trainer:
 
     def save(self, path: str) -> None:
         """Write a checkpoint atomically; refuse to replace a good one with non-finite weights."""
-        bad = [name for name, p in self.vae.state_dict().items()
-               if p.is_floating_point() and not bool(torch.isfinite(p).all())]
-        if bad:
-            raise NonFiniteError(
-                f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}) over {path}; the file there is unchanged. Reload "
-                f"good weights (Trainer.resume) before saving", epoch=self.epoch, step=self.step_in_epoch)
+        training_state.refuse_non_finite_weights(self, path)
         state = self.state_dict()  # on every process: it gathers their RNG states
         if self.rank == 0:
             save_checkpoint(state, path)
