@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Semi-supervised MNIST with M2 (Kingma et al., 2014): the label y a latent variable, observed
+when known, summed out exactly by enumeration when not.
+
+    python examples/ss_vae.py                                   # embedded sample, 100/600/1000/3000 labels
+    python examples/ss_vae.py --labels 100 --epochs 50 --data-dir ~/data   # full MNIST
+
+The story, top to bottom: the data, split into a class-balanced labelled subset (fixed seed,
+recorded in metrics.json) and the unlabelled rest; the model p(y) p(z) p(x|y,z) and the guide
+q(y|x) q(z|x,y) (pyro_vae.SSVAE, see docs/ssvae.md); SVI with TraceEnum_ELBO plus alpha times
+the classification loss, alternating a labelled and an unlabelled minibatch; the test accuracy
+of q(y|x) per label count; the figures. Errors print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from pyro_vae import cli, load_mnist
+from pyro_vae.checkpoint import save_checkpoint
+from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.ssvae import LABEL_SEED, SSConfig, SSVAE, train_ssvae
+
+#: This example's settings as flags (the library's errors name settings; cli.run maps them).
+cli.SETTING_FLAGS.setdefault("num_labels", "--labels")
+cli.SETTING_FLAGS.setdefault("alpha", "--alpha")
+
+
+def parse_args(argv=None):
+    p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_data_options(p)
+    p.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000],
+                   help="labelled training images, one run each (default 100 600 1000 3000)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the unlabelled images per run (default 10)")
+    p.add_argument("--batch-size", type=int, default=100, help="minibatch size of both kinds (default 100)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    p.add_argument("--z-dim", type=int, default=50, help="style code size (default 50)")
+    p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=[500],
+                   help="hidden widths of each network (default 500)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="weight of the classification loss (default 0.1 x training images, Kingma et al.)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
+    p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    args = p.parse_args(argv)
+    for name, example in (("epochs", 10), ("batch_size", 100), ("z_dim", 50)):
+        check_positive(name, getattr(args, name), example=example)
+    if args.max_steps is not None:
+        check_positive("max_steps", args.max_steps, example=300)
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    out = cli.output_dir(args.out)
+
+    # 1. The data; each run splits the training half into labelled and unlabelled images.
+    data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
+    n = len(data.train_images)
+    for count in args.labels:
+        if count >= n:  # before any run starts: one line, not after the first runs' minutes
+            raise ConfigError(f"num_labels={count} labelled images asked of a training set of {n}; pass "
+                              f"num_labels below {n}", settings=("num_labels", "train_size"))
+    alpha = 0.1 * n if args.alpha is None else args.alpha
+    print(f"data: {data.source}: {n} train / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
+
+    metrics = {**cli.metrics_fields(data, {**vars(args), "alpha": alpha}), "runs": {}}
+    models = {}
+    for count in args.labels:
+        # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
+        vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha)
+        config = SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, label_seed=args.label_seed)
+        # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)).
+        steps = args.epochs * max((n - count) // min(args.batch_size, n - count), count // min(args.batch_size, count))
+        if args.max_steps is not None:
+            steps = min(steps, args.max_steps)
+        start = time.perf_counter()
+        with tqdm(total=steps, desc=f"{count} labels", unit="step", disable=True if args.no_progress else None) as bar:
+            run = train_ssvae(vae, data, config, max_steps=args.max_steps,
+                              on_step=lambda s: bar.update(s - bar.n),
+                              on_epoch=lambda r: bar.write(f"{count} labels, epoch {r['epoch']}: test accuracy "
+                                                           f"{r['test_accuracy']:.4f}"))
+        wall = time.perf_counter() - start
+        # 4. The test accuracy of the classifier q(y|x).
+        accuracy = run.history[-1]["test_accuracy"]
+        print(f"{count} labels: test accuracy {accuracy:.4f} after {len(run.history)} epochs "
+              f"({run.history[-1]['steps']} steps of each kind, {wall:.0f} s)", flush=True)
+        save_checkpoint({"model": vae.state_dict(), "config": vae.config, "run": run.as_dict()},
+                        os.path.join(out, f"checkpoint_{count}.pt"))
+        metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "wall_seconds": wall}
+        models[count] = vae
+        with open(os.path.join(out, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=1)
+
+    # 5. The figures; style and samples from the run that took the most steps.
+    from pyro_vae.ssvae_plots import plot_accuracy, plot_class_samples, plot_style_transfer
+
+    best = models[max(models, key=lambda c: metrics["runs"][str(c)]["history"][-1]["steps"])]
+    figures = {
+        "accuracy": plot_accuracy(metrics["runs"], os.path.join(out, "accuracy.png")),
+        "style_transfer": plot_style_transfer(best, data.test_images, data.test_labels,
+                                              os.path.join(out, "style_transfer.png")),
+        "class_samples": plot_class_samples(best, os.path.join(out, "class_samples.png")),
+    }
+    metrics["figures"] = {k: os.path.basename(v) for k, v in figures.items()}
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    print("labels  test accuracy")
+    for count, r in metrics["runs"].items():
+        print(f"{count:>6}  {r['test_accuracy']:.4f}")
+    print(f"figures, metrics.json and checkpoints in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

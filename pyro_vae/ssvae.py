@@ -1,0 +1,359 @@
+r"""The semi-supervised VAE M2 of Kingma et al. (2014), "Semi-Supervised Learning with Deep
+Generative Models": the digit's label is a latent variable, observed when known.
+
+Model and guide (:class:`SSVAE`)
+--------------------------------
+.. math::
+
+    p_\theta(x, y, z) = p(y)\,p(z)\,p_\theta(x|y,z), \qquad
+    p(y) = \mathrm{Cat}(1/K), \quad p(z) = \mathcal N(0, I), \quad
+    p_\theta(x|y,z) = \mathrm{Bernoulli}(\mathrm{dec}_\theta(y, z)),
+
+    q_\phi(y, z|x) = q_\phi(y|x)\,q_\phi(z|x,y), \qquad
+    q_\phi(y|x) = \mathrm{Cat}(\pi_\phi(x)), \quad
+    q_\phi(z|x,y) = \mathcal N(\mu_\phi(x,y), \sigma^2_\phi(x,y)).
+
+Objective
+---------
+A labelled pair :math:`(x, y)` has the ELBO
+:math:`-\mathcal L(x,y) = \mathbb E_{q(z|x,y)}[\log p(x,y,z) - \log q(z|x,y)]`; an unlabelled
+:math:`x` sums the label out *exactly*,
+
+.. math::
+
+    -\mathcal U(x) = \sum_{y=0}^{K-1} q_\phi(y|x)\,\bigl(-\mathcal L(x,y)\bigr) + \mathcal H(q_\phi(y|x)),
+
+which is what :class:`pyro.infer.TraceEnum_ELBO` computes when the guide's ``"y"`` is
+enumerated in parallel (:func:`pyro.infer.config_enumerate`, ``max_plate_nesting=1``): the
+``K`` classes become a tensor dimension left of the plate, no label is ever sampled. The
+semi-supervised objective over labelled :math:`\mathcal D_l` and unlabelled
+:math:`\mathcal D_u` data adds Kingma et al.'s classification loss with weight :math:`\alpha`
+(their Eq. 9), in Pyro through :class:`pyro.poutine.scale`:
+
+.. math::
+
+    \mathcal J^\alpha = \sum_{(x,y)\in\mathcal D_l} \bigl[\mathcal L(x,y) - \alpha \log q_\phi(y|x)\bigr]
+                      + \sum_{x\in\mathcal D_u} \mathcal U(x).
+
+A labelled minibatch of :math:`B_l` out of :math:`N_l` and an unlabelled one of
+:math:`B_u` out of :math:`N_u` are each scaled by their own :math:`N/B`
+(:func:`pyro_vae.plate.data_plate`): each part's minibatch loss is unbiased for its sum, so
+one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`.
+:func:`train_ssvae` alternates them, through the library's checked step
+(:class:`pyro_vae.training.step.CheckedStep`, which refuses a non-finite loss or gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer.util import is_validation_enabled
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from torch import nn
+from torch.nn import functional as F
+
+from .data import MNISTData, balanced_prefix, binarize, check_finite, flatten_images
+from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
+from .networks import check_hidden_dims, mlp
+from .plate import data_plate, register_module
+from .training.step import CheckedStep, NonFiniteStep
+
+#: Seed of the labelled subset's draw when none is given: the same labels on every run.
+LABEL_SEED = 20141201
+
+
+def check_labels(y: torch.Tensor, num_classes: int, batch: int) -> torch.Tensor:
+    """``y`` as a ``[batch]`` long tensor of classes in ``0..num_classes-1``, else one clear error."""
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
+        raise InvalidDataError(f"labels must be integers, got dtype {str(y.dtype).replace('torch.', '')}; "
+                               f"pass y.long()")
+    if y.shape != (batch,):
+        raise InvalidDataError(f"labels must have shape [{batch}] (one per image), got {tuple(y.shape)}")
+    bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise InvalidDataError(f"label {int(y[i])} at position {i} is outside 0-{num_classes - 1}; "
+                               f"labels must be class indices 0-{num_classes - 1}")
+    return y.long()
+
+
+class SSVAE(nn.Module):
+    r"""M2 of Kingma et al. (2014): the label ``"y"`` a Categorical latent, observed when given.
+
+    Sites, all inside the plate ``"data"`` (:func:`~pyro_vae.plate.data_plate`):
+    ``"y"`` (Categorical over ``num_classes``; observed in the model when ``y`` is passed,
+    else enumerated by the guide), ``"z"`` (diagonal Normal of size ``z_dim``) and ``"x"``
+    (Bernoulli over ``x_dim`` pixels). The classifier :math:`q_\phi(y|x)` is
+    :meth:`classifier_logits`; its auxiliary loss is :meth:`classifier_model` (with the
+    empty :meth:`classifier_guide`).
+
+    :param z_dim: size of the style code ``z``.
+    :param hidden_dims: hidden widths of each of the three networks.
+    :param num_classes: ``K``, the number of labels.
+    :param x_dim: number of pixels.
+    :param alpha: the weight :math:`\alpha` of the classification loss.
+    :param activation: activation between the hidden layers.
+    """
+
+    name = "ss_vae"
+
+    def __init__(self, z_dim: int = 50, hidden_dims: Sequence[int] = (500,), num_classes: int = 10,
+                 x_dim: int = 784, alpha: float = 0.1 * 60000, activation: str = "softplus") -> None:
+        super().__init__()
+        self.z_dim = check_positive("z_dim", z_dim, example=50)
+        self.num_classes = check_positive("num_classes", num_classes, example=10)
+        self.x_dim = check_positive("x_dim", x_dim, example=784)
+        self.hidden_dims = check_hidden_dims(hidden_dims)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0 or math.isinf(alpha):
+            raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}; pass e.g. alpha=0.1 * num_train "
+                              f"(Kingma et al.)", settings=("alpha",))
+        self.alpha = float(alpha)
+        self.activation = activation
+        h = list(self.hidden_dims)
+        #: q(y|x): logits of the label
+        self.encoder_y = mlp([x_dim, *h, num_classes], activation)
+        #: q(z|x,y): loc and pre-softplus scale of the style
+        self.encoder_z = mlp([x_dim + num_classes, *h, 2 * z_dim], activation)
+        #: p(x|y,z): Bernoulli logits of the pixels
+        self.decoder = mlp([z_dim + num_classes, *h, x_dim], activation)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The constructor's arguments, to rebuild the model from a checkpoint."""
+        return {"z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims), "num_classes": self.num_classes,
+                "x_dim": self.x_dim, "alpha": self.alpha, "activation": self.activation}
+
+    # ---- the door --------------------------------------------------------------------------
+    def _enter(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x = flatten_images(x, self.x_dim)
+        if x.shape[0] == 0:
+            raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
+        if is_validation_enabled():
+            check_finite(x, "x")
+            if ((x != 0) & (x != 1)).any():
+                raise InvalidDataError("x must be binary (0 or 1) for the Bernoulli likelihood; binarize it first, "
+                                       "e.g. pyro_vae.binarize(x, 'dynamic')")
+        if y is not None:
+            y = check_labels(y, self.num_classes, x.shape[0]).to(x.device)
+        return x, y
+
+    def _one_hot(self, y: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, self.num_classes).to(self.decoder[0].weight.dtype)
+
+    @staticmethod
+    def _concat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``[..., m]`` and ``[..., n]`` to ``[..., m + n]``, broadcasting the leading dimensions
+        (the enumerated labels, ``[K, 1, K]``, against a batch ``[B, n]``)."""
+        shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+        return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)
+
+    # ---- model and guide -------------------------------------------------------------------
+    def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, num_data: Optional[int] = None) -> None:
+        r""":math:`p(y)\,p(z)\,p_\theta(x|y,z)`; ``y`` observed when given."""
+        x, y = self._enter(x, y)
+        register_module(self.name, self)
+        batch = x.shape[0]
+        prior_logits = x.new_zeros(self.num_classes)
+        with data_plate(batch, num_data, x.device):
+            y = pyro.sample("y", dist.Categorical(logits=prior_logits).expand([batch]), obs=y)
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).expand([batch, self.z_dim]).to_event(1))
+            logits = self.decoder(self._concat(self._one_hot(y), z))
+            pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
+
+    def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, num_data: Optional[int] = None) -> None:
+        r""":math:`q_\phi(y|x)\,q_\phi(z|x,y)`; ``y`` sampled (enumerated, under
+        :class:`~pyro.infer.TraceEnum_ELBO`) only when not given."""
+        x, y = self._enter(x, y)
+        register_module(self.name, self)
+        batch = x.shape[0]
+        with data_plate(batch, num_data, x.device):
+            if y is None:
+                y = pyro.sample("y", dist.Categorical(logits=self.encoder_y(x)))
+            loc, scale = self.encoder_z(self._concat(self._one_hot(y), x)).chunk(2, dim=-1)
+            pyro.sample("z", dist.Normal(loc, F.softplus(scale) + 1e-6).to_event(1))
+
+    def classifier_model(self, x: torch.Tensor, y: torch.Tensor, num_data: Optional[int] = None) -> None:
+        r"""The auxiliary loss: ``y`` observed under :math:`q_\phi(y|x)`, its log-probability
+        scaled by :math:`\alpha` (:class:`pyro.poutine.scale`), so that an ELBO of this model
+        with :meth:`classifier_guide` is :math:`-\alpha\sum\log q_\phi(y|x)` at the plate's scale."""
+        x, y = self._enter(x, y)
+        register_module(self.name, self)
+        with data_plate(x.shape[0], num_data, x.device), poutine.scale(scale=self.alpha):
+            pyro.sample("y_aux", dist.Categorical(logits=self.encoder_y(x)), obs=y)
+
+    def classifier_guide(self, x: torch.Tensor, y: torch.Tensor, num_data: Optional[int] = None) -> None:
+        """Nothing is latent in :meth:`classifier_model`."""
+
+    # ---- uses --------------------------------------------------------------------------------
+    def classifier_logits(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Logits of :math:`q_\phi(y|x)` for ``[B, ...]`` images."""
+        return self.encoder_y(flatten_images(x, self.x_dim))
+
+    @torch.no_grad()
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable label under :math:`q_\\phi(y|x)`."""
+        return self.classifier_logits(x).argmax(-1)
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+        """Fraction of ``x`` whose :meth:`classify` equals ``y`` (grey levels are fine)."""
+        y = check_labels(y, self.num_classes, len(x))
+        right = sum(int((self.classify(x[i:i + batch_size]) == y[i:i + batch_size]).sum())
+                    for i in range(0, len(x), batch_size))
+        return right / len(x)
+
+    @torch.no_grad()
+    def style_code(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""The mean of :math:`q_\phi(z|x,y)`: the digit's style, its label given."""
+        x = flatten_images(x, self.x_dim)
+        return self.encoder_z(torch.cat([self._one_hot(y), x], -1)).chunk(2, dim=-1)[0]
+
+    @torch.no_grad()
+    def decoded_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathbb E[x|y,z]`, the pixel probabilities."""
+        return torch.sigmoid(self.decoder(torch.cat([self._one_hot(y), z], -1)))
+
+
+class SSObjective:
+    r"""The loss of one minibatch of :class:`SSVAE`, in the form
+    :class:`~pyro_vae.training.step.CheckedStep` takes: ``module(batch, num_data)`` with
+    ``batch`` either ``(x, y)`` (labelled: :math:`\mathcal L + \alpha` classification loss) or
+    ``x`` (unlabelled: :math:`\mathcal U`, the label enumerated), both at the scale ``N/B``."""
+
+    skip_registration = True  #: the step optimizes the module's parameters itself
+
+    def __init__(self, ssvae: SSVAE) -> None:
+        self.vae = ssvae
+        #: ``TraceEnum_ELBO`` sums the enumerated label out exactly (unlabelled batches)
+        self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        #: labelled batches have nothing to enumerate: their ELBO and the classification loss
+        self.labelled_elbo = Trace_ELBO(max_plate_nesting=1)
+        self.guide = config_enumerate(ssvae.guide, "parallel")
+
+    def module(self, batch: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], num_data: int) -> torch.Tensor:
+        if isinstance(batch, tuple):
+            x, y = batch
+            loss = self.labelled_elbo.differentiable_loss(self.vae.model, self.vae.guide, x, y, num_data=num_data)
+            if self.vae.alpha > 0:
+                loss = loss + self.labelled_elbo.differentiable_loss(self.vae.classifier_model, self.vae.classifier_guide,
+                                                                x, y, num_data=num_data)
+            return loss
+        return self.elbo.differentiable_loss(self.vae.model, self.guide, batch, num_data=num_data)
+
+
+def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(labelled, unlabelled)`` of a training set: ``num_labels`` class-balanced
+    labelled ones (:func:`~pyro_vae.data.balanced_prefix` of a permutation drawn with ``seed``
+    by a private generator), the rest unlabelled.
+
+    :raises ConfigError: ``num_labels`` not a positive integer, or not smaller than the training set.
+    """
+    check_positive("num_labels", num_labels, example=100)
+    if num_labels >= len(labels):
+        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {len(labels)}; "
+                          f"pass num_labels below {len(labels)} (or a larger train_size)",
+                          settings=("num_labels", "train_size"))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    chosen = order[balanced_prefix(labels[order], num_labels)]
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    mask[chosen] = True
+    return chosen.sort().values, (~mask).nonzero().flatten()
+
+
+@dataclass
+class SSConfig:
+    """Settings of :func:`train_ssvae`."""
+
+    num_labels: int = 100
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    binarize: str = "dynamic"
+    seed: int = 0
+    label_seed: int = LABEL_SEED
+
+
+@dataclass
+class SSRun:
+    """What :func:`train_ssvae` measured: the labelled indices used and the per-epoch record."""
+
+    config: SSConfig
+    labelled: List[int]
+    labelled_class_counts: List[int]
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"config": asdict(self.config), "labelled_indices": self.labelled,
+                "labelled_class_counts": self.labelled_class_counts, "history": self.history}
+
+
+def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
+                on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
+                on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None) -> SSRun:
+    r"""Train M2 on ``data``'s training half with ``config.num_labels`` labels, alternating an
+    unlabelled and a labelled minibatch, each through one :class:`CheckedStep` (Adam, the finite
+    guard); an epoch is one pass over the larger of the two sets (the smaller one is reshuffled
+    and reused). The test accuracy of
+    :math:`q_\phi(y|x)` is recorded after every epoch.
+
+    :param on_epoch: called with each epoch's record.
+    :param on_step: called after every step with its number.
+    :param max_steps: stop after this many steps (for short runs); ``None`` runs every epoch.
+    :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
+    """
+
+    torch.manual_seed(config.seed)
+    pyro.set_rng_seed(config.seed)
+    labelled, unlabelled = labelled_split(data.train_labels, config.num_labels, config.label_seed)
+    check_positive("batch_size", config.batch_size, example=100)
+    x_l, y_l = data.train_images[labelled], data.train_labels[labelled]
+    x_u = data.train_images[unlabelled]
+    n_l, n_u = len(x_l), len(x_u)
+    b_l, b_u = min(config.batch_size, n_l), min(config.batch_size, n_u)
+    objective = SSObjective(ssvae)
+    step = CheckedStep(objective, objective.module, lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
+    run = SSRun(config, labelled.tolist(), torch.bincount(y_l, minlength=ssvae.num_classes).tolist())
+    steps, l_perm, l_pos = 0, torch.randperm(n_l, generator=gen), 0
+    for epoch in range(1, config.epochs + 1):
+        u_perm = torch.randperm(n_u, generator=gen)
+        totals = {"loss_unlabelled": 0.0, "loss_labelled": 0.0}
+        num_batches = max(n_u // b_u, n_l // b_l)  # a pass over the larger of the two sets
+        for i in range(num_batches):
+            if (i + 1) * b_u > len(u_perm):
+                u_perm = torch.cat([u_perm, torch.randperm(n_u, generator=gen)])
+            xu = binarize(x_u[u_perm[i * b_u:(i + 1) * b_u]], config.binarize, gen)
+            if l_pos + b_l > n_l:
+                l_perm, l_pos = torch.randperm(n_l, generator=gen), 0
+            idx = l_perm[l_pos:l_pos + b_l]
+            l_pos += b_l
+            xl = binarize(x_l[idx], config.binarize, gen)
+            try:
+                totals["loss_unlabelled"] += step(xu, n_u)
+                totals["loss_labelled"] += step((xl, y_l[idx]), n_l)
+            except NonFiniteStep as err:
+                raise NonFiniteError(f"training stopped at epoch {epoch}, step {i}: {err.reason}; lower lr",
+                                     epoch=epoch, step=i, settings=("lr",)) from err
+            steps += 1
+            if on_step is not None:
+                on_step(steps)
+            if max_steps is not None and steps >= max_steps:
+                break
+        done = i + 1
+        record = {"epoch": epoch, "steps": steps,
+                  "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
+                  "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels)}
+        run.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if max_steps is not None and steps >= max_steps:
+            break
+    return run
