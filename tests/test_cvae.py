@@ -116,3 +116,12 @@ def test_short_real_run_beats_the_untrained_model(mnist):
     after = float(conditional_log_likelihood(net.model, net.guide, x, y, num_samples=20).mean())
     print(f"CVAE, 1 quadrant, 200 steps: test -log p(y|x) {-before:.1f} -> {-after:.1f} nats")
     assert after > before + 100, (before, after)
+
+
+def test_the_guide_contract_holds_given_the_output():
+    from pyro_vae.guide_contract import check_guide
+
+    net = CVAE(3, z_dim=3, hidden_dims=(8,))
+    x, y = split_quadrants(torch.bernoulli(torch.full((2, 784), 0.3)), 3)
+    check_guide(lambda x, num_data=None: net.model(x, y, num_data=num_data),
+                lambda x, num_data=None: net.guide(x, y, num_data=num_data), x)

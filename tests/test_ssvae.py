@@ -180,3 +180,17 @@ def test_more_labels_than_training_images_is_refused(mnist):
     with pytest.raises(ConfigError) as info:
         labelled_split(mnist.train_labels, len(mnist.train_labels) + 1)
     assert "num_labels" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_non_finite_loss_stops_training_with_the_parameters_untouched(mnist):
+    from pyro_vae.errors import NonFiniteError
+
+    vae = SSVAE(z_dim=4, hidden_dims=(16,), alpha=10.0)
+    with torch.no_grad():
+        vae.decoder[0].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pytest.raises(NonFiniteError, match="lower lr"):
+        train_ssvae(vae, mnist.subset(500, 100), SSConfig(num_labels=50, epochs=1, batch_size=50), max_steps=1)
+    for k, v in vae.state_dict().items():
+        assert torch.equal(v, before[k]) or (torch.isnan(v) == torch.isnan(before[k])).all() and \
+            torch.equal(v.nan_to_num(), before[k].nan_to_num()), k
