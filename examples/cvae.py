@@ -48,6 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--samples", dest="num_samples", type=int, default=100,
                    help="K importance samples of the CVAE's test log p(y|x) (default 100)")
     p.add_argument("--max-steps", type=int, default=None, help="stop each training after this many steps")
+    p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
+                   help="dynamic: binary pixels (train: drawn afresh each epoch; test: threshold 0.5; default); "
+                        "none: grey levels as Bernoulli targets (cross-entropy), as Pyro's tutorial")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--out", default="runs/cvae", help="output directory (default runs/cvae)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,11 +69,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     out = cli.output_dir(args.out)
 
-    # 1. The data: training digits binarized afresh each epoch; test digits thresholded at 0.5.
+    # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
+    #    (or, with --binarize none, grey levels throughout).
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
-    test = binarize(data.test_images, "fixed")
+    test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
-    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       binarize=args.binarize)
     metrics = {**cli.metrics_fields(data, vars(args)), "anchors": ANCHORS, "table": {}}
     nets = {}
     for k in args.quadrants:

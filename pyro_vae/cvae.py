@@ -55,9 +55,10 @@ from .plate import data_plate, register_module
 from .training.step import CheckedStep, NonFiniteStep
 
 #: Quadrants by index: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right. With ``k``
-#: input quadrants the input is the first ``k`` of this order (bottom-left, bottom-right,
-#: top-right): 1 = bottom-left, 2 = the bottom half, 3 = all but the top-left.
-INPUT_ORDER = (2, 3, 1, 0)
+#: input quadrants the input is the first ``k`` of this order (bottom-left, top-left,
+#: top-right): 1 = bottom-left, 2 = the left half, 3 = all but the bottom-right -- the layout
+#: of Pyro's CVAE tutorial, so that its table compares.
+INPUT_ORDER = (2, 0, 1, 3)
 QUADRANT = 14 * 14
 
 
@@ -245,13 +246,16 @@ class FitConfig:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
+    #: ``"dynamic"`` (binary pixels drawn afresh each epoch) or ``"none"`` (grey levels as
+    #: Bernoulli targets, their cross-entropy, as Pyro's tutorial trains)
+    binarize: str = "dynamic"
 
 
 def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
                     on_step: Optional[Callable[[int], None]] = None,
                     max_steps: Optional[int] = None) -> List[Dict[str, float]]:
-    """Train a :class:`CVAE` or :class:`Baseline` on the training ``images`` (dynamically binarized
-    each epoch, split into the net's quadrants), one :class:`CheckedStep` per minibatch; returns
+    """Train a :class:`CVAE` or :class:`Baseline` on the training ``images`` (binarized as
+    ``config.binarize`` says, split into the net's quadrants), one :class:`CheckedStep` per minibatch; returns
     the mean training loss per epoch (negative conditional ELBO per image)."""
     check_positive("batch_size", config.batch_size, example=128)
     torch.manual_seed(config.seed)
@@ -263,7 +267,7 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
     for epoch in range(1, config.epochs + 1):
         perm, total, done = torch.randperm(n, generator=gen), 0.0, 0
         for i in range(n // b):
-            x, y = split_quadrants(binarize(images[perm[i * b:(i + 1) * b]], "dynamic", gen), net.num_inputs)
+            x, y = split_quadrants(binarize(images[perm[i * b:(i + 1) * b]], config.binarize, gen), net.num_inputs)
             try:
                 total += step((x, y), n)
             except NonFiniteStep as err:

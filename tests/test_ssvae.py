@@ -182,6 +182,7 @@ def test_more_labels_than_training_images_is_refused(mnist):
     assert "num_labels" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_a_non_finite_loss_stops_training_with_the_parameters_untouched(mnist):
     from pyro_vae.errors import NonFiniteError
 
