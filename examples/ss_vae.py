@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
-from pyro_vae.checkpoint import save_checkpoint
+from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.ssvae import LABEL_SEED, SSConfig, SSVAE, train_ssvae
 
@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the label counts already finished in OUT (their checkpoints), train the rest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
@@ -78,6 +80,14 @@ def main(argv=None) -> int:
     metrics = {**cli.metrics_fields(data, {**vars(args), "alpha": alpha}), "runs": {}}
     models = {}
     for count in args.labels:
+        saved = os.path.join(out, f"checkpoint_{count}.pt")
+        if args.resume and os.path.exists(saved):  # finished before: its model and record, not retrained
+            state = load_checkpoint(saved)
+            models[count] = SSVAE(**{**state["config"], "hidden_dims": tuple(state["config"]["hidden_dims"])})
+            models[count].load_state_dict(state["model"])
+            metrics["runs"][str(count)] = state["record"]
+            print(f"{count} labels: kept from {saved} (test accuracy {state['record']['test_accuracy']:.4f})")
+            continue
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
         vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha)
         config = SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -97,9 +107,8 @@ def main(argv=None) -> int:
         accuracy = run.history[-1]["test_accuracy"]
         print(f"{count} labels: test accuracy {accuracy:.4f} after {len(run.history)} epochs "
               f"({run.history[-1]['steps']} steps of each kind, {wall:.0f} s)", flush=True)
-        save_checkpoint({"model": vae.state_dict(), "config": vae.config, "run": run.as_dict()},
-                        os.path.join(out, f"checkpoint_{count}.pt"))
         metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "wall_seconds": wall}
+        save_checkpoint({"model": vae.state_dict(), "config": vae.config, "record": metrics["runs"][str(count)]}, saved)
         models[count] = vae
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
