@@ -25,7 +25,14 @@ from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
 from pyro_vae.checkpoint import save_checkpoint
-from pyro_vae.cvae import CVAE, Baseline, FitConfig, conditional_log_likelihood, fit_conditional, split_quadrants
+from pyro_vae.cvae import (
+    CVAE,
+    Baseline,
+    FitConfig,
+    conditional_log_likelihood,
+    fit_conditional,
+    split_quadrants,
+)
 from pyro_vae.data import binarize
 from pyro_vae.errors import ConfigError, check_positive
 

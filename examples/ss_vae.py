@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from pyro_vae import cli, load_mnist
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError, check_positive
-from pyro_vae.ssvae import LABEL_SEED, SSConfig, SSVAE, train_ssvae
+from pyro_vae.ssvae import LABEL_SEED, SSVAE, SSConfig, train_ssvae
 
 #: This example's settings as flags (the library's errors name settings; cli.run maps them).
 cli.SETTING_FLAGS.setdefault("num_labels", "--labels")
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         with tqdm(total=steps, desc=f"{count} labels", unit="step", disable=True if args.no_progress else None) as bar:
             run = train_ssvae(vae, data, config, max_steps=args.max_steps,
                               on_step=lambda s: bar.update(s - bar.n),
-                              on_epoch=lambda r: bar.write(f"{count} labels, epoch {r['epoch']}: test accuracy "
+                              on_epoch=lambda r, count=count: bar.write(f"{count} labels, epoch {r['epoch']}: test accuracy "
                                                            f"{r['test_accuracy']:.4f}"))
         wall = time.perf_counter() - start
         # 4. The test accuracy of the classifier q(y|x).
@@ -114,7 +114,11 @@ def main(argv=None) -> int:
             json.dump(metrics, f, indent=1)
 
     # 5. The figures; style and samples from the run that took the most steps.
-    from pyro_vae.ssvae_plots import plot_accuracy, plot_class_samples, plot_style_transfer
+    from pyro_vae.ssvae_plots import (
+        plot_accuracy,
+        plot_class_samples,
+        plot_style_transfer,
+    )
 
     best = models[max(models, key=lambda c: metrics["runs"][str(c)]["history"][-1]["steps"])]
     figures = {

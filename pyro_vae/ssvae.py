@@ -53,8 +53,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer.util import is_validation_enabled
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 

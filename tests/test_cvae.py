@@ -1,16 +1,14 @@
 """The CVAE (pyro_vae.cvae): the importance-sampled conditional log-likelihood against an exact
 linear-Gaussian conditional model, the baseline's exact value, the quadrant split, a short real run."""
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from torch.nn import functional as F
 
-from pyro_vae.cvae import (CVAE, Baseline, FitConfig, conditional_log_likelihood, fit_conditional,
-                           join_quadrants, quadrant_mask, split_quadrants)
+from pyro_vae.cvae import (CVAE, Baseline, FitConfig, conditional_log_likelihood, fit_conditional, join_quadrants,
+                           quadrant_mask, split_quadrants)
 from pyro_vae.data import binarize
 from pyro_vae.errors import InvalidDataError
 from pyro_vae.plate import data_plate

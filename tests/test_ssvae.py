@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.guide_contract import check_guide
-from pyro_vae.ssvae import SSConfig, SSObjective, SSVAE, labelled_split, train_ssvae
+from pyro_vae.ssvae import SSVAE, SSConfig, SSObjective, labelled_split, train_ssvae
 
 
 class FixedZ(Messenger):
