@@ -52,7 +52,34 @@ def _stop_katex(app, exception) -> None:
         server.terminate()
 
 
+def _start_katex_server(cls, rundir, timeout):
+    """sphinxcontrib.katex's start of its node renderer, with a connection that waits for the
+    server to listen: the package connects once the socket file exists, which on a loaded
+    machine can be before node listens on it (ConnectionRefusedError, and an orphaned node)."""
+    import socket
+    import time
+    from subprocess import PIPE, Popen
+
+    path = rundir / "katex.sock"
+    process = Popen(cls.build_command(socket=path), stdin=PIPE, stdout=PIPE, cwd=rundir)
+    deadline = time.monotonic() + max(timeout, 60.0)
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+            return process, sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise cls.timeout_error(timeout) from None
+            time.sleep(0.01)
+
+
 def setup(app):
+    from sphinxcontrib.katex import KaTeXServer
+
+    KaTeXServer.start_server_process = classmethod(_start_katex_server)
     app.connect("build-finished", _copy_katex_assets)
     app.connect("build-finished", _stop_katex)
 

@@ -3,7 +3,7 @@
 The library's errors name *settings* (:attr:`pyro_vae.errors.PyroVAEError.settings`); this
 module is where they become the flags a command-line user typed (:data:`SETTING_FLAGS`).
 :func:`training_run` turns parsed options into a :class:`~pyro_vae.vae.VAE` and its
-:class:`~pyro_vae.training.Trainer`, new or continued from a checkpoint; :func:`run` calls
+:class:`~pyro_vae.training.trainer.Trainer`, new or continued from a checkpoint; :func:`run` calls
 an example's ``main`` with the command line's promise: every error is one line on stderr
 with exit code 2, a signal that stopped training exits with 128 + its number.
 """

@@ -81,7 +81,7 @@ class NonFiniteError(PyroVAEError, FloatingPointError):
 
 
 class TrainingInterrupted(PyroVAEError):
-    """SIGINT or SIGTERM stopped :meth:`pyro_vae.training.Trainer.fit` after a complete step.
+    """SIGINT or SIGTERM stopped :meth:`pyro_vae.training.trainer.Trainer.fit` after a complete step.
 
     The trainer wrote a checkpoint (mid-epoch if need be) from which a resumed run
     continues bit-identically. A command line exits with :attr:`~pyro_vae.errors.TrainingInterrupted.exit_code`,

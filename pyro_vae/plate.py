@@ -5,7 +5,7 @@
 * :func:`register_module` -- ``pyro.module`` made safe for several models in one process.
 
 :func:`registration_skipped` lets a caller that optimizes the modules' parameters itself
-(:class:`pyro_vae.Trainer`, with a ``torch.optim`` optimizer) skip the registration, which
+(:class:`pyro_vae.training.trainer.Trainer`, with a ``torch.optim`` optimizer) skip the registration, which
 only :class:`pyro.infer.SVI`'s param-store optimizers need.
 """
 

@@ -227,7 +227,7 @@ class VAE(VAEBase):
 
     The guide contract is checked once, on the first call of :meth:`model` or
     :meth:`guide` (:meth:`check_guide`), whichever path calls them: raw
-    :class:`pyro.infer.SVI`, :class:`~pyro_vae.training.Trainer`, :func:`~pyro_vae.elbo.elbo_terms`
+    :class:`pyro.infer.SVI`, :class:`~pyro_vae.training.trainer.Trainer`, :func:`~pyro_vae.elbo.elbo_terms`
     or :func:`~pyro_vae.evaluate.log_likelihood`.
     """
 

@@ -1,7 +1,7 @@
-"""Training a VAE by SVI: :class:`Trainer` and its parts, one concept a module.
+"""Training a VAE by SVI: :class:`~pyro_vae.training.trainer.Trainer` and its parts, one concept a module.
 
 ==========================  ==============================================================
-:mod:`.config`              :class:`TrainConfig`, the validated settings of a run
+:mod:`.config`              :class:`~.config.TrainConfig`, the validated settings of a run
 :mod:`.objective`           the ELBO, its KL weight, JIT compilation
 :mod:`.step`                one checked SVI step: loss and gradients, finite guard, optimizer
 :mod:`.diagnosis`           which distribution and which ELBO term went non-finite
@@ -11,7 +11,7 @@
 :mod:`.evaluation`          the test ELBO
 :mod:`.callbacks`           hooks to observe and extend training; progress bar, log, metrics
 :mod:`.tensorboard`         a TensorBoard callback (optional ``tensorboard`` extra)
-:mod:`.trainer`             :class:`Trainer`, which orchestrates them
+:mod:`.trainer`             :class:`~.trainer.Trainer`, which orchestrates them
 ==========================  ==============================================================
 """
 

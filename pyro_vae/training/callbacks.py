@@ -1,7 +1,7 @@
 """Callbacks: the one way to observe and extend training.
 
 A :class:`Callback` overrides any of the hooks below; :meth:`Trainer.fit
-<pyro_vae.training.Trainer.fit>` calls them in this order::
+<pyro_vae.training.trainer.Trainer.fit>` calls them in this order::
 
     on_fit_start
     per epoch:  on_epoch_start, on_step_end (every step), on_pass_end,
@@ -33,7 +33,7 @@ class Callback:
     """The hooks of training; each does nothing unless overridden."""
 
     def on_fit_start(self, trainer: "Trainer") -> None:
-        """Before the first step of :meth:`~pyro_vae.training.Trainer.fit`."""
+        """Before the first step of :meth:`~pyro_vae.training.trainer.Trainer.fit`."""
 
     def on_epoch_start(self, trainer: "Trainer", num_steps: int, first_step: int) -> None:
         """A pass of ``num_steps`` steps over the data begins (at ``first_step`` when resumed
@@ -148,6 +148,7 @@ class MetricsFile(Callback):
         self.update(history=trainer.history, epochs=trainer.epoch)
 
     def update(self, **fields: Any) -> None:
+        """Add or replace ``fields`` and rewrite the file (atomically: a reader never sees half of it)."""
         self.fields.update(fields)
         if self._rank != 0:
             return

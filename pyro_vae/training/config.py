@@ -1,6 +1,6 @@
 """The settings of a training run, validated once, in one frozen dataclass.
 
-:class:`TrainConfig` holds every default of :class:`~pyro_vae.training.Trainer` (the model's
+:class:`TrainConfig` holds every default of :class:`~pyro_vae.training.trainer.Trainer` (the model's
 own settings are the :class:`~pyro_vae.vae.VAE`'s, in ``vae.config``). A checkpoint records
 :meth:`TrainConfig.settings`; resuming compares them with :meth:`TrainConfig.diff`, which is
 the one place that decides whether a run may continue under a new configuration.

@@ -34,6 +34,7 @@ class EpochPass:
 
     @classmethod
     def start(cls, seed: int, epoch: int, num_data: int, batch_size: int, device: torch.device) -> "EpochPass":
+        """Epoch ``epoch``'s pass from its first step: a permutation of the ``num_data`` images."""
         generator = data_order_generator(seed, epoch, device)
         order = torch.randperm(num_data, generator=generator, device=generator.device)
         return cls(epoch, order, generator, batch_size)

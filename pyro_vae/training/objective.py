@@ -1,7 +1,7 @@
 r"""The training objective of a run: one :class:`pyro.infer.ELBO`, weighted and compiled as configured.
 
-:class:`Objective` is the single path through which a :class:`~pyro_vae.training.Trainer`
-reaches its loss. It builds the ELBO from :attr:`TrainConfig.objective`, weights the KL term
+:class:`Objective` is the single path through which a :class:`~pyro_vae.training.trainer.Trainer`
+reaches its loss. It builds the ELBO from the ``objective`` of :class:`.TrainConfig`, weights the KL term
 by :math:`\beta` (:func:`pyro_vae.objectives.kl_weighted`, applied to model and guide), and
 for Pyro's JIT-compiled ELBOs keeps what compilation needs: an uncompiled copy to recompile
 from when :math:`\beta` changes, the batch sizes already compiled, and the param-store

@@ -20,7 +20,7 @@ class SignalStop:
     """A context manager that turns the first stop signal into a request (:attr:`signum`).
 
     Signal handlers exist only in the main thread; in another, nothing is installed and
-    :attr:`signum` changes only through :meth:`request` (which distributed runs use to stop
+    :attr:`signum` changes only through :meth:`SignalStop.request` (which distributed runs use to stop
     every process when one was signalled)."""
 
     def __init__(self) -> None:
@@ -29,6 +29,7 @@ class SignalStop:
         self._previous: Dict[int, Any] = {}
 
     def request(self, signum: int) -> None:
+        """Ask training to stop after the current step, as signal ``signum`` would."""
         self.signum = signum
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -257,7 +257,7 @@ class Trainer:
             log: Optional[Callable[[str], None]] = print, callbacks: Iterable[Callback] = ()) -> List[Dict[str, float]]:
         """Train until ``self.epoch == epochs`` (so a resumed trainer continues), evaluating every
         ``test_every`` epochs and at the end, checkpointing after every epoch. ``progress`` and
-        ``log`` add the :class:`ProgressBar` and :class:`ConsoleLog` callbacks before ``callbacks``.
+        ``log`` add the :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog` callbacks before ``callbacks``.
 
         :raises TrainingInterrupted: on SIGINT or SIGTERM, after the current step and a checkpoint
             (mid-epoch if need be) that :meth:`resume` continues exactly.
