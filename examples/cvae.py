@@ -38,8 +38,6 @@ from pyro_vae.errors import ConfigError, check_positive
 
 #: Pyro's CVAE tutorial, test -log p(y|x) for 1 / 2 / 3 input quadrants (its authors' measurement).
 ANCHORS = {"baseline": {1: 100.4, 2: 61.9, 3: 25.4}, "cvae": {1: 71.8, 2: 51.0, 3: 24.2}}
-cli.SETTING_FLAGS.setdefault("num_inputs", "--quadrants")
-cli.SETTING_FLAGS.setdefault("num_samples", "--samples")
 
 
 def parse_args(argv=None):

@@ -28,11 +28,6 @@ from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.ssvae import LABEL_SEED, SSVAE, SSConfig, train_ssvae
 
-#: This example's settings as flags (the library's errors name settings; cli.run maps them).
-cli.SETTING_FLAGS.setdefault("num_labels", "--labels")
-cli.SETTING_FLAGS.setdefault("alpha", "--alpha")
-
-
 def parse_args(argv=None):
     p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_data_options(p)

@@ -38,7 +38,9 @@ from .plate import data_plate, register_module
 from .priors import VampPrior
 from .reparameterization import reparameterize
 from .training import Callback, ConsoleLog, MetricsFile, ProgressBar, TrainConfig, Trainer
+from .cvae import CVAE
 from .sites import SiteError
+from .ssvae import SSVAE
 from .vae import VAE, VAEBase
 
 __version__ = "0.1.0"
@@ -48,6 +50,8 @@ __all__ = [
     "VAEBase",
     "HVAE",
     "VampPrior",
+    "SSVAE",
+    "CVAE",
     "MODELS",
     "build_model",
     "get_model",

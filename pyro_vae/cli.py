@@ -40,6 +40,8 @@ SETTING_FLAGS = {
     "beta": "--beta", "kl_warmup": "--kl-warmup", "objective": "--objective", "guide": "--guide",
     "activation": "--activation", "seed": "--seed", "model": "--model", "prior": "--prior",
     "num_pseudo_inputs": "--pseudo-inputs", "eval_samples": "--eval-samples",
+    # examples/ss_vae.py and examples/cvae.py
+    "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

@@ -89,8 +89,9 @@ def join_quadrants(x: torch.Tensor, y: torch.Tensor, num_inputs: int) -> torch.T
     return images
 
 
-class _Conditional(nn.Module):
-    """The door of both conditional models: shapes of ``x`` and ``y`` for ``num_inputs`` quadrants."""
+class QuadrantDoor(nn.Module):
+    """The door of both conditional models: checks the shapes of ``x`` (the ``num_inputs`` given
+    quadrants) and ``y`` (the missing ones) before the model or guide runs."""
 
     num_inputs: int
 
@@ -108,7 +109,7 @@ class _Conditional(nn.Module):
                 f"got {tuple(y.shape)}; split images with pyro_vae.cvae.split_quadrants(images, {k})")
 
 
-class CVAE(_Conditional):
+class CVAE(QuadrantDoor):
     r"""Sohn et al.'s CVAE: sites ``"z"`` (Normal from the prior network :math:`p_\theta(z|x)`) and
     ``"y"`` (Bernoulli over the missing pixels, observed when given), in the plate ``"data"``.
 
@@ -168,7 +169,7 @@ class CVAE(_Conditional):
         return torch.sigmoid(self.generate(x, z))
 
 
-class Baseline(_Conditional):
+class Baseline(QuadrantDoor):
     r"""The deterministic network :math:`f(x)`, as a model with one observed site
     ``"y"`` ~ Bernoulli(:math:`f(x)`) and no latent (its guide is empty): the ELBO is
     exactly :math:`\log p(y|x)`."""
@@ -255,7 +256,7 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
                     on_step: Optional[Callable[[int], None]] = None,
                     max_steps: Optional[int] = None) -> List[Dict[str, float]]:
     """Train a :class:`CVAE` or :class:`Baseline` on the training ``images`` (binarized as
-    ``config.binarize`` says, split into the net's quadrants), one :class:`CheckedStep` per minibatch; returns
+    ``config.binarize`` says, split into the net's quadrants), one :class:`~pyro_vae.training.step.CheckedStep` per minibatch; returns
     the mean training loss per epoch (negative conditional ELBO per image)."""
     check_positive("batch_size", config.batch_size, example=128)
     torch.manual_seed(config.seed)

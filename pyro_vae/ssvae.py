@@ -299,7 +299,7 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                 on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
                 on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None) -> SSRun:
     r"""Train M2 on ``data``'s training half with ``config.num_labels`` labels, alternating an
-    unlabelled and a labelled minibatch, each through one :class:`CheckedStep` (Adam, the finite
+    unlabelled and a labelled minibatch, each through one :class:`~pyro_vae.training.step.CheckedStep` (Adam, the finite
     guard); an epoch is one pass over the larger of the two sets (the smaller one is reshuffled
     and reused). The test accuracy of
     :math:`q_\phi(y|x)` is recorded after every epoch.
