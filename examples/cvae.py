@@ -71,7 +71,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(1)
     out = cli.output_dir(args.out)
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5

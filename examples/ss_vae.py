@@ -20,7 +20,6 @@ import os
 import sys
 import time
 
-import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
@@ -59,7 +58,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(1)
     out = cli.output_dir(args.out)
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.

@@ -1,5 +1,8 @@
 import os
+import shutil
 import struct
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyro
@@ -97,3 +100,40 @@ def assert_same_tensors(a, b, where="state"):
             assert_same_tensors(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+#: What the browser tests need, and how to get it (they skip with this line where it is missing).
+CHROMIUM_INSTALL = ("browser tests need Chromium, chromedriver and selenium: "
+                    "apt-get install -y chromium chromium-driver && pip install selenium")
+
+
+@contextmanager
+def headless_chromium(window: str, *flags: str, logs: bool = False):
+    """A headless Chromium driven by selenium, in a fresh profile; skips the test with
+    :data:`CHROMIUM_INSTALL` where the browser, its driver or selenium is missing."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip(CHROMIUM_INSTALL)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        pytest.skip(CHROMIUM_INSTALL)
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", f"--window-size={window}", *flags):
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="chromium-")
+    options.add_argument(f"--user-data-dir={profile}")
+    if logs:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # Service(path): selenium's own driver look-up would need the internet.
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

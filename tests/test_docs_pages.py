@@ -7,9 +7,7 @@ host name unresolvable, and every resource they loaded must be a local file).
 """
 
 import html.parser
-import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +16,9 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from conftest import headless_chromium
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-INSTALL = "apt-get install -y chromium chromium-driver  (the docs' browser test needs them)"
 SHOTS = Path(tempfile.gettempdir()) / "docs_shots"  # screenshots of the lesson pages, for a person
 #: TeX a reader must never see: delimiters and the commands the pages use most.
 RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|mathbb|mathcal|mathrm|operatorname|begin|end|left|right"
@@ -45,30 +44,10 @@ def built_docs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip(INSTALL)
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if binary is None or driver_path is None:
-        pytest.skip(INSTALL)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1200,900",
-                 "--host-resolver-rules=MAP * ~NOTFOUND"):  # no host resolves: the pages must not need one
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="docs-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    # Service(path): selenium's own driver look-up would need the internet.
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    # No host resolves: the pages must not need one.
+    with headless_chromium("1200,900", "--host-resolver-rules=MAP * ~NOTFOUND") as driver:
+        driver.set_page_load_timeout(30)
+        yield driver
 
 
 class _Anchors(html.parser.HTMLParser):

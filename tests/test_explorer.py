@@ -3,7 +3,6 @@
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,8 @@ from pyro_vae.errors import InvalidDataError
 from pyro_vae.explorer import ELBO_PARTICLES, SAMPLE_ROW, write_explorer
 from pyro_vae.rng import rng_fork
 
-INSTALL = ("browser tests need Chromium, chromedriver and selenium: "
-           "apt-get install -y chromium chromium-driver && pip install selenium")
+from conftest import headless_chromium
+
 SHOTS = "/tmp/explorer_shots"  # copies of the screenshots, for a person to look at
 #: The 28x28 grey levels (0-255) a canvas of the page shows, read at its cells' centres.
 CANVAS_PIXELS = """
@@ -31,29 +30,8 @@ return out;"""
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.skip(INSTALL)
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if binary is None or driver_path is None:
-        pytest.skip(INSTALL)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="explorer-chromium-")
-    options.add_argument(f"--user-data-dir={profile}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # Service(path): selenium's own driver look-up would need the internet.
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    with headless_chromium("1400,1000", logs=True) as driver:
+        yield driver
 
 
 def binary_digits(mnist, n):
