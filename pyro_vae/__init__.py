@@ -26,12 +26,8 @@ from .guide_contract import GuideError, check_guide
 from .guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
 from .information import cross_entropy, entropy, information_content, kl_divergence
 from .hvae import HVAE
-from .linear_gaussian import (
-    HierarchicalLinearGaussianGuide,
-    HierarchicalLinearGaussianModel,
-    LinearGaussianGuide,
-    LinearGaussianModel,
-)
+from .linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from .linear_gaussian_chain import HierarchicalLinearGaussianGuide, HierarchicalLinearGaussianModel
 from .models import MODELS, build_model, get_model
 from .objectives import IWAE_ELBO, get_objective, kl_weighted
 from .plate import data_plate, register_module

@@ -16,10 +16,8 @@ import torch
 from pyro_vae.elbo import elbo_terms
 from pyro_vae.evaluate import kl_per_dimension, log_likelihood, posterior_means
 from pyro_vae.guide_contract import GuideError, check_guide
-from pyro_vae.linear_gaussian import (
-    HierarchicalLinearGaussianModel,
-    LinearGaussianModel,
-)
+from pyro_vae.linear_gaussian import LinearGaussianModel
+from pyro_vae.linear_gaussian_chain import HierarchicalLinearGaussianModel
 from pyro_vae.sites import SiteError
 
 F64 = torch.float64
