@@ -205,6 +205,7 @@ class Trainer:
 
         :raises NonFiniteError: at the first non-finite loss or gradient, before the optimizer applies it.
         """
+        check_positive("batch_size", batch_size, int, 128)
         hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
         num_data = self.num_data = x.shape[0]
         dist_util.check_shards(num_data, batch_size, self.world_size)
@@ -264,7 +265,6 @@ class Trainer:
         :raises NonFiniteError: on a non-finite loss or gradient (see :meth:`train_epoch`).
         """
         check_positive("epochs", epochs, int, 10)
-        check_positive("batch_size", batch_size, int, 128)
         check_positive("test_every", test_every, int, 1)
         if checkpoint is not None:
             check_writable_dir(os.path.dirname(os.path.abspath(checkpoint)), "checkpoint directory")
