@@ -117,6 +117,8 @@ def main() -> int:
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "best_nll.json"))
+    p.add_argument("--checkpoint", default=os.path.join("runs", "best_nll", "checkpoint.pt"),
+                   help="written before every evaluation, so that a long one can be redone from it")
     args = p.parse_args()
     eval_at = sorted(m for m in (args.eval_at or [5, 10, 20, 30, 45, 60]) if m <= args.minutes)
     if not eval_at or eval_at[-1] < args.minutes:
@@ -149,9 +151,13 @@ def main() -> int:
         print(f"epoch {trainer.epoch}: {clock.minutes():.2f} training minutes, batch {batch_size}", flush=True)
         if clock.minutes() >= eval_at[0] or clock.minutes() >= args.minutes:
             clock.pause()
+            os.makedirs(os.path.dirname(os.path.abspath(args.checkpoint)), exist_ok=True)
+            trainer.save(args.checkpoint)
             row = {"train_minutes": clock.minutes(), "epochs": trainer.epoch, "steps": steps,
                    "batch_size": batch_size, "lr": trainer.optimizer.param_groups[0]["lr"],
-                   **evaluate(vae, trainer, test, args)}
+                   "checkpoint": args.checkpoint}
+            print(json.dumps(row), "-- evaluating", flush=True)
+            row.update(evaluate(vae, trainer, test, args))
             result["curve"].append(row)
             print(json.dumps(row), flush=True)
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
