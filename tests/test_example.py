@@ -12,6 +12,8 @@ import torch
 
 from pyro_vae import cli
 
+from conftest import message_lines
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 FIGURES = ["elbo_curves.png", "reconstructions.png", "prior_samples.png", "latent_map.png", "interpolation.png"]
 
@@ -51,7 +53,8 @@ def test_example_errors_are_one_line_without_traceback(tmp_path, mnist_source):
     out = str(tmp_path / "run")
     missing = run(["--resume", "--out", out], mnist_source)
     assert missing.returncode == 2
-    assert missing.stderr.startswith("error: no checkpoint at") and "Traceback" not in missing.stderr
+    (line,) = message_lines(missing.stderr)  # after the data's one-line notice, if any
+    assert line.startswith("error: no checkpoint at") and "Traceback" not in missing.stderr
 
     bad = run(["--epochs", "0", "--out", out, "--train-size", "64"], mnist_source)
     assert bad.returncode == 2 and "epochs must be a positive int" in bad.stderr
