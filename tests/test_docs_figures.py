@@ -16,35 +16,39 @@ FIGURES = ROOT / "docs" / "_static" / "figures"
 PAGE = ROOT / "docs" / "start_here.md"
 
 
+def _2dp(v):
+    return f"{v:.2f}"
+
+
 def _sd(values):
-    return " and ".join(f"{v:.2f}" for v in values)
+    return " and ".join(_2dp(v) for v in values)
 
 
 #: key of numbers.json -> how start_here.md writes it
 FORMATS = {
-    "grad_exact": lambda v: f"{v:.2f}",
+    "grad_exact": _2dp,
     "grad_var_score": lambda v: f"{v:,.0f}",
     "grad_var_pathwise": lambda v: f"{v:.0f}",
     "vae_variance_ratio_median": lambda v: f"{v:,.0f}",
-    "posterior_correlation": lambda v: f"{v:.2f}",
+    "posterior_correlation": _2dp,
     "reverse_sd": _sd,
     "marginal_sd": _sd,
     "svi_sd": _sd,
-    "mode_seeking_loc": lambda v: f"{v:.2f}",
-    "mode_seeking_sd": lambda v: f"{v:.2f}",
-    "reverse_kl_nats": lambda v: f"{v:.2f}",
-    "moment_matched_reverse_kl_nats": lambda v: f"{v:.2f}",
-    "gap_elbo_encoder": lambda v: f"{v:.2f}",
-    "gap_elbo_optimized": lambda v: f"{v:.2f}",
-    "gap_log_px": lambda v: f"{v:.2f}",
-    "amortization_gap": lambda v: f"{v:.2f}",
-    "approximation_gap": lambda v: f"{v:.2f}",
-    "lk_encoder_1000": lambda v: f"{v:.2f}",
-    "lk_encoder_5000": lambda v: f"{v:.2f}",
-    "z2_test_elbo": lambda v: f"{v:.2f}",
+    "mode_seeking_loc": _2dp,
+    "mode_seeking_sd": _2dp,
+    "reverse_kl_nats": _2dp,
+    "moment_matched_reverse_kl_nats": _2dp,
+    "gap_elbo_encoder": _2dp,
+    "gap_elbo_optimized": _2dp,
+    "gap_log_px": _2dp,
+    "amortization_gap": _2dp,
+    "approximation_gap": _2dp,
+    "lk_encoder_1000": _2dp,
+    "lk_encoder_5000": _2dp,
+    "z2_test_elbo": _2dp,
     **{f"{run}_{part}": (lambda v: f"{v:.1f}") for run in ("beta1", "beta4", "warmup") for part in ("elbo", "recon", "kl")},
     **{f"{run}_active": str for run in ("beta1", "beta4", "warmup")},
-    "beta4_kl_last": lambda v: f"{v:.2f}",
+    "beta4_kl_last": _2dp,
 }
 
 
