@@ -29,7 +29,8 @@ sum of Gaussians), so every ELBO in ``pyro_vae`` estimates it by Monte Carlo,
 :math:`\log q(z|x) - \log p_\lambda(z)` at :math:`z \sim q(z|x)`:
 :func:`~pyro_vae.elbo.elbo_terms` and ``TraceMeanField_ELBO`` fall back to it
 automatically. Each evaluation of :math:`\log p_\lambda(z)` costs :math:`K` Gaussian
-densities.
+densities; for a diagonal-Gaussian encoder they come from three matrix products
+(:class:`DiagonalNormalMixture`) instead of a ``[B, K, z_dim]`` tensor of squared distances.
 
 Reference: Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS.
 """
@@ -37,6 +38,8 @@ Reference: Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS.
 from __future__ import annotations
 
 from typing import Callable, Optional
+
+import math
 
 import pyro.distributions as dist
 import torch
@@ -110,4 +113,59 @@ class VampPrior(nn.Module):
                 f"pseudo-inputs; the VampPrior needs one distribution q(z|u_k) per pseudo-input"
             )
         weights = dist.Categorical(logits=self.raw_pseudo_inputs.new_zeros(self.num_pseudo_inputs))  # 1/K each
+        base = components.base_dist if isinstance(components, dist.Independent) else None
+        if isinstance(base, dist.Normal) and components.reinterpreted_batch_ndims == 1:
+            return DiagonalNormalMixture.of(weights, components)
         return dist.MixtureSameFamily(weights, components)
+
+
+class DiagonalNormalMixture(dist.MixtureSameFamily):
+    r"""A uniform mixture of ``K`` diagonal Gaussians :math:`\frac1K\sum_k \mathcal N(z; \mu_k,
+    \mathrm{diag}\,\sigma_k^2)` whose density comes from matrix products.
+
+    :class:`~pyro.distributions.MixtureSameFamily` evaluates every component at every point,
+    a ``[N, K, D]`` tensor of squared distances: at ``K = 500`` and a batch of 512 that is
+    13 million elements through half a dozen element-wise passes and their backward, which
+    made a VampPrior step 20 times slower than the standard prior's. Expanding the square,
+
+    .. math::
+
+        \sum_d \frac{(z_d - \mu_{kd})^2}{\sigma_{kd}^2}
+        = \sum_d z_d^2\,\sigma_{kd}^{-2} - 2\sum_d z_d\,\mu_{kd}\sigma_{kd}^{-2}
+          + \sum_d \mu_{kd}^2\sigma_{kd}^{-2},
+
+    turns it into two ``[N, D] x [D, K]`` products and a ``[K]`` vector. The three terms
+    can be large and nearly cancel (a sharp component, a code far from it), so they are
+    formed in float64, where the cancellation costs nothing a float32 density could see.
+    Sampling and everything else are :class:`~pyro.distributions.MixtureSameFamily`'s.
+    """
+
+    @classmethod
+    def of(cls, mixture: dist.Categorical, components: dist.Independent) -> "DiagonalNormalMixture":
+        """The mixture of ``components`` (``Independent(Normal)`` of batch shape ``[K]``) with
+        weights ``mixture`` (uniform: the matrix form assumes equal weights)."""
+        new = cls(mixture, components)
+        new.loc, new.scale = components.base_dist.loc, components.base_dist.scale  # [K, D]
+        return new
+
+    def expand(self, batch_shape, _instance=None):  # type: ignore[override]
+        new = super().expand(batch_shape, _instance)
+        new.loc, new.scale = self.loc, self.scale  # the [K, D] parameters, not their expanded views
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        k, d = self.loc.shape
+        points = value.reshape(-1, d).double()
+        precision = self.scale.double().pow(-2)  # [K, D]
+        weighted_loc = self.loc.double() * precision
+        squared = (
+            points.pow(2) @ precision.T
+            - 2 * points @ weighted_loc.T
+            + (self.loc.double() * weighted_loc).sum(-1)
+        ).clamp(min=0.0)  # [N, K]; a distance is never negative, whatever the rounding
+        log_norm = self.scale.double().log().sum(-1) + 0.5 * d * math.log(2 * math.pi)  # [K]
+        log_density = torch.logsumexp(-0.5 * squared - log_norm, -1) - math.log(k)
+        log_density = log_density.to(value.dtype).reshape(value.shape[:-1])
+        return log_density.expand(torch.broadcast_shapes(log_density.shape, self.batch_shape))

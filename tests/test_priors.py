@@ -16,7 +16,7 @@ from pyro_vae.evaluate import log_likelihood
 from pyro_vae.hvae import HVAE
 from pyro_vae.models import build_model
 from pyro_vae.objectives import IWAE_ELBO
-from pyro_vae.priors import VampPrior
+from pyro_vae.priors import DiagonalNormalMixture, VampPrior
 
 F64 = torch.float64
 
@@ -54,13 +54,38 @@ def test_vamp_density_is_the_brute_force_mixture():
     z = torch.randn(50, 6, 3, dtype=F64, generator=torch.Generator().manual_seed(1)) * 2
     with torch.no_grad():
         prior = vae.prior_distribution(x)
-        assert isinstance(prior, dist.MixtureSameFamily)
+        assert isinstance(prior, DiagonalNormalMixture)  # a MixtureSameFamily with the matrix-product density
         assert prior.batch_shape == (6,) and prior.event_shape == (3,)
         error = (prior.log_prob(z) - brute_force_log_prior(z, locs, scales)).abs().max().item()
     assert error < 1e-10  # measured ~1e-15
     # the pseudo-inputs are images: pixels in (0, 1)
     u = vae.vamp.pseudo_inputs()
     assert u.shape == (6, 784) and (u > 0).all() and (u < 1).all()
+
+
+def test_matrix_product_density_in_float32_against_the_float64_brute_force():
+    """The expanded square nearly cancels for sharp components and far codes; formed in float64 it
+    keeps a float32 mixture as exact as float32 can be, and its gradients are the element-wise
+    mixture's. Sampling and shapes are MixtureSameFamily's."""
+    g = torch.Generator().manual_seed(0)
+    k, d, b = 40, 8, 16
+    locs = (3 * torch.randn(k, d, generator=g)).requires_grad_()
+    scales = (torch.rand(k, d, generator=g) * 0.5 + 0.01).requires_grad_()  # down to 0.01: sharp
+    weights = dist.Categorical(logits=torch.zeros(k))
+    fast = DiagonalNormalMixture.of(weights, dist.Normal(locs, scales).to_event(1)).expand([b])
+    slow = dist.MixtureSameFamily(weights, dist.Normal(locs, scales).to_event(1)).expand([b])
+    z = torch.cat([locs[:b // 2].detach() + 0.02 * torch.randn(b // 2, d, generator=g),  # near a sharp component
+                   6 * torch.randn(b // 2, d, generator=g)])  # far from all of them
+    exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
+    ours = fast.log_prob(z)
+    assert ours.dtype == torch.float32 and ours.shape == (b,)
+    assert ((ours.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6
+    for ours_grad, their_grad in zip(torch.autograd.grad(ours.sum(), [locs, scales]),
+                                     torch.autograd.grad(slow.log_prob(z).sum(), [locs, scales])):
+        assert torch.allclose(ours_grad, their_grad, rtol=1e-3, atol=1e-3 * their_grad.abs().max().item())
+    assert fast.sample((3,)).shape == (3, b, d)
+    assert fast.log_prob(torch.randn(5, b, d)).shape == (5, b)
+    assert fast.log_prob(torch.randn(d)).shape == (b,)  # broadcast over the batch
 
 
 def test_one_pseudo_input_gives_the_closed_form_kl():
