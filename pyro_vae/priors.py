@@ -37,9 +37,8 @@ Reference: Tomczak & Welling (2018), "VAE with a VampPrior", AISTATS.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import math
+from typing import Callable, Optional
 
 import pyro.distributions as dist
 import torch
