@@ -65,7 +65,8 @@ def parse_args(argv=None):
         check_positive(name, getattr(args, name), example=example)
     for k in args.quadrants:
         if k not in (1, 2, 3):
-            raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {k}", settings=("num_inputs",))
+            raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {k}; pass one of 1, 2, 3",
+                              settings=("num_inputs",))
     return args
 
 

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import binarize, flatten_images
-from .errors import InvalidDataError, NonFiniteError, check_positive
+from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
 from .importance import log_importance_weights
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
@@ -65,7 +65,8 @@ QUADRANT = 14 * 14
 def quadrant_mask(num_inputs: int) -> torch.Tensor:
     """``[784]`` booleans, True on the pixels of the ``num_inputs`` input quadrants."""
     if isinstance(num_inputs, bool) or num_inputs not in (1, 2, 3):
-        raise InvalidDataError(f"num_inputs must be 1, 2 or 3 input quadrants, got {num_inputs!r}")
+        raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {num_inputs!r}; pass one of 1, 2, 3",
+                          settings=("num_inputs",))
     mask = torch.zeros(28, 28, dtype=torch.bool)
     for q in INPUT_ORDER[:num_inputs]:
         row, col = divmod(q, 2)

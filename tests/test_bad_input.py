@@ -2,7 +2,7 @@
 
 One table, one row per case: ``case id -> callable -> exception type -> message regex``.
 API rows call pyro_vae and must raise exactly that exception type; CLI rows run
-examples/mnist_svi.py as a subprocess and must exit with code 2, printing one line on
+an example (examples/mnist_svi.py unless the row names another) as a subprocess and must exit with code 2, printing one line on
 stderr and no traceback. docs/errors.md shows the same table with the messages printed.
 """
 
@@ -37,7 +37,9 @@ from pyro_vae.errors import (
     OutputDirError,
     TrainingInterrupted,
 )
+from pyro_vae.cvae import CVAE
 from pyro_vae.guide_contract import GuideError
+from pyro_vae.ssvae import SSVAE, labelled_split
 
 from conftest import message_lines
 
@@ -223,11 +225,12 @@ def a_file(ctx) -> Path:
 
 @dataclass
 class Cli:
-    """Arguments of examples/mnist_svi.py; ``{tmp}`` is the row's own directory."""
+    """Arguments of an example (``program``, in examples/); ``{tmp}`` is the row's own directory."""
 
     args: List[str]
     setup: Callable[[Path], None] = field(default=lambda tmp: None)
     data: bool = True  # pass --data-dir (the real MNIST) when the tests have it
+    program: str = "mnist_svi.py"
 
 
 def _cli_checkpoint(tmp: Path) -> None:
@@ -338,6 +341,21 @@ CASES = [
     Case("guide-without-to-event", lambda c: fit(pixels(8, 784), vae=small_vae(guide=guide_without_to_event)),
          GuideError, r"Shape mismatch inside plate\('data'\) at site z dim -1, 2 vs 4; a distribution over the z_dim "
                      r"coordinates needs `\.to_event\(1\)` inside the plate"),
+    # the semi-supervised M2 and the conditional VAE: labels and quadrants
+    Case("ssvae-label-10", lambda c: SSVAE(z_dim=2, hidden_dims=(8,)).model(binary(3), torch.tensor([0, 10, 1])),
+         InvalidDataError, r"^label 10 at position 1 is outside 0-9; labels must be class indices 0-9$"),
+    Case("ssvae-float-labels", lambda c: SSVAE(z_dim=2, hidden_dims=(8,)).guide(binary(2), torch.tensor([1.0, 2.0])),
+         InvalidDataError, r"^labels must be integers, got dtype float32; pass y\.long\(\)$"),
+    Case("ssvae-more-labels-than-images", lambda c: labelled_split(torch.arange(500) % 10, 1000), ConfigError,
+         r"^num_labels=1000 labelled images asked of a training set of 500; pass num_labels below 500"),
+    Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
+         InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
+                           r"split images with pyro_vae\.cvae\.split_quadrants\(images, 2\)$"),
+    Case("cvae-missing-quadrants-shape",
+         lambda c: CVAE(1, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196), torch.zeros(4, 196)),
+         InvalidDataError, r"^y must be the pixels of the 3 missing quadrant\(s\), shape \[4, 588\], got \(4, 196\)"),
+    Case("cvae-4-quadrants", lambda c: CVAE(4), ConfigError,
+         r"^num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3$"),
     # MNIST files
     Case("mnist-missing", lambda c: load_mnist(c.tmp, download=False), DataNotFoundError,
          r"lacks train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
@@ -403,6 +421,11 @@ CASES = [
          r"Leave them unset, or start another run in a new output directory\. \(command line: --z-dim\)$"),
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
+    Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",
+         r"^error: num_labels=99999 labelled images asked of a training set of \d+; pass num_labels below \d+ "
+         r"\(command line: --labels"),
+    Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
+         r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),
     Case("cli-distributed-without-torchrun", Cli(["--distributed"]), "exit 2",
          r"^error: distributed training needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
          r"launch the program with torchrun, e\.g\. 'torchrun --nproc_per_node=2 PROGRAM' \(command line: --distributed\)$"),
@@ -421,7 +444,8 @@ def cli_results(tmp_path_factory, mnist_source):
             args += ["--out", str(tmp / "run")]
         data = ["--data-dir", mnist_source] if mnist_source and case.call.data else []
         return subprocess.run(
-            [sys.executable, str(EXAMPLE), *data, "--no-download", "--no-progress", "--epochs", "1", *args],
+            [sys.executable, str(EXAMPLE.parent / case.call.program), *data, "--no-download", "--no-progress",
+             "--epochs", "1", *args],
             capture_output=True, text=True, timeout=300,
         )
 

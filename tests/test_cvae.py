@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from pyro_vae.cvae import (CVAE, Baseline, FitConfig, conditional_log_likelihood, fit_conditional, join_quadrants,
                            quadrant_mask, split_quadrants)
 from pyro_vae.data import binarize
-from pyro_vae.errors import InvalidDataError
+from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.plate import data_plate
 
 torch.set_default_dtype(torch.float64)
@@ -97,7 +97,7 @@ def test_wrong_quadrant_shapes_get_one_clear_line(x_cols, y_cols, words):
     with pytest.raises(InvalidDataError) as info:
         net.model(torch.zeros(4, x_cols), torch.zeros(4, y_cols))
     assert words in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(InvalidDataError, match="1, 2 or 3"):
+    with pytest.raises(ConfigError, match="1, 2 or 3"):
         CVAE(4)
 
 
