@@ -127,6 +127,11 @@ class TrainConfig:
             return self.objective.startswith("jit_")
         return is_jit(self.objective)
 
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether the objective takes each latent site's KL in closed form (the mean-field ELBOs)."""
+        return self.objective_name in ("meanfield", "jit_meanfield")
+
     def for_likelihood(self, likelihood: str) -> "TrainConfig":
         """This config with ``binarize`` resolved for a model of that likelihood."""
         if self.binarize is not None:

@@ -27,7 +27,7 @@ from torch import nn
 from ..data import binarize
 from ..elbo import analytic_kl_allowed
 from ..errors import ConfigError
-from ..objectives import check_beta, get_objective, is_jit, kl_weighted
+from ..objectives import check_beta, get_objective, kl_weighted
 from ..rng import jit_warmup_seed, rng_fork
 from ..sites import latent_sites
 from .config import TrainConfig
@@ -69,7 +69,8 @@ class Objective:
 
     @property
     def jit(self) -> bool:
-        return is_jit(self.elbo)
+        """Whether the objective is JIT-compiled (:attr:`TrainConfig.jit <pyro_vae.training.config.TrainConfig.jit>`)."""
+        return self.config.jit
 
     @property
     def beta(self) -> float:
@@ -97,7 +98,7 @@ class Objective:
         the guide samples in another order than the model: Pyro's ``TraceMeanField_ELBO`` would
         only warn, and its KL of a site conditioned on a later one would be biased (the
         two-layer HVAE's top-down model against its bottom-up guide)."""
-        if self.config.objective_name not in ("meanfield", "jit_meanfield"):
+        if not self.config.analytic_kl:
             return
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
             guide_trace = poutine.trace(poutine.block(self.vae.guide, hide_types=["param"])).get_trace(x)

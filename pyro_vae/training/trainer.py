@@ -247,8 +247,7 @@ class Trainer:
         try:
             loss = self.step(batch, num_data, weight)
         except NonFiniteStep as err:
-            analytic_kl = config.objective_name in ("meanfield", "jit_meanfield")
-            term, detail = diagnose(self.vae, batch, num_data, noise, analytic_kl)
+            term, detail = diagnose(self.vae, batch, num_data, noise, config.analytic_kl)
             raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
                                    self._checkpoint_path) from err.__cause__
         epoch_pass.record(step, loss * len(idx) / num_data, loss)
