@@ -109,6 +109,8 @@ def main() -> int:
     p.add_argument("--prior", default="standard", choices=["standard", "vamp"])
     p.add_argument("--z-dim", type=int, default=50, help="latent size of the one-layer vae")
     p.add_argument("--hidden", type=int, nargs="+", default=[400], help="hidden widths of the one-layer vae")
+    p.add_argument("--activation", default=None,
+                   help="activation of the deterministic layers (default: the model's, softplus for vae, tanh for hvae)")
     p.add_argument("--guide", default="diagonal")
     p.add_argument("--objective", default="elbo", help="elbo, meanfield, iwae (with --particles)")
     p.add_argument("--particles", type=int, default=None)
@@ -139,6 +141,8 @@ def main() -> int:
                   "prior": args.prior}
     else:
         config = {"model": "hvae", "prior": args.prior}
+    if args.activation is not None:
+        config["activation"] = args.activation
     vae = build_model(config)
     trainer = Trainer(vae, TrainConfig(lr=args.lr, seed=args.seed, objective=args.objective,
                                        num_particles=args.particles))
