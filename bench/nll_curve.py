@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import sys
 
 import matplotlib
@@ -25,6 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from report import write_block  # noqa: E402
 FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "best_nll.png")
 PAGES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "models.md")]
 
@@ -121,15 +122,8 @@ def main() -> int:
     figure(results)
     block = table(results)
     for page in PAGES:
-        with open(page) as f:
-            text = f.read()
-        new, count = re.subn(r"(<!-- best-nll:start -->\n).*?(<!-- best-nll:end -->)",
-                             lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
-        if count != 1:
-            print(f"{page}: no <!-- best-nll:start --> ... <!-- best-nll:end --> block", file=sys.stderr)
+        if not write_block(page, "best-nll", block):
             return 1
-        with open(page, "w") as f:
-            f.write(new)
     print(f"wrote {os.path.relpath(FIGURE, ROOT)} and the tables of {', '.join(os.path.relpath(p, ROOT) for p in PAGES)}")
     return 0
 

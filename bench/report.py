@@ -147,22 +147,26 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def write_block(path: str, name: str, block: str) -> bool:
+    """Replace what stands between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``path``
+    with ``block``; False (and a message) if the page has no such block."""
+    with open(path) as f:
+        text = f.read()
+    new, count = re.subn(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
+                         lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
+    if count != 1:
+        print(f"{path}: no <!-- {name}:start --> ... <!-- {name}:end --> block", file=sys.stderr)
+        return False
+    with open(path, "w") as f:
+        f.write(new)
+    return True
+
+
 def main() -> int:
     tables = render()
-    docs = os.path.join(ROOT, "docs", "benchmarks.md")
-    with open(docs) as f:
-        text = f.read()
-    for path, text in ((docs, text), (os.path.join(ROOT, "README.md"), None)):
-        if text is None:
-            with open(path) as f:
-                text = f.read()
-        new, count = re.subn(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)",
-                             lambda m: m.group(1) + tables + m.group(2), text, flags=re.S)
-        if count != 1:
-            print(f"{path}: no <!-- bench:start --> ... <!-- bench:end --> block", file=sys.stderr)
+    for path in (os.path.join(ROOT, "docs", "benchmarks.md"), os.path.join(ROOT, "README.md")):
+        if not write_block(path, "bench", tables):
             return 1
-        with open(path, "w") as f:
-            f.write(new)
         print(f"wrote the tables into {os.path.relpath(path, ROOT)}")
     return 0
 
