@@ -72,7 +72,7 @@ def test_matrix_product_density_in_float32_against_the_float64_brute_force():
     locs = (3 * torch.randn(k, d, generator=g)).requires_grad_()
     scales = (torch.rand(k, d, generator=g) * 0.5 + 0.01).requires_grad_()  # down to 0.01: sharp
     weights = dist.Categorical(logits=torch.zeros(k))
-    fast = DiagonalNormalMixture.of(weights, dist.Normal(locs, scales).to_event(1)).expand([b])
+    fast = DiagonalNormalMixture.of(dist.Normal(locs, scales).to_event(1)).expand([b])
     slow = dist.MixtureSameFamily(weights, dist.Normal(locs, scales).to_event(1)).expand([b])
     z = torch.cat([locs[:b // 2].detach() + 0.02 * torch.randn(b // 2, d, generator=g),  # near a sharp component
                    6 * torch.randn(b // 2, d, generator=g)])  # far from all of them
