@@ -123,7 +123,7 @@ def main() -> int:
     p.add_argument("--eval-samples", type=int, default=5000, help="k of the final test NLL (Burda: 5000)")
     p.add_argument("--curve-samples", type=int, default=500,
                    help="k of the NLL at every point of the curve (a full-test k=5000 evaluation takes "
-                        "10-20 minutes on 2 cores, so the curve uses fewer; the last point has both)")
+                        "10-30 minutes on 2 cores, so the curve uses fewer; the last point has both)")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images (default all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "best_nll.json"))
