@@ -148,11 +148,13 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         return new
 
     def expand(self, batch_shape, _instance=None):  # type: ignore[override]
+        """The same mixture with batch shape ``batch_shape``, keeping the ``[K, D]`` parameters."""
         new = super().expand(batch_shape, _instance)
         new.loc, new.scale = self.loc, self.scale  # the [K, D] parameters, not their expanded views
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """:math:`\log \frac1K \sum_k \mathcal N(z; \mu_k, \mathrm{diag}\,\sigma_k^2)` of ``value`` ``[..., D]``, from the products above."""
         if self._validate_args:
             self._validate_sample(value)
         k, d = self.loc.shape
