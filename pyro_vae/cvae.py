@@ -35,6 +35,7 @@ pixels, a blur of all the digits that agree with the input.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -50,6 +51,7 @@ from torch.nn import functional as F
 from .data import binarize, flatten_images
 from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
 from .importance import log_importance_weights
+from .loop_state import resume_or_start, save_loop
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
 from .training.step import CheckedStep, NonFiniteStep
@@ -128,10 +130,17 @@ class CVAE(QuadrantDoor):
         self.num_inputs = num_inputs
         self.z_dim = check_positive("z_dim", z_dim, example=20)
         self.hidden_dims = check_hidden_dims(hidden_dims)
+        self.activation = activation
         x_dim, y_dim, h = QUADRANT * num_inputs, QUADRANT * (4 - num_inputs), list(self.hidden_dims)
         self.prior_net = mlp([x_dim, *h, 2 * z_dim], activation)
         self.recognition_net = mlp([x_dim + y_dim, *h, 2 * z_dim], activation)
         self.generation_net = mlp([x_dim + z_dim, *h, y_dim], activation)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The constructor's arguments, to rebuild the network from a checkpoint."""
+        return {"num_inputs": self.num_inputs, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
+                "activation": self.activation}
 
     @staticmethod
     def _normal(params: torch.Tensor) -> dist.TorchDistribution:
@@ -182,7 +191,13 @@ class Baseline(QuadrantDoor):
         quadrant_mask(num_inputs)
         self.num_inputs = num_inputs
         self.hidden_dims = check_hidden_dims(hidden_dims)
+        self.activation = activation
         self.net = mlp([QUADRANT * num_inputs, *self.hidden_dims, QUADRANT * (4 - num_inputs)], activation)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The constructor's arguments, to rebuild the network from a checkpoint."""
+        return {"num_inputs": self.num_inputs, "hidden_dims": list(self.hidden_dims), "activation": self.activation}
 
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, num_data: Optional[int] = None) -> torch.Tensor:
         self._check(x, y)
@@ -255,19 +270,27 @@ class FitConfig:
 
 def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
                     on_step: Optional[Callable[[int], None]] = None,
-                    max_steps: Optional[int] = None) -> List[Dict[str, float]]:
+                    max_steps: Optional[int] = None, checkpoint: Optional[str] = None,
+                    resume: bool = False) -> List[Dict[str, float]]:
     """Train a :class:`CVAE` or :class:`Baseline` on the training ``images`` (binarized as
     ``config.binarize`` says, split into the net's quadrants), one :class:`~pyro_vae.training.step.CheckedStep` per minibatch; returns
-    the mean training loss per epoch (negative conditional ELBO per image)."""
+    the mean training loss per epoch (negative conditional ELBO per image) and its seconds.
+
+    :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
+    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped.
+    :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
+    """
     check_positive("batch_size", config.batch_size, example=128)
     torch.manual_seed(config.seed)
     objective = _PairObjective(net)
     step = CheckedStep(objective, objective.module, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     n, b = len(images), min(config.batch_size, len(images))
-    history, steps = [], 0
-    for epoch in range(1, config.epochs + 1):
-        perm, total, done = torch.randperm(n, generator=gen), 0.0, 0
+    state = resume_or_start(checkpoint, resume, net, net.config, config, step.optimizer, gen)
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if max_steps is not None and state.steps >= max_steps:
+            break
+        began, perm, total, done = time.perf_counter(), torch.randperm(n, generator=gen), 0.0, 0
         for i in range(n // b):
             x, y = split_quadrants(binarize(images[perm[i * b:(i + 1) * b]], config.binarize, gen), net.num_inputs)
             try:
@@ -275,12 +298,14 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
             except NonFiniteStep as err:
                 raise NonFiniteError(f"training stopped at epoch {epoch}, step {i}: {err.reason}; lower lr",
                                      epoch=epoch, step=i, settings=("lr",)) from err
-            done, steps = done + 1, steps + 1
+            done, state.steps = done + 1, state.steps + 1
             if on_step is not None:
-                on_step(steps)
-            if max_steps is not None and steps >= max_steps:
+                on_step(state.steps)
+            if max_steps is not None and state.steps >= max_steps:
                 break
-        history.append({"epoch": epoch, "steps": steps, "train_loss": total / done / n})
-        if max_steps is not None and steps >= max_steps:
-            break
-    return history
+        state.history.append({"epoch": epoch, "steps": state.steps, "train_loss": total / done / n,
+                              "seconds": time.perf_counter() - began})
+        state.epoch = epoch
+        if checkpoint is not None:
+            save_loop(checkpoint, net, net.config, config, step.optimizer, gen, state)
+    return state.history

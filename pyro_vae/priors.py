@@ -154,7 +154,7 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """:math:`\log \frac1K \sum_k \mathcal N(z; \mu_k, \mathrm{diag}\,\sigma_k^2)` of ``value`` ``[..., D]``, from the products above."""
+        r""":math:`\log \frac1K \sum_k \mathcal N(z; \mu_k, \mathrm{diag}\,\sigma_k^2)` of ``value`` ``[..., D]``, from the products above."""
         if self._validate_args:
             self._validate_sample(value)
         k, d = self.loc.shape

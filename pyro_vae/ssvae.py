@@ -46,6 +46,7 @@ one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\al
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -60,6 +61,7 @@ from torch.nn import functional as F
 
 from .data import MNISTData, balanced_prefix, binarize, check_finite, flatten_images
 from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
+from .loop_state import resume_or_start, save_loop
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
 from .training.step import CheckedStep, NonFiniteStep
@@ -145,15 +147,14 @@ class SSVAE(nn.Module):
             y = check_labels(y, self.num_classes, x.shape[0]).to(x.device)
         return x, y
 
-    def _one_hot(self, y: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(y, self.num_classes).to(self.decoder[0].weight.dtype)
-
-    @staticmethod
-    def _concat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``[..., m]`` and ``[..., n]`` to ``[..., m + n]``, broadcasting the leading dimensions
-        (the enumerated labels, ``[K, 1, K]``, against a batch ``[B, n]``)."""
-        shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-        return torch.cat([a.expand(*shape, a.shape[-1]), b.expand(*shape, b.shape[-1])], dim=-1)
+    def _with_label(self, net: nn.Sequential, y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """``net`` of the concatenation ``[one_hot(y), other]``, without forming it: the first
+        layer's label columns are picked by index and added. With the label enumerated
+        (``y`` of shape ``[K, 1]``) and ``other = x`` ``[B, 784]``, the 784-wide input layer runs
+        once per image instead of once per class; the leading dimensions broadcast."""
+        first, k = net[0], self.num_classes
+        hidden = F.linear(other, first.weight[:, k:], first.bias) + first.weight[:, :k].t()[y]
+        return net[1:](hidden)
 
     # ---- model and guide -------------------------------------------------------------------
     def model(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, num_data: Optional[int] = None) -> None:
@@ -165,7 +166,7 @@ class SSVAE(nn.Module):
         with data_plate(batch, num_data, x.device):
             y = pyro.sample("y", dist.Categorical(logits=prior_logits).expand([batch]), obs=y)
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).expand([batch, self.z_dim]).to_event(1))
-            logits = self.decoder(self._concat(self._one_hot(y), z))
+            logits = self._with_label(self.decoder, y, z)
             pyro.sample("x", dist.Bernoulli(logits=logits, validate_args=False).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, num_data: Optional[int] = None) -> None:
@@ -177,7 +178,7 @@ class SSVAE(nn.Module):
         with data_plate(batch, num_data, x.device):
             if y is None:
                 y = pyro.sample("y", dist.Categorical(logits=self.encoder_y(x)))
-            loc, scale = self.encoder_z(self._concat(self._one_hot(y), x)).chunk(2, dim=-1)
+            loc, scale = self._with_label(self.encoder_z, y, x).chunk(2, dim=-1)
             pyro.sample("z", dist.Normal(loc, F.softplus(scale) + 1e-6).to_event(1))
 
     def classifier_model(self, x: torch.Tensor, y: torch.Tensor, num_data: Optional[int] = None) -> None:
@@ -214,12 +215,12 @@ class SSVAE(nn.Module):
     def style_code(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""The mean of :math:`q_\phi(z|x,y)`: the digit's style, its label given."""
         x = flatten_images(x, self.x_dim)
-        return self.encoder_z(torch.cat([self._one_hot(y), x], -1)).chunk(2, dim=-1)[0]
+        return self._with_label(self.encoder_z, y, x).chunk(2, dim=-1)[0]
 
     @torch.no_grad()
     def decoded_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r""":math:`\mathbb E[x|y,z]`, the pixel probabilities."""
-        return torch.sigmoid(self.decoder(torch.cat([self._one_hot(y), z], -1)))
+        return torch.sigmoid(self._with_label(self.decoder, y, z))
 
 
 class SSObjective:
@@ -297,17 +298,21 @@ class SSRun:
 
 def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                 on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
-                on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None) -> SSRun:
+                on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None,
+                checkpoint: Optional[str] = None, resume: bool = False) -> SSRun:
     r"""Train M2 on ``data``'s training half with ``config.num_labels`` labels, alternating an
     unlabelled and a labelled minibatch, each through one :class:`~pyro_vae.training.step.CheckedStep` (Adam, the finite
     guard); an epoch is one pass over the larger of the two sets (the smaller one is reshuffled
-    and reused). The test accuracy of
-    :math:`q_\phi(y|x)` is recorded after every epoch.
+    and reused). The test accuracy of :math:`q_\phi(y|x)` and the epoch's seconds are recorded after every epoch.
 
     :param on_epoch: called with each epoch's record.
     :param on_step: called after every step with its number.
     :param max_steps: stop after this many steps (for short runs); ``None`` runs every epoch.
+    :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
+    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
+        (``config.epochs`` may be raised to train a finished run further).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
+    :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
     """
 
     torch.manual_seed(config.seed)
@@ -322,8 +327,15 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     step = CheckedStep(objective, objective.module, lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     run = SSRun(config, labelled.tolist(), torch.bincount(y_l, minlength=ssvae.num_classes).tolist())
-    steps, l_perm, l_pos = 0, torch.randperm(n_l, generator=gen), 0
-    for epoch in range(1, config.epochs + 1):
+    state = resume_or_start(checkpoint, resume, ssvae, ssvae.config, config, step.optimizer, gen)
+    run.history = state.history
+    if not state.position:
+        state.position = {"labelled_order": torch.randperm(n_l, generator=gen), "labelled_next": 0}
+    pos = state.position
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        if max_steps is not None and state.steps >= max_steps:
+            break
+        began = time.perf_counter()
         u_perm = torch.randperm(n_u, generator=gen)
         totals = {"loss_unlabelled": 0.0, "loss_labelled": 0.0}
         num_batches = max(n_u // b_u, n_l // b_l)  # a pass over the larger of the two sets
@@ -331,10 +343,10 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
             if (i + 1) * b_u > len(u_perm):
                 u_perm = torch.cat([u_perm, torch.randperm(n_u, generator=gen)])
             xu = binarize(x_u[u_perm[i * b_u:(i + 1) * b_u]], config.binarize, gen)
-            if l_pos + b_l > n_l:
-                l_perm, l_pos = torch.randperm(n_l, generator=gen), 0
-            idx = l_perm[l_pos:l_pos + b_l]
-            l_pos += b_l
+            if pos["labelled_next"] + b_l > n_l:
+                pos["labelled_order"], pos["labelled_next"] = torch.randperm(n_l, generator=gen), 0
+            idx = pos["labelled_order"][pos["labelled_next"]:pos["labelled_next"] + b_l]
+            pos["labelled_next"] += b_l
             xl = binarize(x_l[idx], config.binarize, gen)
             try:
                 totals["loss_unlabelled"] += step(xu, n_u)
@@ -342,18 +354,20 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
             except NonFiniteStep as err:
                 raise NonFiniteError(f"training stopped at epoch {epoch}, step {i}: {err.reason}; lower lr",
                                      epoch=epoch, step=i, settings=("lr",)) from err
-            steps += 1
+            state.steps += 1
             if on_step is not None:
-                on_step(steps)
-            if max_steps is not None and steps >= max_steps:
+                on_step(state.steps)
+            if max_steps is not None and state.steps >= max_steps:
                 break
         done = i + 1
-        record = {"epoch": epoch, "steps": steps,
+        record = {"epoch": epoch, "steps": state.steps,
                   "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
-                  "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels)}
+                  "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels),
+                  "seconds": time.perf_counter() - began}
         run.history.append(record)
+        state.epoch = epoch
+        if checkpoint is not None:
+            save_loop(checkpoint, ssvae, ssvae.config, config, step.optimizer, gen, state)
         if on_epoch is not None:
             on_epoch(record)
-        if max_steps is not None and steps >= max_steps:
-            break
     return run

@@ -244,6 +244,15 @@ def _cli_garbage_checkpoint(tmp: Path) -> None:
     (tmp / "run" / "checkpoint.pt").write_bytes(os.urandom(4096))
 
 
+def _cli_cvae_checkpoint(tmp: Path) -> None:
+    """A finished epoch of examples/cvae.py's baseline for 1 quadrant, hidden layer of 16."""
+    from pyro_vae.cvae import Baseline, FitConfig, fit_conditional
+
+    (tmp / "run").mkdir()
+    fit_conditional(Baseline(1, (16,)), torch.bernoulli(torch.full((128, 784), 0.2)), FitConfig(epochs=1),
+                    checkpoint=str(tmp / "run" / "baseline_1.pt"))
+
+
 def _cli_file(tmp: Path) -> None:
     (tmp / "a_file").write_text("not a directory")
 
@@ -426,6 +435,10 @@ CASES = [
          r"\(command line: --labels"),
     Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
          r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),
+    Case("cli-cvae-resume-other-hidden",
+         Cli(["--quadrants", "1", "--hidden", "32", "--resume"], _cli_cvae_checkpoint, program="cvae.py"), "exit 2",
+         r"^error: .*run/baseline_1\.pt was written with other settings \(hidden_dims: checkpoint \[16\] vs now \[32\]\); "
+         r"pass the settings it was written with, or start afresh in another directory \(command line: --hidden\)$"),
     Case("cli-distributed-without-torchrun", Cli(["--distributed"]), "exit 2",
          r"^error: distributed training needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
          r"launch the program with torchrun, e\.g\. 'torchrun --nproc_per_node=2 PROGRAM' \(command line: --distributed\)$"),

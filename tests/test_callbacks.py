@@ -5,7 +5,6 @@ import json
 
 import pyro
 import pytest
-import torch
 
 from pyro_vae import Callback, MetricsFile, TrainConfig, Trainer, VAE
 from pyro_vae.errors import ConfigError, TrainingInterrupted

@@ -124,3 +124,21 @@ def test_the_guide_contract_holds_given_the_output():
     x, y = split_quadrants(torch.bernoulli(torch.full((2, 784), 0.3)), 3)
     check_guide(lambda x, num_data=None: net.model(x, y, num_data=num_data),
                 lambda x, num_data=None: net.guide(x, y, num_data=num_data), x)
+
+
+def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path):
+    """Two epochs in one go against one, stop, one more from the checkpoint: the same weights."""
+    torch.set_num_threads(1)
+    images = mnist.train_images[:300]
+    torch.manual_seed(2)
+    straight = CVAE(2, z_dim=3, hidden_dims=(16,))
+    whole = fit_conditional(straight, images, FitConfig(epochs=2, batch_size=100))
+    torch.manual_seed(2)
+    first = CVAE(2, z_dim=3, hidden_dims=(16,))
+    path = str(tmp_path / "cvae.pt")
+    fit_conditional(first, images, FitConfig(epochs=1, batch_size=100), checkpoint=path)
+    resumed = CVAE(2, z_dim=3, hidden_dims=(16,))
+    rest = fit_conditional(resumed, images, FitConfig(epochs=2, batch_size=100), checkpoint=path, resume=True)
+    assert [r["train_loss"] for r in rest] == [r["train_loss"] for r in whole]
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name

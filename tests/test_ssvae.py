@@ -195,3 +195,47 @@ def test_a_non_finite_loss_stops_training_with_the_parameters_untouched(mnist):
     for k, v in vae.state_dict().items():
         assert torch.equal(v, before[k]) or (torch.isnan(v) == torch.isnan(before[k])).all() and \
             torch.equal(v.nan_to_num(), before[k].nan_to_num()), k
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path):
+    """Three epochs in one go against one epoch, stop, and two more from the checkpoint: the same
+    weights to the bit, the same history; a checkpoint of other settings is refused by name."""
+    from pyro_vae.errors import CheckpointError
+
+    torch.set_num_threads(1)
+    data = mnist.subset(600, 200)
+    config = SSConfig(num_labels=50, epochs=3, batch_size=50)
+    torch.manual_seed(1)
+    straight = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)
+    whole = train_ssvae(straight, data, config)
+    torch.manual_seed(1)
+    first = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)
+    path = str(tmp_path / "m2.pt")
+    train_ssvae(first, data, SSConfig(num_labels=50, epochs=1, batch_size=50), checkpoint=path)
+    resumed = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)  # other initial weights: the checkpoint's win
+    rest = train_ssvae(resumed, data, config, checkpoint=path, resume=True)
+    assert _without_seconds(rest.history) == _without_seconds(whole.history)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.001 vs now 0\.003"):
+        train_ssvae(SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0), data,
+                    SSConfig(num_labels=50, epochs=4, batch_size=50, lr=3e-3), checkpoint=path, resume=True)
+    with pytest.raises(CheckpointError, match=r"z_dim: checkpoint 4 vs now 5"):
+        train_ssvae(SSVAE(z_dim=5, hidden_dims=(16,), alpha=60.0), data, config, checkpoint=path, resume=True)
+
+
+def test_the_label_columns_picked_by_index_equal_the_network_of_the_one_hot_concatenation():
+    """The enumerated shapes ([K, 1] labels against [B, D] images, and against [K, B, z] codes)
+    and the labelled ones ([B]) give the network of the concatenation [one_hot(y), other]."""
+    vae = SSVAE(z_dim=4, hidden_dims=(16, 8), num_classes=3, x_dim=6)
+    x, y_enum, y = torch.rand(5, 6), torch.arange(3).view(3, 1), torch.tensor([2, 0, 1, 1, 0])
+    z = torch.randn(3, 5, 4)
+    cases = [(vae.encoder_z, y_enum, x), (vae.decoder, y_enum, z), (vae.encoder_z, y, x), (vae.decoder, y, z[0])]
+    for net, labels, other in cases:
+        shape = torch.broadcast_shapes(labels.shape + (1,), other.shape[:-1] + (1,))[:-1]
+        joined = torch.cat([F.one_hot(labels, 3).float().expand(*shape, 3), other.expand(*shape, other.shape[-1])], -1)
+        assert torch.allclose(vae._with_label(net, labels, other), net(joined), atol=1e-6)

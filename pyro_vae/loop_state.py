@@ -1,0 +1,88 @@
+"""The state of a training loop at an epoch boundary, for the programs that drive
+:class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.ssvae.train_ssvae`;
+the CVAE and its baseline, :func:`pyro_vae.cvae.fit_conditional`).
+
+:class:`~pyro_vae.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these
+loops save, after every epoch, what continuing needs to be bit-identical to never having
+stopped: the weights, the optimizer's state, the epoch and step counts, the history, the
+global torch RNG and the loop's own data generator, and whatever position the loop keeps
+(M2's place in its reshuffled labelled set). The file is a :mod:`pyro_vae.checkpoint`
+(atomic, read with ``weights_only=True``). A checkpoint is refused, with the settings that
+differ, when the network's or the loop's settings are not the ones it was written with;
+only ``epochs`` may change, so that a finished run can be extended.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import CheckpointError
+
+#: Loop settings a resumed run may change: more (or fewer) epochs continue the same run.
+CHANGEABLE = ("epochs",)
+
+
+@dataclass
+class LoopState:
+    """Where a loop stands after ``epoch`` complete epochs (0: not started)."""
+
+    epoch: int = 0
+    steps: int = 0
+    history: List[Dict[str, float]] = field(default_factory=list)
+    #: the loop's own position (tensors and plain values), e.g. M2's labelled permutation
+    position: Dict[str, Any] = field(default_factory=dict)
+
+
+def _differences(saved: Dict[str, Any], now: Dict[str, Any], skip=()) -> Dict[str, Any]:
+    return {key: (saved.get(key), value) for key, value in now.items()
+            if key not in skip and saved.get(key) != value}
+
+
+def save_loop(path: Union[str, os.PathLike], net: torch.nn.Module, net_config: Dict[str, Any],
+              loop_config: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+              state: LoopState) -> None:
+    """Write ``state`` and everything it needs (weights, optimizer, RNGs) to ``path``, atomically."""
+    save_checkpoint({
+        "kind": "loop", "net_config": net_config, "loop_config": asdict(loop_config),
+        "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state()},
+        "epoch": state.epoch, "steps": state.steps, "history": state.history, "position": state.position,
+    }, path)
+
+
+def load_loop(path: Union[str, os.PathLike], net: torch.nn.Module, net_config: Dict[str, Any],
+              loop_config: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> LoopState:
+    """Restore the checkpoint at ``path`` into ``net``, ``optimizer``, the global torch RNG and
+    ``generator``; returns where the loop stands.
+
+    :raises CheckpointError: not a loop checkpoint, or written with other settings (named).
+    """
+    saved = load_checkpoint(path)
+    if saved.get("kind") != "loop":
+        raise CheckpointError(f"{path} is not a checkpoint of an M2 or CVAE training loop; give the file "
+                              f"such a run wrote, or start afresh", settings=("checkpoint",))
+    differ = {**_differences(saved["net_config"], net_config),
+              **_differences(saved["loop_config"], asdict(loop_config), CHANGEABLE)}
+    if differ:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
+        raise CheckpointError(f"{path} was written with other settings ({detail}); pass the settings it was "
+                              f"written with, or start afresh in another directory", settings=tuple(differ))
+    net.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    generator.set_state(saved["rng"]["generator"])
+    return LoopState(int(saved["epoch"]), int(saved["steps"]), list(saved["history"]), dict(saved["position"]))
+
+
+def resume_or_start(path: Optional[Union[str, os.PathLike]], resume: bool, net: torch.nn.Module,
+                    net_config: Dict[str, Any], loop_config: Any, optimizer: torch.optim.Optimizer,
+                    generator: torch.Generator) -> LoopState:
+    """:func:`load_loop` when ``resume`` and a checkpoint exists at ``path``; else a fresh state."""
+    if resume and path is not None and os.path.exists(path):
+        return load_loop(path, net, net_config, loop_config, optimizer, generator)
+    return LoopState()
