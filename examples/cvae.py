@@ -58,7 +58,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/cvae", help="output directory (default runs/cvae)")
     p.add_argument("--resume", action="store_true",
                    help="continue each network from its checkpoint in OUT (written after every epoch); "
-                        "finished ones are kept, a larger --epochs trains them further")
+                        "finished ones are kept, a larger --epochs trains them further (--lr may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)

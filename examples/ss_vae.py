@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
     p.add_argument("--resume", action="store_true",
                    help="continue each label count from its checkpoint in OUT (written after every epoch); "
-                        "finished counts are kept, a larger --epochs trains them further")
+                        "finished counts are kept, a larger --epochs trains them further (--lr may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)

@@ -277,7 +277,8 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
     the mean training loss per epoch (negative conditional ELBO per image) and its seconds.
 
     :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
-    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped.
+    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
+        (``config.epochs`` and ``config.lr`` may differ from the checkpoint's).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
     """
     check_positive("batch_size", config.batch_size, example=128)
@@ -303,7 +304,7 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
                 on_step(state.steps)
             if max_steps is not None and state.steps >= max_steps:
                 break
-        state.history.append({"epoch": epoch, "steps": state.steps, "train_loss": total / done / n,
+        state.history.append({"epoch": epoch, "steps": state.steps, "lr": config.lr, "train_loss": total / done / n,
                               "seconds": time.perf_counter() - began})
         state.epoch = epoch
         if checkpoint is not None:

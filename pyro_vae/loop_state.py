@@ -9,7 +9,8 @@ global torch RNG and the loop's own data generator, and whatever position the lo
 (M2's place in its reshuffled labelled set). The file is a :mod:`pyro_vae.checkpoint`
 (atomic, read with ``weights_only=True``). A checkpoint is refused, with the settings that
 differ, when the network's or the loop's settings are not the ones it was written with;
-only ``epochs`` may change, so that a finished run can be extended.
+only ``epochs`` and ``lr`` may change: a finished run can be extended, at a lower rate if
+wished (the rate given now applies from the next step, Adam's moments kept).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError
 
-#: Loop settings a resumed run may change: more (or fewer) epochs continue the same run.
-CHANGEABLE = ("epochs",)
+#: Loop settings a resumed run may change: more epochs, and the learning rate from here on.
+CHANGEABLE = ("epochs", "lr")
 
 
 @dataclass
@@ -74,6 +75,8 @@ def load_loop(path: Union[str, os.PathLike], net: torch.nn.Module, net_config: D
                               f"written with, or start afresh in another directory", settings=tuple(differ))
     net.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
+    for group in optimizer.param_groups:  # the rate given now, not the checkpoint's
+        group["lr"] = loop_config.lr
     torch.set_rng_state(saved["rng"]["torch"])
     generator.set_state(saved["rng"]["generator"])
     return LoopState(int(saved["epoch"]), int(saved["steps"]), list(saved["history"]), dict(saved["position"]))

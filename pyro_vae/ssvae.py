@@ -310,7 +310,8 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     :param max_steps: stop after this many steps (for short runs); ``None`` runs every epoch.
     :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
     :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
-        (``config.epochs`` may be raised to train a finished run further).
+        (``config.epochs`` may be raised to train a finished run further, ``config.lr`` changed
+        to continue at another rate).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
     """
@@ -360,7 +361,7 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
             if max_steps is not None and state.steps >= max_steps:
                 break
         done = i + 1
-        record = {"epoch": epoch, "steps": state.steps,
+        record = {"epoch": epoch, "steps": state.steps, "lr": config.lr,
                   "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
                   "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels),
                   "seconds": time.perf_counter() - began}

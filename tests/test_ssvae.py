@@ -4,6 +4,7 @@ minibatch), a short real run, the guide contract and the bad-input errors."""
 
 import itertools
 import math
+import shutil
 
 import pytest
 import torch
@@ -203,7 +204,8 @@ def _without_seconds(history):
 
 def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path):
     """Three epochs in one go against one epoch, stop, and two more from the checkpoint: the same
-    weights to the bit, the same history; a checkpoint of other settings is refused by name."""
+    weights to the bit, the same history; a checkpoint of other settings is refused by name, a
+    new learning rate applies from the next step."""
     from pyro_vae.errors import CheckpointError
 
     torch.set_num_threads(1)
@@ -221,9 +223,23 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path)
     assert _without_seconds(rest.history) == _without_seconds(whole.history)
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
-    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.001 vs now 0\.003"):
+    with pytest.raises(CheckpointError, match=r"batch_size: checkpoint 50 vs now 25"):
         train_ssvae(SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0), data,
-                    SSConfig(num_labels=50, epochs=4, batch_size=50, lr=3e-3), checkpoint=path, resume=True)
+                    SSConfig(num_labels=50, epochs=4, batch_size=25), checkpoint=path, resume=True)
+    # a fourth epoch at a tenth of the rate: Adam's steps, and so the weights' displacement, ~10x smaller
+    shutil.copy(path, tmp_path / "same.pt")
+    slower, faster = (SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0) for _ in range(2))
+    more = train_ssvae(slower, data, SSConfig(num_labels=50, epochs=4, batch_size=50, lr=1e-4), checkpoint=path,
+                       resume=True)
+    train_ssvae(faster, data, SSConfig(num_labels=50, epochs=4, batch_size=50), checkpoint=str(tmp_path / "same.pt"),
+                resume=True)
+    assert [r["lr"] for r in more.history] == [1e-3] * 3 + [1e-4]
+    assert _without_seconds(more.history[:3]) == _without_seconds(whole.history)
+
+    def moved(vae):
+        return sum(float((p - q).detach().norm() ** 2) for p, q in zip(vae.parameters(), straight.parameters())) ** 0.5
+
+    assert moved(slower) < 0.3 * moved(faster), (moved(slower), moved(faster))
     with pytest.raises(CheckpointError, match=r"z_dim: checkpoint 4 vs now 5"):
         train_ssvae(SSVAE(z_dim=5, hidden_dims=(16,), alpha=60.0), data, config, checkpoint=path, resume=True)
 
