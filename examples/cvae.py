@@ -23,14 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
-from pyro_vae.cvae import (
-    CVAE,
-    Baseline,
-    FitConfig,
-    conditional_log_likelihood,
-    fit_conditional,
-    split_quadrants,
-)
+from pyro_vae.cvae import CVAE, Baseline, conditional_log_likelihood, split_quadrants
+from pyro_vae.cvae_training import FitConfig, fit_conditional
 from pyro_vae.data import binarize
 from pyro_vae.errors import ConfigError, check_positive
 
@@ -50,6 +44,11 @@ def parse_args(argv=None):
                    help="hidden widths of every network (default 500 500)")
     p.add_argument("--samples", dest="num_samples", type=int, default=100,
                    help="K importance samples of the CVAE's test log p(y|x) (default 100)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="hold out the last N training images; each network keeps the weights of its epoch with "
+                        "the lowest loss on them (default 0: none; Pyro's tutorial holds out 10000)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="with --validation: stop a network after this many epochs without a better one")
     p.add_argument("--max-steps", type=int, default=None, help="stop each training after this many steps")
     p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
                    help="dynamic: binary pixels (train: drawn afresh each epoch; test: threshold 0.5; default); "
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       binarize=args.binarize)
+                       binarize=args.binarize, validation=args.validation, patience=args.patience)
     metrics = {**cli.metrics_fields(data, vars(args)), "anchors": ANCHORS, "table": {}}
     nets = {}
     for k in args.quadrants:

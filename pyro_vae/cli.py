@@ -42,6 +42,7 @@ SETTING_FLAGS = {
     "num_pseudo_inputs": "--pseudo-inputs", "eval_samples": "--eval-samples",
     # examples/ss_vae.py and examples/cvae.py
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
+    "validation": "--validation", "patience": "--patience",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

@@ -30,31 +30,28 @@ conditional log-likelihood :math:`\log p_\theta(y|x)` (:func:`conditional_log_li
 The baseline (:class:`Baseline`) is one deterministic network :math:`f(x)`, trained on
 :math:`-\log \mathrm{Bernoulli}(y; f(x))`: it predicts the conditional *mean* of the missing
 pixels, a blur of all the digits that agree with the input.
+
+Both are trained by :func:`pyro_vae.cvae_training.fit_conditional`.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.nn import functional as F
 
-from .data import binarize, flatten_images
-from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
+from .data import flatten_images
+from .errors import ConfigError, InvalidDataError, check_positive
 from .importance import log_importance_weights
-from .loop_state import resume_or_start, save_loop
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
-from .training.step import CheckedStep, NonFiniteStep
 
 #: Quadrants by index: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right. With ``k``
 #: input quadrants the input is the first ``k`` of this order (bottom-left, top-left,
@@ -238,75 +235,3 @@ def conditional_log_likelihood(model: Callable[..., Any], guide: Callable[..., A
 def _has_sample_sites(guide: Callable[..., Any], x: torch.Tensor, y: torch.Tensor) -> bool:
     trace = poutine.trace(guide).get_trace(x, y)
     return any(site["type"] == "sample" and not site_is_subsample(site) for site in trace.nodes.values())
-
-
-class _PairObjective:
-    """The form :class:`~pyro_vae.training.step.CheckedStep` takes: ``module((x, y), num_data)``
-    is the negative conditional ELBO of the minibatch at the scale ``N/B``."""
-
-    skip_registration = True
-
-    def __init__(self, net: nn.Module) -> None:
-        self.vae = net
-        self.elbo = Trace_ELBO(max_plate_nesting=1)
-
-    def module(self, batch: Tuple[torch.Tensor, torch.Tensor], num_data: int) -> torch.Tensor:
-        x, y = batch
-        return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, y, num_data=num_data)
-
-
-@dataclass
-class FitConfig:
-    """Settings of :func:`fit_conditional`."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    #: ``"dynamic"`` (binary pixels drawn afresh each epoch) or ``"none"`` (grey levels as
-    #: Bernoulli targets, their cross-entropy, as Pyro's tutorial trains)
-    binarize: str = "dynamic"
-
-
-def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
-                    on_step: Optional[Callable[[int], None]] = None,
-                    max_steps: Optional[int] = None, checkpoint: Optional[str] = None,
-                    resume: bool = False) -> List[Dict[str, float]]:
-    """Train a :class:`CVAE` or :class:`Baseline` on the training ``images`` (binarized as
-    ``config.binarize`` says, split into the net's quadrants), one :class:`~pyro_vae.training.step.CheckedStep` per minibatch; returns
-    the mean training loss per epoch (negative conditional ELBO per image) and its seconds.
-
-    :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
-    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
-        (``config.epochs`` and ``config.lr`` may differ from the checkpoint's).
-    :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
-    """
-    check_positive("batch_size", config.batch_size, example=128)
-    torch.manual_seed(config.seed)
-    objective = _PairObjective(net)
-    step = CheckedStep(objective, objective.module, lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    n, b = len(images), min(config.batch_size, len(images))
-    state = resume_or_start(checkpoint, resume, net, net.config, config, step.optimizer, gen)
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        if max_steps is not None and state.steps >= max_steps:
-            break
-        began, perm, total, done = time.perf_counter(), torch.randperm(n, generator=gen), 0.0, 0
-        for i in range(n // b):
-            x, y = split_quadrants(binarize(images[perm[i * b:(i + 1) * b]], config.binarize, gen), net.num_inputs)
-            try:
-                total += step((x, y), n)
-            except NonFiniteStep as err:
-                raise NonFiniteError(f"training stopped at epoch {epoch}, step {i}: {err.reason}; lower lr",
-                                     epoch=epoch, step=i, settings=("lr",)) from err
-            done, state.steps = done + 1, state.steps + 1
-            if on_step is not None:
-                on_step(state.steps)
-            if max_steps is not None and state.steps >= max_steps:
-                break
-        state.history.append({"epoch": epoch, "steps": state.steps, "lr": config.lr, "train_loss": total / done / n,
-                              "seconds": time.perf_counter() - began})
-        state.epoch = epoch
-        if checkpoint is not None:
-            save_loop(checkpoint, net, net.config, config, step.optimizer, gen, state)
-    return state.history

@@ -1,6 +1,6 @@
 """The state of a training loop at an epoch boundary, for the programs that drive
 :class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.ssvae.train_ssvae`;
-the CVAE and its baseline, :func:`pyro_vae.cvae.fit_conditional`).
+the CVAE and its baseline, :func:`pyro_vae.cvae_training.fit_conditional`).
 
 :class:`~pyro_vae.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these
 loops save, after every epoch, what continuing needs to be bit-identical to never having

@@ -246,7 +246,8 @@ def _cli_garbage_checkpoint(tmp: Path) -> None:
 
 def _cli_cvae_checkpoint(tmp: Path) -> None:
     """A finished epoch of examples/cvae.py's baseline for 1 quadrant, hidden layer of 16."""
-    from pyro_vae.cvae import Baseline, FitConfig, fit_conditional
+    from pyro_vae.cvae import Baseline
+    from pyro_vae.cvae_training import FitConfig, fit_conditional
 
     (tmp / "run").mkdir()
     fit_conditional(Baseline(1, (16,)), torch.bernoulli(torch.full((128, 784), 0.2)), FitConfig(epochs=1),

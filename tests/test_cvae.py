@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pyro_vae.cvae import (CVAE, Baseline, FitConfig, conditional_log_likelihood, fit_conditional, join_quadrants,
-                           quadrant_mask, split_quadrants)
+from pyro_vae.cvae import CVAE, Baseline, conditional_log_likelihood, join_quadrants, quadrant_mask, split_quadrants
+from pyro_vae.cvae_training import FitConfig, fit_conditional
 from pyro_vae.data import binarize
 from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.plate import data_plate
@@ -142,3 +142,28 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path)
     assert [r["train_loss"] for r in rest] == [r["train_loss"] for r in whole]
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_early_stopping_keeps_the_best_epoch_on_held_out_images(mnist, tmp_path):
+    """The held-out loss is recomputed for the returned weights: it is the minimum over the
+    epochs; training stops ``patience`` epochs after that minimum; a resumed run ends the same."""
+    from pyro_vae.cvae_training import validation_loss
+
+    torch.set_num_threads(1)
+    images = mnist.train_images[:400]
+    config = FitConfig(epochs=40, batch_size=50, lr=3e-3, binarize="none", validation=100, patience=2)
+    torch.manual_seed(3)
+    net = Baseline(3, (512,))  # 300 grey digits, a wide net, a large rate: it overfits within ~20 epochs
+    history = fit_conditional(net, images, config, checkpoint=str(tmp_path / "b.pt"))
+    losses = [r["validation_loss"] for r in history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    print("validation losses:", [round(v, 2) for v in losses], "best epoch", best + 1)
+    assert len(history) == best + 1 + 2 < 40  # stopped by patience, not by the epoch count
+    held = split_quadrants(images[-100:], 3)
+    assert validation_loss(net, *held) == pytest.approx(losses[best], rel=1e-6)
+    again = Baseline(3, (512,))
+    fit_conditional(again, images, config, checkpoint=str(tmp_path / "b.pt"), resume=True)
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+    with pytest.raises(ConfigError, match="validation=400 held-out images asked of 400 training images"):
+        fit_conditional(Baseline(3, (8,)), images, FitConfig(validation=400))
