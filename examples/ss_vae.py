@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
 from pyro_vae.errors import ConfigError, check_positive
-from pyro_vae.ssvae import LABEL_SEED, SSVAE, SSConfig, train_ssvae
+from pyro_vae.ssvae import SSVAE
+from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, train_ssvae
+
 
 def parse_args(argv=None):
     p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

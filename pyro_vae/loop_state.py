@@ -1,5 +1,5 @@
 """The state of a training loop at an epoch boundary, for the programs that drive
-:class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.ssvae.train_ssvae`;
+:class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.ssvae_training.train_ssvae`;
 the CVAE and its baseline, :func:`pyro_vae.cvae_training.fit_conditional`).
 
 :class:`~pyro_vae.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these

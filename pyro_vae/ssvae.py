@@ -46,9 +46,7 @@ one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\al
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -59,15 +57,10 @@ from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
-from .data import MNISTData, balanced_prefix, binarize, check_finite, flatten_images
-from .errors import ConfigError, InvalidDataError, NonFiniteError, check_positive
-from .loop_state import resume_or_start, save_loop
+from .data import check_finite, flatten_images
+from .errors import ConfigError, InvalidDataError, check_positive
 from .networks import check_hidden_dims, mlp
 from .plate import data_plate, register_module
-from .training.step import CheckedStep, NonFiniteStep
-
-#: Seed of the labelled subset's draw when none is given: the same labels on every run.
-LABEL_SEED = 20141201
 
 
 def check_labels(y: torch.Tensor, num_classes: int, batch: int) -> torch.Tensor:
@@ -248,127 +241,3 @@ class SSObjective:
                                                                 x, y, num_data=num_data)
             return loss
         return self.elbo.differentiable_loss(self.vae.model, self.guide, batch, num_data=num_data)
-
-
-def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Indices ``(labelled, unlabelled)`` of a training set: ``num_labels`` class-balanced
-    labelled ones (:func:`~pyro_vae.data.balanced_prefix` of a permutation drawn with ``seed``
-    by a private generator), the rest unlabelled.
-
-    :raises ConfigError: ``num_labels`` not a positive integer, or not smaller than the training set.
-    """
-    check_positive("num_labels", num_labels, example=100)
-    if num_labels >= len(labels):
-        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {len(labels)}; "
-                          f"pass num_labels below {len(labels)} (or a larger train_size)",
-                          settings=("num_labels", "train_size"))
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    chosen = order[balanced_prefix(labels[order], num_labels)]
-    mask = torch.zeros(len(labels), dtype=torch.bool)
-    mask[chosen] = True
-    return chosen.sort().values, (~mask).nonzero().flatten()
-
-
-@dataclass
-class SSConfig:
-    """Settings of :func:`train_ssvae`."""
-
-    num_labels: int = 100
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    binarize: str = "dynamic"
-    seed: int = 0
-    label_seed: int = LABEL_SEED
-
-
-@dataclass
-class SSRun:
-    """What :func:`train_ssvae` measured: the labelled indices used and the per-epoch record."""
-
-    config: SSConfig
-    labelled: List[int]
-    labelled_class_counts: List[int]
-    history: List[Dict[str, float]] = field(default_factory=list)
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"config": asdict(self.config), "labelled_indices": self.labelled,
-                "labelled_class_counts": self.labelled_class_counts, "history": self.history}
-
-
-def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
-                on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
-                on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None,
-                checkpoint: Optional[str] = None, resume: bool = False) -> SSRun:
-    r"""Train M2 on ``data``'s training half with ``config.num_labels`` labels, alternating an
-    unlabelled and a labelled minibatch, each through one :class:`~pyro_vae.training.step.CheckedStep` (Adam, the finite
-    guard); an epoch is one pass over the larger of the two sets (the smaller one is reshuffled
-    and reused). The test accuracy of :math:`q_\phi(y|x)` and the epoch's seconds are recorded after every epoch.
-
-    :param on_epoch: called with each epoch's record.
-    :param on_step: called after every step with its number.
-    :param max_steps: stop after this many steps (for short runs); ``None`` runs every epoch.
-    :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
-    :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
-        (``config.epochs`` may be raised to train a finished run further, ``config.lr`` changed
-        to continue at another rate).
-    :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
-    :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
-    """
-
-    torch.manual_seed(config.seed)
-    pyro.set_rng_seed(config.seed)
-    labelled, unlabelled = labelled_split(data.train_labels, config.num_labels, config.label_seed)
-    check_positive("batch_size", config.batch_size, example=100)
-    x_l, y_l = data.train_images[labelled], data.train_labels[labelled]
-    x_u = data.train_images[unlabelled]
-    n_l, n_u = len(x_l), len(x_u)
-    b_l, b_u = min(config.batch_size, n_l), min(config.batch_size, n_u)
-    objective = SSObjective(ssvae)
-    step = CheckedStep(objective, objective.module, lr=config.lr)
-    gen = torch.Generator().manual_seed(config.seed)
-    run = SSRun(config, labelled.tolist(), torch.bincount(y_l, minlength=ssvae.num_classes).tolist())
-    state = resume_or_start(checkpoint, resume, ssvae, ssvae.config, config, step.optimizer, gen)
-    run.history = state.history
-    if not state.position:
-        state.position = {"labelled_order": torch.randperm(n_l, generator=gen), "labelled_next": 0}
-    pos = state.position
-    for epoch in range(state.epoch + 1, config.epochs + 1):
-        if max_steps is not None and state.steps >= max_steps:
-            break
-        began = time.perf_counter()
-        u_perm = torch.randperm(n_u, generator=gen)
-        totals = {"loss_unlabelled": 0.0, "loss_labelled": 0.0}
-        num_batches = max(n_u // b_u, n_l // b_l)  # a pass over the larger of the two sets
-        for i in range(num_batches):
-            if (i + 1) * b_u > len(u_perm):
-                u_perm = torch.cat([u_perm, torch.randperm(n_u, generator=gen)])
-            xu = binarize(x_u[u_perm[i * b_u:(i + 1) * b_u]], config.binarize, gen)
-            if pos["labelled_next"] + b_l > n_l:
-                pos["labelled_order"], pos["labelled_next"] = torch.randperm(n_l, generator=gen), 0
-            idx = pos["labelled_order"][pos["labelled_next"]:pos["labelled_next"] + b_l]
-            pos["labelled_next"] += b_l
-            xl = binarize(x_l[idx], config.binarize, gen)
-            try:
-                totals["loss_unlabelled"] += step(xu, n_u)
-                totals["loss_labelled"] += step((xl, y_l[idx]), n_l)
-            except NonFiniteStep as err:
-                raise NonFiniteError(f"training stopped at epoch {epoch}, step {i}: {err.reason}; lower lr",
-                                     epoch=epoch, step=i, settings=("lr",)) from err
-            state.steps += 1
-            if on_step is not None:
-                on_step(state.steps)
-            if max_steps is not None and state.steps >= max_steps:
-                break
-        done = i + 1
-        record = {"epoch": epoch, "steps": state.steps, "lr": config.lr,
-                  "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
-                  "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels),
-                  "seconds": time.perf_counter() - began}
-        run.history.append(record)
-        state.epoch = epoch
-        if checkpoint is not None:
-            save_loop(checkpoint, ssvae, ssvae.config, config, step.optimizer, gen, state)
-        if on_epoch is not None:
-            on_epoch(record)
-    return run

@@ -39,7 +39,8 @@ from pyro_vae.errors import (
 )
 from pyro_vae.cvae import CVAE
 from pyro_vae.guide_contract import GuideError
-from pyro_vae.ssvae import SSVAE, labelled_split
+from pyro_vae.ssvae import SSVAE
+from pyro_vae.ssvae_training import labelled_split
 
 from conftest import message_lines
 

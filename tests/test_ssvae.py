@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.guide_contract import check_guide
-from pyro_vae.ssvae import SSVAE, SSConfig, SSObjective, labelled_split, train_ssvae
+from pyro_vae.ssvae import SSVAE, SSObjective
+from pyro_vae.ssvae_training import SSConfig, labelled_split, train_ssvae
 
 
 class FixedZ(Messenger):
