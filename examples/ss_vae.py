@@ -103,14 +103,14 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
 
-    # 5. The figures; style and samples from the run that took the most steps.
+    # 5. The figures; style and samples from the run that took the most steps (of those, the most labels).
     from pyro_vae.ssvae_plots import (
         plot_accuracy,
         plot_class_samples,
         plot_style_transfer,
     )
 
-    best = models[max(models, key=lambda c: metrics["runs"][str(c)]["history"][-1]["steps"])]
+    best = models[max(models, key=lambda c: (metrics["runs"][str(c)]["history"][-1]["steps"], c))]
     figures = {
         "accuracy": plot_accuracy(metrics["runs"], os.path.join(out, "accuracy.png")),
         "style_transfer": plot_style_transfer(best, data.test_images, data.test_labels,

@@ -2,7 +2,7 @@
 :class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.ssvae_training.train_ssvae`;
 the CVAE and its baseline, :func:`pyro_vae.cvae_training.fit_conditional`).
 
-:class:`~pyro_vae.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these
+:class:`~pyro_vae.training.trainer.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these
 loops save, after every epoch, what continuing needs to be bit-identical to never having
 stopped: the weights, the optimizer's state, the epoch and step counts, the history, the
 global torch RNG and the loop's own data generator, and whatever position the loop keeps

@@ -38,9 +38,8 @@ semi-supervised objective over labelled :math:`\mathcal D_l` and unlabelled
 A labelled minibatch of :math:`B_l` out of :math:`N_l` and an unlabelled one of
 :math:`B_u` out of :math:`N_u` are each scaled by their own :math:`N/B`
 (:func:`pyro_vae.plate.data_plate`): each part's minibatch loss is unbiased for its sum, so
-one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`.
-:func:`train_ssvae` alternates them, through the library's checked step
-(:class:`pyro_vae.training.step.CheckedStep`, which refuses a non-finite loss or gradient).
+one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`
+(:class:`SSObjective`; :func:`pyro_vae.ssvae_training.train_ssvae` alternates them).
 """
 
 from __future__ import annotations
