@@ -23,9 +23,9 @@ import time
 from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
-from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.errors import check_positive
 from pyro_vae.ssvae import SSVAE
-from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, train_ssvae
+from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
 
 
 def parse_args(argv=None):
@@ -65,10 +65,8 @@ def main(argv=None) -> int:
     # 1. The data; each run splits the training half into labelled and unlabelled images.
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
     n = len(data.train_images)
-    for count in args.labels:
-        if count >= n:  # before any run starts: one line, not after the first runs' minutes
-            raise ConfigError(f"num_labels={count} labelled images asked of a training set of {n}; pass "
-                              f"num_labels below {n}", settings=("num_labels", "train_size"))
+    for count in args.labels:  # before any run starts: one line, not after the first runs' minutes
+        check_num_labels(count, n)
     alpha = 0.1 * n if args.alpha is None else args.alpha
     print(f"data: {data.source}: {n} train / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
 

@@ -24,6 +24,19 @@ from .training.step import CheckedStep, NonFiniteStep
 LABEL_SEED = 20141201
 
 
+def check_num_labels(num_labels: int, num_train: int) -> None:
+    """Refuse a labelled count that is not a positive integer below the training set's size
+    (M2 needs unlabelled images too).
+
+    :raises ConfigError: naming ``num_labels`` and ``train_size``.
+    """
+    check_positive("num_labels", num_labels, example=100)
+    if num_labels >= num_train:
+        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {num_train}; "
+                          f"pass num_labels below {num_train} (or a larger train_size)",
+                          settings=("num_labels", "train_size"))
+
+
 def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(labelled, unlabelled)`` of a training set: ``num_labels`` class-balanced
     labelled ones (:func:`~pyro_vae.data.balanced_prefix` of a permutation drawn with ``seed``
@@ -31,11 +44,7 @@ def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED
 
     :raises ConfigError: ``num_labels`` not a positive integer, or not smaller than the training set.
     """
-    check_positive("num_labels", num_labels, example=100)
-    if num_labels >= len(labels):
-        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {len(labels)}; "
-                          f"pass num_labels below {len(labels)} (or a larger train_size)",
-                          settings=("num_labels", "train_size"))
+    check_num_labels(num_labels, len(labels))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     chosen = order[balanced_prefix(labels[order], num_labels)]
     mask = torch.zeros(len(labels), dtype=torch.bool)

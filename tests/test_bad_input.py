@@ -434,6 +434,7 @@ CASES = [
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
     Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",
          r"^error: num_labels=99999 labelled images asked of a training set of \d+; pass num_labels below \d+ "
+         r"\(or a larger train_size\) "
          r"\(command line: --labels"),
     Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
          r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),
