@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=[500],
                    help="hidden widths of each network (default 500)")
     p.add_argument("--alpha", type=float, default=None,
-                   help="weight of the classification loss (default 0.1 x training images, Kingma et al.)")
+                   help="weight of the classification loss on each labelled image (default 0.1 x training "
+                        "images; Kingma et al.'s 0.1 N on the labelled average is 0.1 N / labels per image)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")

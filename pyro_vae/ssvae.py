@@ -27,8 +27,8 @@ which is what :class:`pyro.infer.TraceEnum_ELBO` computes when the guide's ``"y"
 enumerated in parallel (:func:`pyro.infer.config_enumerate`, ``max_plate_nesting=1``): the
 ``K`` classes become a tensor dimension left of the plate, no label is ever sampled. The
 semi-supervised objective over labelled :math:`\mathcal D_l` and unlabelled
-:math:`\mathcal D_u` data adds Kingma et al.'s classification loss with weight :math:`\alpha`
-(their Eq. 9), in Pyro through :class:`pyro.poutine.scale`:
+:math:`\mathcal D_u` data adds a classification loss with weight :math:`\alpha` on each
+labelled image, in Pyro through :class:`pyro.poutine.scale`:
 
 .. math::
 
@@ -40,6 +40,11 @@ A labelled minibatch of :math:`B_l` out of :math:`N_l` and an unlabelled one of
 (:func:`pyro_vae.plate.data_plate`): each part's minibatch loss is unbiased for its sum, so
 one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`
 (:class:`SSObjective`; :func:`pyro_vae.ssvae_training.train_ssvae` alternates them).
+
+Kingma et al. (their Eq. 9) put :math:`\alpha` on the *average* over the labelled images,
+so their :math:`\alpha = 0.1N` is :math:`0.1N/N_l` here (60 per image for 100 labels). The
+default, :math:`0.1N` per image, is :math:`N_l` times theirs: on full MNIST it trained a
+better classifier at every epoch measured (docs/ssvae.md).
 """
 
 from __future__ import annotations
