@@ -45,8 +45,8 @@ def binary_digits(mnist, n):
 def open_page(browser, path, seconds=60):
     """Open the page and wait until its script has run.
 
-    CI once saw ``typeof pyroVaeExplorer`` undefined right after ``get`` for the two 2,000-digit
-    pages on a loaded machine, with nothing to tell why, and never again here. So: wait for the
+    One CI run saw ``typeof pyroVaeExplorer`` undefined right after ``get`` for the two
+    2,000-digit pages, with nothing to tell why, and it never came back here. So: wait for the
     script's own mark; if it never comes, load the page once more, so that a browser hiccup (the
     page is fine on the second load, and the test says so) is told apart from a page whose script
     fails (fails again, with the state of the page and the console both times).
