@@ -44,7 +44,7 @@ one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\al
 Kingma et al. (their Eq. 9) put :math:`\alpha` on the *average* over the labelled images,
 so their :math:`\alpha = 0.1N` is :math:`0.1N/N_l` here (60 per image for 100 labels). The
 default, :math:`0.1N` per image, is :math:`N_l` times theirs: on full MNIST it trained a
-better classifier at every epoch measured (docs/ssvae.md).
+better classifier than theirs at every epoch measured (docs/ssvae.md).
 """
 
 from __future__ import annotations
