@@ -87,9 +87,9 @@ def main(argv=None) -> int:
         x, y = split_quadrants(test, k)
         row = {}
         # 2. The baseline f(x) and the CVAE p(z|x) p(y|x,z) with q(z|x,y), for k input quadrants.
-        for name, net in (("baseline", Baseline(k, tuple(args.hidden_dims))),
-                          ("cvae", CVAE(k, args.z_dim, tuple(args.hidden_dims)))):
-            torch.manual_seed(args.seed)
+        for name in ("baseline", "cvae"):
+            torch.manual_seed(args.seed)  # before the network: the seed governs its initial weights too
+            net = Baseline(k, tuple(args.hidden_dims)) if name == "baseline" else CVAE(k, args.z_dim, tuple(args.hidden_dims))
             steps = args.epochs * (len(data.train_images) // min(args.batch_size, len(data.train_images)))
             steps = min(steps, args.max_steps or steps)
             # 3. SVI on the conditional ELBO (for the baseline, exactly -log p(y|x)), checkpointed

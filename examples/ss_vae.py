@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import pyro
 from tqdm.auto import tqdm
 
 from pyro_vae import cli, load_mnist
@@ -41,8 +42,12 @@ def parse_args(argv=None):
                    help="hidden widths of each network (default 500)")
     p.add_argument("--alpha", type=float, default=None,
                    help="weight of the classification loss on each labelled image (default 0.1 x training "
-                        "images; Kingma et al.'s 0.1 N on the labelled average is 0.1 N / labels per image)")
+                        "images, not counting --validation; Kingma et al.'s 0.1 N on the labelled average is 0.1 N / labels per image)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="hold out this many training images (the last ones) and report the epoch whose classifier "
+                        "is most accurate on them, as Pyro's tutorial and Kingma et al. do with 10000 "
+                        "(default 0: train on all, report the last epoch)")
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
@@ -67,37 +72,45 @@ def main(argv=None) -> int:
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
     n = len(data.train_images)
     for count in args.labels:  # before any run starts: one line, not after the first runs' minutes
-        check_num_labels(count, n)
-    alpha = 0.1 * n if args.alpha is None else args.alpha
-    print(f"data: {data.source}: {n} train / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
+        check_num_labels(count, n, args.validation)
+    alpha = 0.1 * (n - args.validation) if args.alpha is None else args.alpha  # 0.1 x the images trained on
+    held = f" ({n - args.validation} trained on, the last {args.validation} held out)" if args.validation else ""
+    print(f"data: {data.source}: {n} train{held} / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
 
     metrics = {**cli.metrics_fields(data, {**vars(args), "alpha": alpha}), "runs": {}}
     models = {}
     for count in args.labels:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
+        pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
         vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha)
         config = SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, label_seed=args.label_seed)
+                          seed=args.seed, label_seed=args.label_seed, validation=args.validation)
         # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)),
         #    checkpointed after every epoch; --resume continues a run from its last epoch.
         saved = os.path.join(out, f"checkpoint_{count}.pt")
-        steps = args.epochs * max((n - count) // min(args.batch_size, n - count), count // min(args.batch_size, count))
+        unlabelled = n - args.validation - count
+        steps = args.epochs * max(unlabelled // min(args.batch_size, unlabelled), count // min(args.batch_size, count))
         if args.max_steps is not None:
             steps = min(steps, args.max_steps)
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"{count} labels", unit="step", disable=True if args.no_progress else None) as bar:
             run = train_ssvae(vae, data, config, max_steps=args.max_steps, checkpoint=saved, resume=args.resume,
                               on_step=lambda s: bar.update(s - bar.n),
-                              on_epoch=lambda r, count=count: bar.write(f"{count} labels, epoch {r['epoch']}: test accuracy "
-                                                           f"{r['test_accuracy']:.4f}"))
+                              on_epoch=lambda r, count=count: bar.write(
+                                  f"{count} labels, epoch {r['epoch']}: test accuracy {r['test_accuracy']:.4f}"
+                                  + (f" (held-out {r['validation_accuracy']:.4f})" if "validation_accuracy" in r else "")))
         wall = time.perf_counter() - start
-        # 4. The test accuracy of the classifier q(y|x).
-        accuracy = run.history[-1]["test_accuracy"]
+        # 4. The test accuracy of the classifier q(y|x): at the last epoch, or at the best on validation.
+        accuracy, last = run.reported["test_accuracy"], run.history[-1]
         seconds = sum(r["seconds"] for r in run.history)
-        print(f"{count} labels: test accuracy {accuracy:.4f} after {len(run.history)} epochs "
-              f"({run.history[-1]['steps']} steps of each kind, {seconds:.0f} s of training"
-              f"{f'; {wall:.0f} s in this run' if abs(wall - seconds) > 1 else ''})", flush=True)
-        metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "wall_seconds": seconds}
+        chosen = (f" at epoch {run.best_epoch}, the best of {len(run.history)} on {args.validation} held-out "
+                  f"images ({run.reported['validation_accuracy']:.4f}; last epoch {last['test_accuracy']:.4f})"
+                  if run.best_epoch is not None else f" after {len(run.history)} epochs")
+        print(f"{count} labels: test accuracy {accuracy:.4f}{chosen} ({last['steps']} steps of each kind, "
+              f"{seconds:.0f} s of training{f'; {wall:.0f} s in this run' if abs(wall - seconds) > 1 else ''})",
+              flush=True)
+        metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "reported_epoch": run.reported["epoch"],
+                                       "wall_seconds": seconds}
         models[count] = vae
         with open(os.path.join(out, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=1)
@@ -119,9 +132,9 @@ def main(argv=None) -> int:
     metrics["figures"] = {k: os.path.basename(v) for k, v in figures.items()}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    print("labels  test accuracy")
+    print("labels  test accuracy  epoch")
     for count, r in metrics["runs"].items():
-        print(f"{count:>6}  {r['test_accuracy']:.4f}")
+        print(f"{count:>6}  {r['test_accuracy']:>13.4f}  {r['reported_epoch']:>5}")
     print(f"figures, metrics.json and checkpoints in {out}")
     return 0
 

@@ -3,6 +3,11 @@ subset drawn with a recorded seed (:func:`labelled_split`), and SVI that alterna
 unlabelled and a labelled minibatch, each scaled by its own :math:`N/B`, through the
 library's checked step (:class:`~pyro_vae.training.step.CheckedStep`, which refuses a
 non-finite loss or gradient), checkpointed after every epoch (:mod:`pyro_vae.loop_state`).
+
+The epoch reported is the last one, or with ``SSConfig.validation`` the one whose classifier
+was most accurate on that many held-out training images (the last ones, never trained on):
+the protocol of Pyro's tutorial and of Kingma et al., who both hold out 10,000 of MNIST's
+60,000 training images. Only those images' labels pick the epoch; the test set never does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 
 from .data import MNISTData, balanced_prefix, binarize
 from .errors import ConfigError, NonFiniteError, check_positive
-from .loop_state import resume_or_start, save_loop
+from .loop_state import LoopState, resume_or_start, save_loop
 from .ssvae import SSVAE, SSObjective
 from .training.step import CheckedStep, NonFiniteStep
 
@@ -24,17 +29,26 @@ from .training.step import CheckedStep, NonFiniteStep
 LABEL_SEED = 20141201
 
 
-def check_num_labels(num_labels: int, num_train: int) -> None:
-    """Refuse a labelled count that is not a positive integer below the training set's size
-    (M2 needs unlabelled images too).
+def check_num_labels(num_labels: int, num_train: int, validation: int = 0) -> None:
+    """Refuse a labelled count that is not a positive integer below the number of training
+    images left after ``validation`` are held out (M2 needs unlabelled images too), and a
+    ``validation`` count that is negative or leaves no training image.
 
-    :raises ConfigError: naming ``num_labels`` and ``train_size``.
+    :raises ConfigError: naming ``num_labels`` and ``train_size`` (and ``validation``, if any).
     """
     check_positive("num_labels", num_labels, example=100)
-    if num_labels >= num_train:
-        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {num_train}; "
-                          f"pass num_labels below {num_train} (or a larger train_size)",
-                          settings=("num_labels", "train_size"))
+    if validation != 0:
+        check_positive("validation", validation, example=10000)
+        if validation >= num_train:
+            raise ConfigError(f"validation={validation} held-out images asked of {num_train} training images; "
+                              f"pass fewer (e.g. {num_train // 6}) or 0 for none", settings=("validation",))
+    left = num_train - validation
+    if num_labels >= left:
+        held = f" after holding out validation={validation}" if validation else ""
+        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {left}{held}; "
+                          f"pass num_labels below {left} (or a larger train_size"
+                          f"{', or a smaller validation' if validation else ''})",
+                          settings=("num_labels", "train_size") + (("validation",) if validation else ()))
 
 
 def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -63,20 +77,32 @@ class SSConfig:
     binarize: str = "dynamic"
     seed: int = 0
     label_seed: int = LABEL_SEED
+    #: training images held out (the last ones) whose labels pick the epoch reported; 0: none,
+    #: train on all and report the last epoch
+    validation: int = 0
 
 
 @dataclass
 class SSRun:
-    """What :func:`train_ssvae` measured: the labelled indices used and the per-epoch record."""
+    """What :func:`train_ssvae` measured: the labelled indices used, the per-epoch record and
+    the epoch reported (:attr:`reported`)."""
 
     config: SSConfig
     labelled: List[int]
     labelled_class_counts: List[int]
     history: List[Dict[str, float]] = field(default_factory=list)
+    #: the epoch of the highest validation accuracy (the first, on a tie); ``None`` without validation
+    best_epoch: Optional[int] = None
+
+    @property
+    def reported(self) -> Dict[str, float]:
+        """The record of the epoch reported: the best on validation if held out, else the last."""
+        return self.history[self.best_epoch - 1] if self.best_epoch is not None else self.history[-1]
 
     def as_dict(self) -> Dict[str, Any]:
         return {"config": asdict(self.config), "labelled_indices": self.labelled,
-                "labelled_class_counts": self.labelled_class_counts, "history": self.history}
+                "labelled_class_counts": self.labelled_class_counts, "best_epoch": self.best_epoch,
+                "history": self.history}
 
 
 def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
@@ -86,7 +112,9 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     r"""Train M2 on ``data``'s training half with ``config.num_labels`` labels, alternating an
     unlabelled and a labelled minibatch, each through one :class:`~pyro_vae.training.step.CheckedStep` (Adam, the finite
     guard); an epoch is one pass over the larger of the two sets (the smaller one is reshuffled
-    and reused). The test accuracy of :math:`q_\phi(y|x)` and the epoch's seconds are recorded after every epoch.
+    and reused). The test accuracy of :math:`q_\phi(y|x)` and the epoch's seconds are recorded after every epoch,
+    and with ``config.validation`` the accuracy on the held-out images; the model then ends with
+    the weights of its best epoch on them (kept across resume; the checkpoint holds the last).
 
     :param on_epoch: called with each epoch's record.
     :param on_step: called after every step with its number.
@@ -97,14 +125,20 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
         to continue at another rate).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
+    :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set.
     """
 
     torch.manual_seed(config.seed)
     pyro.set_rng_seed(config.seed)
-    labelled, unlabelled = labelled_split(data.train_labels, config.num_labels, config.label_seed)
+    check_num_labels(config.num_labels, len(data.train_labels), config.validation)
+    images, labels, held = data.train_images, data.train_labels, None
+    if config.validation:
+        held = images[-config.validation:], labels[-config.validation:]
+        images, labels = images[:-config.validation], labels[:-config.validation]
+    labelled, unlabelled = labelled_split(labels, config.num_labels, config.label_seed)
     check_positive("batch_size", config.batch_size, example=100)
-    x_l, y_l = data.train_images[labelled], data.train_labels[labelled]
-    x_u = data.train_images[unlabelled]
+    x_l, y_l = images[labelled], labels[labelled]
+    x_u = images[unlabelled]
     n_l, n_u = len(x_l), len(x_u)
     b_l, b_u = min(config.batch_size, n_l), min(config.batch_size, n_u)
     objective = SSObjective(ssvae)
@@ -148,10 +182,24 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                   "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
                   "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels),
                   "seconds": time.perf_counter() - began}
-        run.history.append(record)
         state.epoch = epoch
+        if held is not None:
+            record["validation_accuracy"] = ssvae.accuracy(*held)
+            _keep_best(ssvae, state, record["validation_accuracy"])
+        run.history.append(record)
         if checkpoint is not None:
             save_loop(checkpoint, ssvae, ssvae.config, config, step.optimizer, gen, state)
         if on_epoch is not None:
             on_epoch(record)
+    if "best_model" in state.position:
+        ssvae.load_state_dict(state.position["best_model"])
+        run.best_epoch = state.position["best_epoch"]
     return run
+
+
+def _keep_best(ssvae: SSVAE, state: LoopState, accuracy: float) -> None:
+    """Keep the weights of the epoch just ended if its validation accuracy is the highest yet."""
+    best = state.position.get("best_accuracy")
+    if best is None or accuracy > best:
+        state.position.update(best_accuracy=accuracy, best_epoch=state.epoch,
+                              best_model={k: v.detach().clone() for k, v in ssvae.state_dict().items()})

@@ -40,7 +40,7 @@ from pyro_vae.errors import (
 from pyro_vae.cvae import CVAE
 from pyro_vae.guide_contract import GuideError
 from pyro_vae.ssvae import SSVAE
-from pyro_vae.ssvae_training import labelled_split
+from pyro_vae.ssvae_training import check_num_labels, labelled_split
 
 from conftest import message_lines
 
@@ -359,6 +359,8 @@ CASES = [
          InvalidDataError, r"^labels must be integers, got dtype float32; pass y\.long\(\)$"),
     Case("ssvae-more-labels-than-images", lambda c: labelled_split(torch.arange(500) % 10, 1000), ConfigError,
          r"^num_labels=1000 labelled images asked of a training set of 500; pass num_labels below 500"),
+    Case("ssvae-validation-all-images", lambda c: check_num_labels(100, 500, 500), ConfigError,
+         r"^validation=500 held-out images asked of 500 training images; pass fewer \(e\.g\. 83\) or 0 for none$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
          InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
                            r"split images with pyro_vae\.cvae\.split_quadrants\(images, 2\)$"),
@@ -435,6 +437,11 @@ CASES = [
     Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",
          r"^error: num_labels=99999 labelled images asked of a training set of \d+; pass num_labels below \d+ "
          r"\(or a larger train_size\) "
+         r"\(command line: --labels"),
+    Case("cli-ss-vae-labels-beyond-validation", Cli(["--labels", "100", "--train-size", "1000", "--validation", "950"],
+                                                                program="ss_vae.py"),
+         "exit 2", r"^error: num_labels=100 labelled images asked of a training set of 50 after holding out "
+         r"validation=950; pass num_labels below 50 \(or a larger train_size, or a smaller validation\) "
          r"\(command line: --labels"),
     Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
          r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),

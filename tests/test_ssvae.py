@@ -256,3 +256,33 @@ def test_the_label_columns_picked_by_index_equal_the_network_of_the_one_hot_conc
         shape = torch.broadcast_shapes(labels.shape + (1,), other.shape[:-1] + (1,))[:-1]
         joined = torch.cat([F.one_hot(labels, 3).float().expand(*shape, 3), other.expand(*shape, other.shape[-1])], -1)
         assert torch.allclose(vae._with_label(net, labels, other), net(joined), atol=1e-6)
+
+
+def test_held_out_validation_picks_the_epoch_and_its_weights_across_resume(mnist, tmp_path):
+    """validation=100 of 600 training images: never trained on (nine 50-image unlabelled steps an
+    epoch, not eleven), labels drawn from the other 500. Two epochs at lr 1e-3 and a third at
+    lr 0.5, which wrecks the classifier: the best validation epoch is an early one, and the model
+    returned has that epoch's weights (its test and validation accuracies), not the last one's,
+    also when the third epoch is run by resuming."""
+    torch.set_num_threads(1)
+    data = mnist.subset(600, 200)
+
+    def fit(epochs, lr, **kw):
+        return train_ssvae(vae, data, SSConfig(num_labels=50, epochs=epochs, batch_size=50, lr=lr, validation=100), **kw)
+
+    torch.manual_seed(1)
+    vae = SSVAE(z_dim=4, hidden_dims=(32,), alpha=600.0)
+    path = str(tmp_path / "m2.pt")
+    fit(2, 1e-3, checkpoint=path)
+    run = fit(3, 0.5, checkpoint=path, resume=True)
+    assert [r["steps"] for r in run.history] == [9, 18, 27]
+    assert max(run.labelled) < 500 and run.labelled_class_counts == [5] * 10
+    scores = [r["validation_accuracy"] for r in run.history]
+    assert run.best_epoch == scores.index(max(scores)) + 1 < 3, scores
+    assert run.reported is run.history[run.best_epoch - 1]
+    held_x, held_y = data.train_images[-100:], data.train_labels[-100:]
+    assert vae.accuracy(held_x, held_y) == run.reported["validation_accuracy"]
+    assert vae.accuracy(data.test_images, data.test_labels) == run.reported["test_accuracy"]
+    assert run.history[-1]["test_accuracy"] < run.reported["test_accuracy"], [r["test_accuracy"] for r in run.history]
+    with pytest.raises(ConfigError, match=r"after holding out validation=100; pass num_labels below 500"):
+        train_ssvae(vae, data, SSConfig(num_labels=500, epochs=1, batch_size=50, validation=100))
