@@ -31,6 +31,8 @@ def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
     """Test accuracy of :math:`q(y|x)` after every epoch, one line per label count; with held-out
     validation images, their accuracy dashed and the epoch it picks starred."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for count, run in runs.items():
         epochs = [r["epoch"] for r in run["history"]]
@@ -39,12 +41,14 @@ def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
             ax.plot(epochs, [r["validation_accuracy"] for r in run["history"]], ls="--", color=line.get_color(), lw=1)
             best = run["history"][run["best_epoch"] - 1]
             ax.plot([best["epoch"]], [best["test_accuracy"]], marker="*", ms=12, color=line.get_color(), mec="k")
+    held_out = any(run.get("best_epoch") is not None for run in runs.values())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy of q(y|x)")
+    ax.set_ylabel(f"{'' if held_out else 'test '}accuracy of q(y|x)")
     ax.grid(alpha=0.3)
     ax.legend()
-    if any(run.get("best_epoch") is not None for run in runs.values()):
-        ax.set_title("solid: test; dashed: held-out training images; star: the epoch they pick", fontsize=8)
+    if held_out:
+        ax.set_title("solid: test digits; dashed: held-out training digits; star: the epoch they pick", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
