@@ -90,13 +90,6 @@ def _held_out(images: torch.Tensor, config: FitConfig, num_inputs: int):
     return images[:-config.validation], split_quadrants(held, num_inputs)
 
 
-def _keep_best(net: nn.Module, state: LoopState, loss: float) -> None:
-    best = state.position.get("best_loss")
-    if best is None or loss < best:
-        state.position.update(best_loss=loss, best_epoch=state.epoch,
-                              best_model={k: v.detach().clone() for k, v in net.state_dict().items()})
-
-
 def _patience_ran_out(state: LoopState, config: FitConfig) -> bool:
     return (config.patience is not None and "best_epoch" in state.position
             and state.epoch - state.position["best_epoch"] >= config.patience)
@@ -147,11 +140,10 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
         state.epoch = epoch
         if held is not None:
             record["validation_loss"] = validation_loss(net, *held)
-            _keep_best(net, state, record["validation_loss"])
+            state.keep_best(net, record["validation_loss"], higher_is_better=False)
         record["seconds"] = time.perf_counter() - began
         state.history.append(record)
         if checkpoint is not None:
             save_loop(checkpoint, net, net.config, config, step.optimizer, gen, state)
-    if "best_model" in state.position:
-        net.load_state_dict(state.position["best_model"])
+    state.restore_best(net)
     return state.history

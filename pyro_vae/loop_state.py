@@ -38,6 +38,23 @@ class LoopState:
     #: the loop's own position (tensors and plain values), e.g. M2's labelled permutation
     position: Dict[str, Any] = field(default_factory=dict)
 
+    def keep_best(self, net: torch.nn.Module, score: float, higher_is_better: bool) -> None:
+        """Keep a copy of ``net``'s weights in :attr:`position`, with this epoch's number, when
+        ``score`` (a held-out accuracy or loss) is the best so far: the first epoch, on a tie.
+        Being part of the position, the best epoch survives a resume."""
+        best = self.position.get("best_score")
+        if best is None or (score > best if higher_is_better else score < best):
+            self.position.update(best_score=score, best_epoch=self.epoch,
+                                 best_model={k: v.detach().clone() for k, v in net.state_dict().items()})
+
+    def restore_best(self, net: torch.nn.Module) -> Optional[int]:
+        """Load the weights :meth:`keep_best` kept into ``net`` and return their epoch; ``None``
+        (``net`` untouched) when no epoch was scored."""
+        if "best_model" not in self.position:
+            return None
+        net.load_state_dict(self.position["best_model"])
+        return int(self.position["best_epoch"])
+
 
 def _differences(saved: Dict[str, Any], now: Dict[str, Any], skip=()) -> Dict[str, Any]:
     return {key: (saved.get(key), value) for key, value in now.items()

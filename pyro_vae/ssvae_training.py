@@ -21,7 +21,7 @@ import torch
 
 from .data import MNISTData, balanced_prefix, binarize
 from .errors import ConfigError, NonFiniteError, check_positive
-from .loop_state import LoopState, resume_or_start, save_loop
+from .loop_state import resume_or_start, save_loop
 from .ssvae import SSVAE, SSObjective
 from .training.step import CheckedStep, NonFiniteStep
 
@@ -185,21 +185,12 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
         state.epoch = epoch
         if held is not None:
             record["validation_accuracy"] = ssvae.accuracy(*held)
-            _keep_best(ssvae, state, record["validation_accuracy"])
+            state.keep_best(ssvae, record["validation_accuracy"], higher_is_better=True)
         run.history.append(record)
         if checkpoint is not None:
             save_loop(checkpoint, ssvae, ssvae.config, config, step.optimizer, gen, state)
         if on_epoch is not None:
             on_epoch(record)
-    if "best_model" in state.position:
-        ssvae.load_state_dict(state.position["best_model"])
-        run.best_epoch = state.position["best_epoch"]
+    run.best_epoch = state.restore_best(ssvae)
     return run
 
-
-def _keep_best(ssvae: SSVAE, state: LoopState, accuracy: float) -> None:
-    """Keep the weights of the epoch just ended if its validation accuracy is the highest yet."""
-    best = state.position.get("best_accuracy")
-    if best is None or accuracy > best:
-        state.position.update(best_accuracy=accuracy, best_epoch=state.epoch,
-                              best_model={k: v.detach().clone() for k, v in ssvae.state_dict().items()})

@@ -167,3 +167,24 @@ def test_early_stopping_keeps_the_best_epoch_on_held_out_images(mnist, tmp_path)
         assert torch.equal(value, again.state_dict()[name]), name
     with pytest.raises(ConfigError, match="validation=400 held-out images asked of 400 training images"):
         fit_conditional(Baseline(3, (8,)), images, FitConfig(validation=400))
+
+
+def test_keep_best_scores_both_ways_keeps_the_first_of_a_tie_and_survives_a_checkpoint(tmp_path):
+    """The rule both loops share (M2: highest held-out accuracy; CVAE: lowest held-out loss)."""
+    from pyro_vae.loop_state import LoopState, load_loop, save_loop
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    optimizer = torch.optim.Adam(net.parameters())
+    config = FitConfig()
+    for higher, scores in ((True, [0.5, 0.7, 0.7, 0.6]), (False, [3.0, 2.0, 2.0, 2.5])):
+        state = LoopState()
+        for epoch, score in enumerate(scores, 1):
+            state.epoch = epoch
+            with torch.no_grad():
+                net.weight.fill_(epoch)  # the weights tell which epoch they are
+            state.keep_best(net, score, higher_is_better=higher)
+        save_loop(tmp_path / "loop.pt", net, {}, config, optimizer, torch.Generator(), state)
+        loaded = load_loop(tmp_path / "loop.pt", net, {}, config, optimizer, torch.Generator())
+        assert net.weight.item() == 4  # the last epoch's, until restored
+        assert loaded.restore_best(net) == 2 and net.weight.item() == 2
+    assert LoopState().restore_best(net) is None and net.weight.item() == 2
