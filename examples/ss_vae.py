@@ -40,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--z-dim", type=int, default=50, help="style code size (default 50)")
     p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=[500],
                    help="hidden widths of each network (default 500)")
+    p.add_argument("--classifier", choices=["mlp", "conv"], default="mlp",
+                   help="network of q(y|x): mlp (the --hidden widths, as in Kingma et al. and Pyro's example; "
+                        "default) or conv (two strided convolutions, then the --hidden widths)")
     p.add_argument("--alpha", type=float, default=None,
                    help="weight of the classification loss on each labelled image (default 0.1 x training "
                         "images, not counting --validation; Kingma et al.'s 0.1 N on the labelled average is 0.1 N / labels per image)")
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
     for count in args.labels:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
         pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
-        vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha)
+        vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha, classifier=args.classifier)
         config = SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, label_seed=args.label_seed, validation=args.validation)
         # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)),

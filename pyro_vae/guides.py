@@ -33,7 +33,7 @@ from torch.nn import functional as F
 
 from .data import flatten_images
 from .errors import ConfigError, check_positive
-from .networks import ACTIVATIONS, GaussianEncoder, check_hidden_dims, mlp
+from .networks import ACTIVATIONS, GaussianEncoder, check_hidden_dims, mlp, strided_convolutions
 from .plate import data_plate, register_module
 
 
@@ -167,18 +167,12 @@ class ConvolutionalGuide(AmortizedGuide):
         channels = tuple(check_positive("each channel count", c, example=32) for c in channels)
         if not channels:
             raise ConfigError("channels must list at least one convolution")
-        act = ACTIVATIONS[_check_activation(conv_activation)]
         self.image_shape = image_shape
-        layers = []
-        c, h, w = image_shape
-        for c_out in channels:
-            layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), act()]
-            c, h, w = c_out, (h + 1) // 2, (w + 1) // 2  # 3x3, stride 2, padding 1: ceil(size / 2)
-        self.conv = nn.Sequential(*layers)
-        self.head = mlp([c * h * w, *check_hidden_dims(hidden_dims), 2 * self.z_dim], _check_activation(activation))
+        self.conv, features = strided_convolutions(image_shape, channels, _check_activation(conv_activation))
+        self.head = mlp([features, *check_hidden_dims(hidden_dims), 2 * self.z_dim], _check_activation(activation))
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
-        features = self.conv(x.reshape(x.shape[0], *self.image_shape)).flatten(1)
+        features = self.conv(x.reshape(x.shape[0], *self.image_shape))
         loc, raw_scale = self.head(features).chunk(2, dim=-1)
         return dist.Normal(loc, F.softplus(raw_scale) + 1e-6).to_event(1)
 

@@ -48,6 +48,21 @@ def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def strided_convolutions(image_shape: Tuple[int, int, int], channels: Sequence[int],
+                         activation: str = "elu") -> Tuple[nn.Sequential, int]:
+    """3x3 convolutions of stride 2 (each halves height and width, rounding up), the
+    activation after each, then flattened: the network and the size of its output for
+    ``[B, *image_shape]`` images."""
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    layers = []
+    c, h, w = image_shape
+    for c_out in channels:
+        layers += [nn.Conv2d(c, c_out, kernel_size=3, stride=2, padding=1), ACTIVATIONS[activation]()]
+        c, h, w = c_out, (h + 1) // 2, (w + 1) // 2  # 3x3, stride 2, padding 1: ceil(size / 2)
+    return nn.Sequential(*layers, nn.Flatten(1)), c * h * w
+
+
 class GaussianEncoder(nn.Module):
     r"""Maps ``x`` to the mean :math:`\mu(x)` and scale :math:`\sigma(x)` of a diagonal Normal.
 

@@ -63,7 +63,7 @@ from torch.nn import functional as F
 
 from .data import check_finite, flatten_images
 from .errors import ConfigError, InvalidDataError, check_positive
-from .networks import check_hidden_dims, mlp
+from .networks import check_hidden_dims, mlp, strided_convolutions
 from .plate import data_plate, register_module
 
 
@@ -100,12 +100,18 @@ class SSVAE(nn.Module):
     :param x_dim: number of pixels.
     :param alpha: the weight :math:`\alpha` of the classification loss.
     :param activation: activation between the hidden layers.
+    :param classifier: the network of :math:`q_\phi(y|x)`: ``"mlp"`` (the hidden widths above,
+        as in Kingma et al. and Pyro's example) or ``"conv"`` (two 3x3 stride-2 convolutions
+        of 32 and 64 channels with ELU, :func:`~pyro_vae.networks.strided_convolutions`, then
+        the hidden widths; for 28x28 images, ``x_dim=784``). The other two networks stay MLPs:
+        they run once per class on unlabelled images, the classifier once per image.
     """
 
     name = "ss_vae"
 
     def __init__(self, z_dim: int = 50, hidden_dims: Sequence[int] = (500,), num_classes: int = 10,
-                 x_dim: int = 784, alpha: float = 0.1 * 60000, activation: str = "softplus") -> None:
+                 x_dim: int = 784, alpha: float = 0.1 * 60000, activation: str = "softplus",
+                 classifier: str = "mlp") -> None:
         super().__init__()
         self.z_dim = check_positive("z_dim", z_dim, example=50)
         self.num_classes = check_positive("num_classes", num_classes, example=10)
@@ -117,8 +123,18 @@ class SSVAE(nn.Module):
         self.alpha = float(alpha)
         self.activation = activation
         h = list(self.hidden_dims)
+        self.classifier_network = classifier
         #: q(y|x): logits of the label
-        self.encoder_y = mlp([x_dim, *h, num_classes], activation)
+        if classifier == "mlp":
+            self.encoder_y = mlp([x_dim, *h, num_classes], activation)
+        elif classifier == "conv":
+            if x_dim != 784:
+                raise ConfigError(f"classifier='conv' reads 28x28 images (x_dim=784), got x_dim={x_dim}; "
+                                  f"pass classifier='mlp' for other inputs", settings=("classifier", "x_dim"))
+            conv, features = strided_convolutions((1, 28, 28), (32, 64), "elu")
+            self.encoder_y = nn.Sequential(nn.Unflatten(-1, (1, 28, 28)), conv, mlp([features, *h, num_classes], activation))
+        else:
+            raise ConfigError(f"unknown classifier {classifier!r}; choose 'mlp' or 'conv'", settings=("classifier",))
         #: q(z|x,y): loc and pre-softplus scale of the style
         self.encoder_z = mlp([x_dim + num_classes, *h, 2 * z_dim], activation)
         #: p(x|y,z): Bernoulli logits of the pixels
@@ -128,7 +144,8 @@ class SSVAE(nn.Module):
     def config(self) -> Dict[str, Any]:
         """The constructor's arguments, to rebuild the model from a checkpoint."""
         return {"z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims), "num_classes": self.num_classes,
-                "x_dim": self.x_dim, "alpha": self.alpha, "activation": self.activation}
+                "x_dim": self.x_dim, "alpha": self.alpha, "activation": self.activation,
+                "classifier": self.classifier_network}
 
     # ---- the door --------------------------------------------------------------------------
     def _enter(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:

@@ -361,6 +361,11 @@ CASES = [
          r"^num_labels=1000 labelled images asked of a training set of 500; pass num_labels below 500"),
     Case("ssvae-validation-all-images", lambda c: check_num_labels(100, 500, 500), ConfigError,
          r"^validation=500 held-out images asked of 500 training images; pass fewer \(e\.g\. 83\) or 0 for none$"),
+    Case("ssvae-unknown-classifier", lambda c: SSVAE(z_dim=2, hidden_dims=(8,), classifier="cnn"), ConfigError,
+         r"^unknown classifier 'cnn'; choose 'mlp' or 'conv'$"),
+    Case("ssvae-conv-classifier-not-28x28", lambda c: SSVAE(z_dim=2, hidden_dims=(8,), x_dim=100, classifier="conv"),
+         ConfigError, r"^classifier='conv' reads 28x28 images \(x_dim=784\), got x_dim=100; pass classifier='mlp' "
+                      r"for other inputs$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
          InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
                            r"split images with pyro_vae\.cvae\.split_quadrants\(images, 2\)$"),
