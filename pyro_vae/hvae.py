@@ -59,16 +59,10 @@ import torch
 
 from .errors import ConfigError, check_positive
 from .likelihoods import get_likelihood
-from .networks import ACTIVATIONS, GaussianEncoder, check_hidden_dims, mlp
+from .networks import GaussianEncoder, check_activation, check_hidden_dims, mlp
 from .plate import data_plate, register_module
 from .priors import VampPrior, check_prior, standard_normal
 from .vae import VAEBase
-
-
-def _check_activation(activation: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    return activation
 
 
 class HVAE(VAEBase):
@@ -116,7 +110,7 @@ class HVAE(VAEBase):
             )
         self.hidden_dims = (check_hidden_dims(hidden_dims[0]), check_hidden_dims(hidden_dims[1]))
         self.likelihood = get_likelihood(likelihood)
-        self.activation = _check_activation(activation)
+        self.activation = check_activation(activation)
         self.name = name
         (k1, k2), (h1, h2) = self.z_dims, self.hidden_dims
         # the generative networks, top-down, then the guide's, bottom-up

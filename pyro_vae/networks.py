@@ -36,10 +36,20 @@ def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
     return tuple(hidden_dims)
 
 
+def check_activation(activation: str, setting: str = "activation") -> str:
+    """``activation`` if it names one of :data:`ACTIVATIONS`.
+
+    :raises ConfigError: naming ``setting``, the option that chose it.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}",
+                          settings=(setting,))
+    return activation
+
+
 def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]``, the activation between them."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    check_activation(activation)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -52,9 +62,8 @@ def strided_convolutions(image_shape: Tuple[int, int, int], channels: Sequence[i
                          activation: str = "elu") -> Tuple[nn.Sequential, int]:
     """3x3 convolutions of stride 2 (each halves height and width, rounding up), the
     activation after each, then flattened: the network and the size of its output for
-    ``[B, *image_shape]`` images."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    ``[B, *image_shape]`` images. Where it is a setting, the activation is ``conv_activation``."""
+    check_activation(activation, "conv_activation")
     layers = []
     c, h, w = image_shape
     for c_out in channels:

@@ -185,8 +185,13 @@ def test_make_guide_and_bad_options():
         make_guide("flow", 784, Z)
     with pytest.raises(ValueError, match=r"x_dim=100 does not match image_shape=\(1, 28, 28\)"):
         ConvolutionalGuide(100, Z)
-    with pytest.raises(ValueError, match="unknown activation"):
+    with pytest.raises(ValueError, match="unknown activation") as raised:
         IAFGuide(784, Z, activation="swish")
+    assert raised.value.settings == ("activation",)
+    # the convolutions' nonlinearity is its own setting, so a front end names the right option
+    with pytest.raises(ValueError, match="unknown activation 'swish'") as raised:
+        ConvolutionalGuide(784, Z, conv_activation="swish")
+    assert raised.value.settings == ("conv_activation",)
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         FullCovarianceGuide(784, Z, rank=0)
 
