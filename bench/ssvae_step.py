@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""M2's training steps (pyro_vae.ssvae), and what picking the label's columns by index buys.
+"""M2's training steps (pyro_vae.ssvae): what picking the label's columns by index buys, and
+what the convolutional classifier costs.
 
 The unlabelled step enumerates the ten labels: the guide's q(z|x,y) and the decoder run on
 ``[10, B, .]``. Written as the network of the concatenation ``[one_hot(y), x]``, the
@@ -8,6 +9,9 @@ and adds the label's column of the first layer (the same function:
 ``tests/test_ssvae.py::test_the_label_columns_picked_by_index_equal_the_network_of_the_one_hot_concatenation``).
 Both forms are timed in one process, interleaved, on the example's network (one hidden
 layer of 500, z of 50), one thread by default.
+
+Then the step with ``SSVAE(classifier="conv")`` (two strided convolutions before q(y|x)'s hidden
+layer) against the default MLP classifier, again interleaved in one process.
 
     python bench/ssvae_step.py                  # batch 100, as examples/ss_vae.py trains
 """
@@ -36,6 +40,30 @@ def one_hot_concatenation(self: SSVAE, net: torch.nn.Sequential, y: torch.Tensor
     code = F.one_hot(y, k).to(other.dtype)
     shape = torch.broadcast_shapes(code.shape[:-1], other.shape[:-1])
     return net(torch.cat([code.expand(*shape, k), other.expand(*shape, other.shape[-1])], dim=-1))
+
+
+def classifier_cost(x: torch.Tensor, y: torch.Tensor, repeats: int, calls: int) -> dict:
+    """ms per step of each kind with the MLP and the convolutional q(y|x), and conv / mlp."""
+    steps = {}
+    for name in ("mlp", "conv"):
+        torch.manual_seed(0)
+        objective = SSObjective(SSVAE(classifier=name))
+        steps[name] = CheckedStep(objective, objective.module, lr=1e-4)
+    kinds = {"unlabelled (y enumerated)": lambda step: step(x, 59900), "labelled": lambda step: step((x, y), 100)}
+    ms = {kind: {name: [] for name in steps} for kind in kinds}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            for kind, call in kinds.items():
+                call(step)  # warm
+                ms[kind][name].append(time_per_call(lambda: call(step), calls))
+    rows = {}
+    for kind, by_name in ms.items():
+        med = {name: statistics.median(v) for name, v in by_name.items()}
+        rows[kind] = {"ms": {name: {"median": m, "all": by_name[name]} for name, m in med.items()},
+                      "conv_over_mlp": med["conv"] / med["mlp"]}
+        print(f"{kind:>26}: {med['mlp']:.1f} ms with the MLP classifier, {med['conv']:.1f} ms with the "
+              f"convolutional one ({med['conv'] / med['mlp']:.2f}x)")
+    return rows
 
 
 def main() -> int:
@@ -75,8 +103,10 @@ def main() -> int:
               f"concatenated ({ratio:.2f}x)")
     epoch = (599 * sum(rows[k]["ms"]["label columns by index"]["median"] for k in rows)) / 1e3
     print(f"one epoch of examples/ss_vae.py at 100 labels (599 steps of each kind): about {epoch:.0f} s of steps")
+    classifiers = classifier_cost(x, y, args.repeats, args.calls)
     save(args.json, {"batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
-                     "calls": args.calls, "torch": torch.__version__, "steps": rows, "epoch_seconds_estimate": epoch})
+                     "calls": args.calls, "torch": torch.__version__, "steps": rows, "epoch_seconds_estimate": epoch,
+                     "classifier": classifiers})
     return 0
 
 
