@@ -41,7 +41,7 @@ def check_activation(activation: str, setting: str = "activation") -> str:
 
     :raises ConfigError: naming ``setting``, the option that chose it.
     """
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:  # a list is not even hashable
         raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}",
                           settings=(setting,))
     return activation

@@ -192,6 +192,8 @@ def test_make_guide_and_bad_options():
     with pytest.raises(ValueError, match="unknown activation 'swish'") as raised:
         ConvolutionalGuide(784, Z, conv_activation="swish")
     assert raised.value.settings == ("conv_activation",)
+    with pytest.raises(ValueError, match=r"unknown activation \['elu'\]"):
+        FullCovarianceGuide(784, Z, activation=["elu"])
     with pytest.raises(ValueError, match="rank must be a positive integer"):
         FullCovarianceGuide(784, Z, rank=0)
 
