@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 import sys
+from typing import Callable, Dict, List
 
 import torch
 from torch.nn import functional as F
@@ -42,27 +43,30 @@ def one_hot_concatenation(self: SSVAE, net: torch.nn.Sequential, y: torch.Tensor
     return net(torch.cat([code.expand(*shape, k), other.expand(*shape, other.shape[-1])], dim=-1))
 
 
-def classifier_cost(x: torch.Tensor, y: torch.Tensor, repeats: int, calls: int) -> dict:
-    """ms per step of each kind with the MLP and the convolutional q(y|x), and conv / mlp."""
-    steps = {}
-    for name in ("mlp", "conv"):
-        torch.manual_seed(0)
-        objective = SSObjective(SSVAE(classifier=name))
-        steps[name] = CheckedStep(objective, objective.module, lr=1e-4)
-    kinds = {"unlabelled (y enumerated)": lambda step: step(x, 59900), "labelled": lambda step: step((x, y), 100)}
-    ms = {kind: {name: [] for name in steps} for kind in kinds}
+def interleaved(variants: Dict[str, Callable[[], CheckedStep]], kinds: Dict[str, Callable[[CheckedStep], object]],
+                repeats: int, calls: int) -> Dict[str, Dict[str, List[float]]]:
+    """ms per call of every step kind under every variant, the variants interleaved in each repeat.
+
+    ``variants[name]()`` puts the variant in place and returns the step to time, so a variant
+    may be its own step or a patch of a shared one; machine drift hits all of them alike.
+    """
+    ms = {kind: {name: [] for name in variants} for kind in kinds}
     for _ in range(repeats):
-        for name, step in steps.items():
+        for name, prepare in variants.items():
+            step = prepare()
             for kind, call in kinds.items():
                 call(step)  # warm
                 ms[kind][name].append(time_per_call(lambda: call(step), calls))
+    return ms
+
+
+def ratios(ms: Dict[str, Dict[str, List[float]]], base: str, other: str, key: str) -> dict:
+    """Median ms per variant and ``key`` = other / base, per step kind (the json's rows)."""
     rows = {}
     for kind, by_name in ms.items():
         med = {name: statistics.median(v) for name, v in by_name.items()}
         rows[kind] = {"ms": {name: {"median": m, "all": by_name[name]} for name, m in med.items()},
-                      "conv_over_mlp": med["conv"] / med["mlp"]}
-        print(f"{kind:>26}: {med['mlp']:.1f} ms with the MLP classifier, {med['conv']:.1f} ms with the "
-              f"convolutional one ({med['conv'] / med['mlp']:.2f}x)")
+                      key: med[other] / med[base]}
     return rows
 
 
@@ -75,35 +79,45 @@ def main() -> int:
     p.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "ssvae_step.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    vae = SSVAE()
-    objective = SSObjective(vae)
-    step = CheckedStep(objective, objective.module, lr=1e-4)
-    x = torch.bernoulli(torch.full((args.batch_size, 784), 0.13))
+    x = torch.bernoulli(torch.full((args.batch_size, 784), 0.13), generator=torch.Generator().manual_seed(0))
     y = torch.arange(args.batch_size) % 10
-    indexed = SSVAE._with_label
-    forms = {"label columns by index": indexed, "one-hot concatenation": one_hot_concatenation}
-    kinds = {"unlabelled (y enumerated)": lambda: step(x, 59900), "labelled": lambda: step((x, y), 100)}
-    ms = {kind: {form: [] for form in forms} for kind in kinds}
+    kinds = {"unlabelled (y enumerated)": lambda step: step(x, 59900), "labelled": lambda step: step((x, y), 100)}
+
+    def checked_step(**settings: str) -> CheckedStep:
+        torch.manual_seed(0)
+        objective = SSObjective(SSVAE(**settings))
+        return CheckedStep(objective, objective.module, lr=1e-4)
+
+    # The label's columns: one step, its SSVAE._with_label swapped between the two forms.
+    step, indexed = checked_step(), SSVAE._with_label
+
+    def form(fn: Callable) -> Callable[[], CheckedStep]:
+        def prepare() -> CheckedStep:
+            SSVAE._with_label = fn
+            return step
+        return prepare
+
     try:
-        for _ in range(args.repeats):
-            for form, fn in forms.items():
-                SSVAE._with_label = fn
-                for kind, call in kinds.items():
-                    call()  # warm
-                    ms[kind][form].append(time_per_call(call, args.calls))
+        ms = interleaved({"label columns by index": form(indexed), "one-hot concatenation": form(one_hot_concatenation)},
+                         kinds, args.repeats, args.calls)
     finally:
         SSVAE._with_label = indexed
-    rows = {}
-    for kind, by_form in ms.items():
-        med = {form: statistics.median(v) for form, v in by_form.items()}
-        ratio = med["one-hot concatenation"] / med["label columns by index"]
-        rows[kind] = {"ms": {form: {"median": m, "all": by_form[form]} for form, m in med.items()}, "speedup": ratio}
+    rows = ratios(ms, "label columns by index", "one-hot concatenation", "speedup")
+    for kind, row in rows.items():
+        med = {name: v["median"] for name, v in row["ms"].items()}
         print(f"{kind:>26}: {med['label columns by index']:.1f} ms by index, {med['one-hot concatenation']:.1f} ms "
-              f"concatenated ({ratio:.2f}x)")
+              f"concatenated ({row['speedup']:.2f}x)")
     epoch = (599 * sum(rows[k]["ms"]["label columns by index"]["median"] for k in rows)) / 1e3
     print(f"one epoch of examples/ss_vae.py at 100 labels (599 steps of each kind): about {epoch:.0f} s of steps")
-    classifiers = classifier_cost(x, y, args.repeats, args.calls)
+
+    # The classifier q(y|x): MLP against convolutional, each its own step.
+    steps = {name: checked_step(classifier=name) for name in ("mlp", "conv")}
+    ms = interleaved({name: (lambda s=s: s) for name, s in steps.items()}, kinds, args.repeats, args.calls)
+    classifiers = ratios(ms, "mlp", "conv", "conv_over_mlp")
+    for kind, row in classifiers.items():
+        med = {name: v["median"] for name, v in row["ms"].items()}
+        print(f"{kind:>26}: {med['mlp']:.1f} ms with the MLP classifier, {med['conv']:.1f} ms with the "
+              f"convolutional one ({row['conv_over_mlp']:.2f}x)")
     save(args.json, {"batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
                      "calls": args.calls, "torch": torch.__version__, "steps": rows, "epoch_seconds_estimate": epoch,
                      "classifier": classifiers})
