@@ -61,8 +61,10 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
-    for name, example in (("epochs", 10), ("batch_size", 128), ("z_dim", 20), ("num_samples", 100)):
+    for name, example in (("z_dim", 20), ("num_samples", 100)):
         check_positive(name, getattr(args, name), example=example)
+    if args.max_steps is not None:
+        check_positive("max_steps", args.max_steps, example=300)
     for k in args.quadrants:
         if k not in (1, 2, 3):
             raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {k}; pass one of 1, 2, 3",
@@ -72,6 +74,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
     out = cli.output_dir(args.out)
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
@@ -79,8 +83,6 @@ def main(argv=None) -> int:
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
-    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       binarize=args.binarize, validation=args.validation, patience=args.patience)
     metrics = {**cli.metrics_fields(data, vars(args)), "anchors": ANCHORS, "table": {}}
     nets = {}
     for k in args.quadrants:

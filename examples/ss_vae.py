@@ -60,8 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
-    for name, example in (("epochs", 10), ("batch_size", 100), ("z_dim", 50)):
-        check_positive(name, getattr(args, name), example=example)
+    check_positive("z_dim", args.z_dim, example=50)
     if args.max_steps is not None:
         check_positive("max_steps", args.max_steps, example=300)
     return args
@@ -69,6 +68,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                               seed=args.seed, label_seed=args.label_seed, validation=args.validation)
+               for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out)
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.
@@ -86,8 +88,7 @@ def main(argv=None) -> int:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
         pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
         vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha, classifier=args.classifier)
-        config = SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, label_seed=args.label_seed, validation=args.validation)
+        config = configs[count]
         # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)),
         #    checkpointed after every epoch; --resume continues a run from its last epoch.
         saved = os.path.join(out, f"checkpoint_{count}.pt")

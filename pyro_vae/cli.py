@@ -42,7 +42,7 @@ SETTING_FLAGS = {
     "num_pseudo_inputs": "--pseudo-inputs", "eval_samples": "--eval-samples",
     # examples/ss_vae.py and examples/cvae.py
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
-    "validation": "--validation", "patience": "--patience",
+    "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed", "max_steps": "--max-steps",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")
@@ -193,8 +193,8 @@ def training_run(args: argparse.Namespace, device: torch.device) -> Tuple[VAEBas
             raise ConfigError(f"the hvae has Burda et al.'s two layers (100 and 50 units) and takes no "
                               f"{' or '.join(wrong)}, settings of the one-layer vae; leave them unset",
                               settings=tuple(wrong))
-    pyro.set_rng_seed(train.get("seed", TrainConfig.seed))  # the seed governs the initial weights too
-    config = TrainConfig(**train, distributed=args.distributed)
+    config = TrainConfig(**train, distributed=args.distributed)  # every setting checked, the seed too
+    pyro.set_rng_seed(config.seed)  # before the network: the seed governs the initial weights too
     vae = build_model(model).to(device)
     trainer = Trainer(vae, config)
     if state is not None:

@@ -23,8 +23,8 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 
 from .cvae import split_quadrants
-from .data import binarize
-from .errors import ConfigError, NonFiniteError, check_positive
+from .data import binarize, check_binarization
+from .errors import ConfigError, NonFiniteError, check_count, check_positive, check_seed
 from .loop_state import LoopState, resume_or_start, save_loop
 from .plate import registration_skipped
 from .rng import rng_fork
@@ -49,9 +49,11 @@ class _PairObjective:
         return self.elbo.differentiable_loss(self.vae.model, self.vae.guide, x, y, num_data=num_data)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
-    """Settings of :func:`fit_conditional`."""
+    """Settings of :func:`fit_conditional`, checked when made: each bad value raises
+    :class:`~pyro_vae.errors.ConfigError` naming its setting (``validation`` is checked
+    against the data by :func:`fit_conditional`)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -64,6 +66,16 @@ class FitConfig:
     validation: int = 0
     #: with ``validation``: stop after this many epochs without a better validation loss
     patience: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        check_positive("epochs", self.epochs, example=10)
+        check_positive("batch_size", self.batch_size, example=128)
+        object.__setattr__(self, "lr", float(check_positive("lr", self.lr, float, 1e-3)))
+        check_seed("seed", self.seed)
+        check_binarization(self.binarize)
+        check_count("validation", self.validation, example=10000)
+        if self.patience is not None:
+            check_positive("patience", self.patience, example=3)
 
 
 def validation_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
@@ -80,12 +92,9 @@ def _held_out(images: torch.Tensor, config: FitConfig, num_inputs: int):
     """``(training images, validation (x, y) or None)``; validation images binarized once, as the test set."""
     if config.validation == 0:
         return images, None
-    check_positive("validation", config.validation, example=10000)
     if config.validation >= len(images):
         raise ConfigError(f"validation={config.validation} held-out images asked of {len(images)} training images; "
                           f"pass fewer (e.g. {len(images) // 6}) or 0 for none", settings=("validation",))
-    if config.patience is not None:
-        check_positive("patience", config.patience, example=3)
     held = binarize(images[-config.validation:], "fixed" if config.binarize == "dynamic" else config.binarize)
     return images[:-config.validation], split_quadrants(held, num_inputs)
 
@@ -110,9 +119,11 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
     :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
         (``config.epochs`` and ``config.lr`` may differ from the checkpoint's).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
-    :raises pyro_vae.errors.ConfigError: ``validation`` not smaller than the training set.
+    :raises pyro_vae.errors.ConfigError: ``validation`` not smaller than the training set, or
+        ``max_steps`` not a positive integer.
     """
-    check_positive("batch_size", config.batch_size, example=128)
+    if max_steps is not None:
+        check_positive("max_steps", max_steps, example=300)
     images, held = _held_out(images, config, net.num_inputs)
     torch.manual_seed(config.seed)
     objective = _PairObjective(net)

@@ -27,7 +27,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 import torch
 
@@ -329,6 +329,14 @@ def check_pixels(x: torch.Tensor, what: str = "data") -> None:
         )
 
 
+def check_binarization(mode: Any) -> str:
+    """Return ``mode`` if it is one of ``BINARIZATIONS``, else raise :class:`ConfigError`
+    naming the setting ``binarize``."""
+    if isinstance(mode, str) and mode in BINARIZATIONS:
+        return mode
+    raise ConfigError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}", settings=("binarize",))
+
+
 def binarize(
     x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
@@ -337,10 +345,9 @@ def binarize(
     :param mode: ``"dynamic"`` (each pixel ~ Bernoulli(intensity), drawn with
         ``generator``), ``"fixed"`` (intensity > 0.5) or ``"none"`` (unchanged).
     """
+    check_binarization(mode)
     if mode == "dynamic":
         return torch.bernoulli(x, generator=generator)
     if mode == "fixed":
         return (x > 0.5).to(x.dtype)
-    if mode == "none":
-        return x
-    raise ConfigError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}")
+    return x  # "none"

@@ -9,6 +9,7 @@ docs/errors.md lists every case with the message it prints.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import signal
 from typing import Any, Optional, Sequence
@@ -130,3 +131,21 @@ def check_positive(name: str, value: Any, kind: type = int, example: Any = None)
     if not value > 0 or (kind is float and not math.isfinite(value)):
         raise ConfigError(f"{name} must be a positive {word}, got {value!r}; pass {fix}", settings=(name,))
     return value
+
+
+def check_count(name: str, value: Any, example: int, zero: str = "none") -> int:
+    """Return ``value`` if it is an integer >= 0 (``0`` meaning ``zero``), else raise
+    :class:`ConfigError` naming the setting, a valid value and what 0 means."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}; pass e.g. {name}={example!r}, "
+                          f"or 0 for {zero}", settings=(name,))
+    return int(value)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Return ``value`` if it is an integer in [0, 2**32 - 1], the seeds NumPy (and so
+    ``pyro.set_rng_seed``) accepts, else raise :class:`ConfigError` naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+        raise ConfigError(f"{name} must be an integer in [0, 2**32 - 1], got {value!r}; pass e.g. {name}=0",
+                          settings=(name,))
+    return int(value)

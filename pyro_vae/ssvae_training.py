@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pyro
 import torch
 
-from .data import MNISTData, balanced_prefix, binarize
-from .errors import ConfigError, NonFiniteError, check_positive
+from .data import MNISTData, balanced_prefix, binarize, check_binarization
+from .errors import ConfigError, NonFiniteError, check_count, check_positive, check_seed
 from .loop_state import resume_or_start, save_loop
 from .ssvae import SSVAE, SSObjective
 from .training.step import CheckedStep, NonFiniteStep
@@ -37,8 +37,7 @@ def check_num_labels(num_labels: int, num_train: int, validation: int = 0) -> No
     :raises ConfigError: naming ``num_labels`` and ``train_size`` (and ``validation``, if any).
     """
     check_positive("num_labels", num_labels, example=100)
-    if validation != 0:
-        check_positive("validation", validation, example=10000)
+    if check_count("validation", validation, example=10000):
         if validation >= num_train:
             raise ConfigError(f"validation={validation} held-out images asked of {num_train} training images; "
                               f"pass fewer (e.g. {num_train // 6}) or 0 for none", settings=("validation",))
@@ -66,9 +65,13 @@ def labelled_split(labels: torch.Tensor, num_labels: int, seed: int = LABEL_SEED
     return chosen.sort().values, (~mask).nonzero().flatten()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SSConfig:
-    """Settings of :func:`train_ssvae`."""
+    """Settings of :func:`train_ssvae`, checked when made: each bad value raises
+    :class:`~pyro_vae.errors.ConfigError` naming its setting.
+
+    ``num_labels`` and ``validation`` are checked against the data by :func:`train_ssvae`.
+    """
 
     num_labels: int = 100
     epochs: int = 10
@@ -80,6 +83,16 @@ class SSConfig:
     #: training images held out (the last ones) whose labels pick the epoch reported; 0: none,
     #: train on all and report the last epoch
     validation: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("num_labels", self.num_labels, example=100)
+        check_positive("epochs", self.epochs, example=10)
+        check_positive("batch_size", self.batch_size, example=100)
+        object.__setattr__(self, "lr", float(check_positive("lr", self.lr, float, 1e-3)))
+        check_binarization(self.binarize)
+        check_seed("seed", self.seed)
+        check_seed("label_seed", self.label_seed)
+        check_count("validation", self.validation, example=10000)
 
 
 @dataclass
@@ -125,9 +138,12 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
         to continue at another rate).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
-    :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set.
+    :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set, or
+        ``max_steps`` not a positive integer.
     """
 
+    if max_steps is not None:
+        check_positive("max_steps", max_steps, example=300)
     torch.manual_seed(config.seed)
     pyro.set_rng_seed(config.seed)
     check_num_labels(config.num_labels, len(data.train_labels), config.validation)
@@ -136,7 +152,6 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
         held = images[-config.validation:], labels[-config.validation:]
         images, labels = images[:-config.validation], labels[:-config.validation]
     labelled, unlabelled = labelled_split(labels, config.num_labels, config.label_seed)
-    check_positive("batch_size", config.batch_size, example=100)
     x_l, y_l = images[labelled], labels[labelled]
     x_u = images[unlabelled]
     n_l, n_u = len(x_l), len(x_u)

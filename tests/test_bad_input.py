@@ -37,10 +37,11 @@ from pyro_vae.errors import (
     OutputDirError,
     TrainingInterrupted,
 )
-from pyro_vae.cvae import CVAE
+from pyro_vae.cvae import CVAE, Baseline
+from pyro_vae.cvae_training import FitConfig, fit_conditional
 from pyro_vae.guide_contract import GuideError
 from pyro_vae.ssvae import SSVAE
-from pyro_vae.ssvae_training import check_num_labels, labelled_split
+from pyro_vae.ssvae_training import SSConfig, check_num_labels, labelled_split, train_ssvae
 
 from conftest import message_lines
 
@@ -247,9 +248,6 @@ def _cli_garbage_checkpoint(tmp: Path) -> None:
 
 def _cli_cvae_checkpoint(tmp: Path) -> None:
     """A finished epoch of examples/cvae.py's baseline for 1 quadrant, hidden layer of 16."""
-    from pyro_vae.cvae import Baseline
-    from pyro_vae.cvae_training import FitConfig, fit_conditional
-
     (tmp / "run").mkdir()
     fit_conditional(Baseline(1, (16,)), torch.bernoulli(torch.full((128, 784), 0.2)), FitConfig(epochs=1),
                     checkpoint=str(tmp / "run" / "baseline_1.pt"))
@@ -315,6 +313,8 @@ CASES = [
          r"^lr must be a positive number, got 0; pass e\.g\. lr=0\.001$"),
     Case("lr-negative", lambda c: Trainer(small_vae(), lr=-1e-3), ConfigError, r"lr must be a positive number, got -0\.001"),
     Case("lr-nan", lambda c: Trainer(small_vae(), lr=float("nan")), ConfigError, r"lr must be a positive number, got nan"),
+    Case("seed-negative", lambda c: Trainer(small_vae(), seed=-3), ConfigError,
+         r"^seed must be an integer in \[0, 2\*\*32 - 1\], got -3; pass e\.g\. seed=0$"),
     Case("lr-str", lambda c: Trainer(small_vae(), lr="1e-3"), ConfigError,
          r"lr must be a positive number, got '1e-3' of type str; pass a float"),
     Case("clip-norm-0", lambda c: Trainer(small_vae(), clip_norm=0.0), ConfigError,
@@ -366,6 +366,17 @@ CASES = [
     Case("ssvae-conv-classifier-not-28x28", lambda c: SSVAE(z_dim=2, hidden_dims=(8,), x_dim=100, classifier="conv"),
          ConfigError, r"^classifier='conv' reads 28x28 images \(x_dim=784\), got x_dim=100; pass classifier='mlp' "
                       r"for other inputs$"),
+    Case("ssvae-config-lr-negative", lambda c: SSConfig(lr=-1), ConfigError,
+         r"^lr must be a positive number, got -1; pass e\.g\. lr=0\.001$"),
+    Case("ssvae-label-seed-negative", lambda c: SSConfig(label_seed=-1), ConfigError,
+         r"^label_seed must be an integer in \[0, 2\*\*32 - 1\], got -1; pass e\.g\. label_seed=0$"),
+    Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
+         ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
+    Case("cvae-config-validation-negative", lambda c: FitConfig(validation=-5), ConfigError,
+         r"^validation must be an integer >= 0, got -5; pass e\.g\. validation=10000, or 0 for none$"),
+    Case("cvae-max-steps-0",
+         lambda c: fit_conditional(Baseline(1, (8,)), pixels(8, 784), FitConfig(epochs=1), max_steps=0),
+         ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
          InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
                            r"split images with pyro_vae\.cvae\.split_quadrants\(images, 2\)$"),
@@ -448,6 +459,11 @@ CASES = [
          "exit 2", r"^error: num_labels=100 labelled images asked of a training set of 50 after holding out "
          r"validation=950; pass num_labels below 50 \(or a larger train_size, or a smaller validation\) "
          r"\(command line: --labels"),
+    Case("cli-ss-vae-lr-negative", Cli(["--lr", "-1"], program="ss_vae.py"), "exit 2",
+         r"^error: lr must be a positive number, got -1\.0; pass e\.g\. lr=0\.001 \(command line: --lr\)$"),
+    Case("cli-cvae-max-steps-0", Cli(["--max-steps", "0"], program="cvae.py"), "exit 2",
+         r"^error: max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300 "
+         r"\(command line: --max-steps\)$"),
     Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
          r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),
     Case("cli-cvae-resume-other-hidden",

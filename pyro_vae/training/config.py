@@ -9,14 +9,13 @@ the one place that decides whether a run may continue under a new configuration.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple, Union
 
 from pyro.infer.elbo import ELBO
 
-from ..data import BINARIZATIONS
-from ..errors import ConfigError, check_positive
+from ..data import check_binarization
+from ..errors import ConfigError, check_positive, check_seed
 from ..objectives import ALIASES, OBJECTIVES, check_beta, is_jit, objective_name
 
 #: The binarization that suits each likelihood, when none is configured: Bernoulli pixels
@@ -68,12 +67,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 -- frozen
         fix("lr", float(check_positive("lr", self.lr, float, 1e-3)))
-        if self.binarize is not None and self.binarize not in BINARIZATIONS:
-            raise ConfigError(f"unknown binarization {self.binarize!r}; choose one of {list(BINARIZATIONS)}",
-                              settings=("binarize",))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}; pass e.g. seed=0", settings=("seed",))
-        fix("seed", int(self.seed))
+        if self.binarize is not None:
+            check_binarization(self.binarize)
+        fix("seed", check_seed("seed", self.seed))
         self._check_objective()
         fix("beta", check_beta(self.beta))
         warmup = self.kl_warmup
