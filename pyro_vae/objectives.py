@@ -189,5 +189,6 @@ def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[
 
 def check_beta(beta: float) -> float:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
-        raise ConfigError(f"beta must be a finite number >= 0, got {beta!r}; pass e.g. beta=1.0 (the ELBO)")
+        raise ConfigError(f"beta must be a finite number >= 0, got {beta!r}; pass e.g. beta=1.0 (the ELBO)",
+                          settings=("beta",))
     return float(beta)

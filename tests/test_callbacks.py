@@ -137,7 +137,7 @@ def test_train_config_is_validated_frozen_and_diffed():
     assert TrainConfig(binarize="dynamic", lr=3e-4, beta=0.5).diff(saved) == {"beta": (1.0, 0.5)}
     for bad, setting in ((dict(lr=0), "lr"), (dict(binarize="half"), "binarize"), (dict(seed=1.5), "seed"),
                          (dict(objective="nope"), "objective"), (dict(num_particles=0), "num_particles"),
-                         (dict(kl_warmup=-1), "kl_warmup"), (dict(clip_norm=-2.0), "clip_norm"),
+                         (dict(kl_warmup=-1), "kl_warmup"), (dict(clip_norm=-2.0), "clip_norm"), (dict(beta=-1), "beta"),
                          (dict(objective="jit_elbo", kl_warmup=2), "kl_warmup")):
         with pytest.raises(ConfigError) as err:
             TrainConfig(**bad)
