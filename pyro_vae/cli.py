@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -234,7 +235,12 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
             traceback.print_exc()
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the source
         flags = flags_for(err)
-        if not isinstance(err, EXPECTED_ERRORS):
+        if _out_of_memory(err):
+            asked = re.search(r"tried to allocate (\d+) bytes|tried to allocate ([\d.]+ [KMGT]iB)", message, re.I)
+            size = (f"{int(asked[1]) / 2**30:.1f} GiB" if asked[1] else asked[2]) if asked else None
+            message = (f"out of memory{f' ({size} asked for at once)' if size else ''}; make the run smaller: "
+                       f"fewer or narrower layers, a smaller z_dim or batch_size")
+        elif not isinstance(err, EXPECTED_ERRORS):
             message = f"unexpected error (please report with --debug): {type(err).__name__}: {message}"
         elif flags:
             message += f" (command line: {', '.join(flags)})"
@@ -242,6 +248,12 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
         return 2
     finally:
         distributed.shutdown()  # main() has returned: its trainer is gone
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """torch's allocation failures: ``torch.OutOfMemoryError`` on a GPU, a ``RuntimeError`` on the CPU."""
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
 def output_dir(path: str) -> str:

@@ -125,6 +125,23 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypat
     assert err.rstrip().splitlines()[-1].startswith("error: unexpected error")
 
 
+@pytest.mark.parametrize("raised, size", [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"), " (149.0 GiB"),
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8 GiB"),
+     " (2.00 GiB"),
+    (MemoryError(), ""),
+])
+def test_running_out_of_memory_is_one_line_that_says_so(raised, size, capsys):
+    def main(argv):
+        raise raised
+
+    assert cli.run(main, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: out of memory{size}") and err.count("\n") == 1, err
+    assert "make the run smaller" in err and "enforce fail" not in err
+
+
 @pytest.mark.parametrize("device", ["tpu", "meta", "cuda:x"])
 def test_an_unknown_device_is_one_line(device, tmp_path):
     result = run(["--device", device, "--out", str(tmp_path / "run")], None)
