@@ -55,9 +55,8 @@ def parse_args(argv=None):
                         "none: grey levels as Bernoulli targets (cross-entropy), as Pyro's tutorial")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--out", default="runs/cvae", help="output directory (default runs/cvae)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue each network from its checkpoint in OUT (written after every epoch); "
-                        "finished ones are kept, a larger --epochs trains them further (--lr may change)")
+    cli.add_resume_options(p, "continue each network from its checkpoint in OUT (written after every epoch); "
+                              "finished ones are kept, a larger --epochs trains them further (--lr may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
-    out = cli.output_dir(args.out)
+    out = cli.output_dir(args.out, [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants], args.resume, args.overwrite)
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
     #    (or, with --binarize none, grey levels throughout).

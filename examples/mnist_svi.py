@@ -43,7 +43,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = cli.output_dir(args.out)
+    out = cli.output_dir(args.out, ["checkpoint.pt"], args.resume, args.overwrite)
     rank, device = cli.device_of(args)
     say = print if rank == 0 else (lambda *a, **k: None)
 

@@ -54,9 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue each label count from its checkpoint in OUT (written after every epoch); "
-                        "finished counts are kept, a larger --epochs trains them further (--lr may change)")
+    cli.add_resume_options(p, "continue each label count from its checkpoint in OUT (written after every epoch); "
+                              "finished counts are kept, a larger --epochs trains them further (--lr may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
@@ -71,7 +70,7 @@ def main(argv=None) -> int:
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, label_seed=args.label_seed, validation=args.validation)
                for count in args.labels}  # every setting checked before any work
-    out = cli.output_dir(args.out)
+    out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite)
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)

@@ -23,7 +23,7 @@ import torch
 
 from . import distributed
 from .checkpoint import check_writable_dir, load_checkpoint
-from .errors import ConfigError, PyroVAEError, check_positive
+from .errors import ConfigError, OutputDirError, PyroVAEError, check_positive
 from .guides import GUIDES
 from .objectives import OBJECTIVES
 from .training import TrainConfig, Trainer
@@ -119,11 +119,20 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel training across the processes torchrun starts (gloo on cpu, "
                         "NCCL on cuda); e.g. torchrun --nproc_per_node=2 examples/mnist_svi.py --distributed")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    add_resume_options(p, "continue from OUT/checkpoint.pt")
     p.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="also log to TensorBoard in DIR (needs: pip install 'pyro_vae[tensorboard]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def add_resume_options(p: argparse.ArgumentParser, resume_help: str) -> None:
+    """``--resume`` and ``--overwrite``, one or neither: what to do with a run already in OUT
+    (:func:`output_dir` refuses to replace it unasked)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help=resume_help)
+    group.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if OUT holds a run, replacing its checkpoints")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
@@ -256,9 +265,18 @@ def _out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
-def output_dir(path: str) -> str:
-    """``path``, created if need be and checked writable before any work is done."""
+def output_dir(path: str, checkpoints: Sequence[str] = (), resume: bool = False, overwrite: bool = False) -> str:
+    """``path``, created if need be and checked writable before any work is done.
+
+    Unless the run resumes or overwrites, ``path`` must not hold any of ``checkpoints`` (file
+    names in it): rerunning a command without ``--resume`` would otherwise replace hours of
+    training at the end of its first epoch.
+    """
     check_writable_dir(path)
+    held = [name for name in checkpoints if os.path.exists(os.path.join(path, name))]
+    if held and not (resume or overwrite):
+        raise OutputDirError(f"{path} already holds a run ({', '.join(held)}); continue it with --resume, "
+                             f"start afresh over it with --overwrite, or choose another --out")
     return path
 
 

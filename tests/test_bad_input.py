@@ -448,6 +448,9 @@ CASES = [
     Case("cli-resume-other-z-dim", Cli(["--resume", "--z-dim", "9"], _cli_checkpoint), "exit 2",
          r"^error: resuming continues the saved run, but these settings differ from it: z_dim 9 \(checkpoint: 8\)\. "
          r"Leave them unset, or start another run in a new output directory\. \(command line: --z-dim\)$"),
+    Case("cli-out-holds-a-run", Cli([], _cli_checkpoint), "exit 2",
+         r"^error: .*run already holds a run \(checkpoint\.pt\); continue it with --resume, start afresh over it "
+         r"with --overwrite, or choose another --out$"),
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
     Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",
