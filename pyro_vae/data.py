@@ -330,8 +330,8 @@ def check_pixels(x: torch.Tensor, what: str = "data") -> None:
 
 
 def check_binarization(mode: Any) -> str:
-    """Return ``mode`` if it is one of ``BINARIZATIONS``, else raise :class:`ConfigError`
-    naming the setting ``binarize``."""
+    """Return ``mode`` if it is one of ``BINARIZATIONS``, else raise
+    :class:`~pyro_vae.errors.ConfigError` naming the setting ``binarize``."""
     if isinstance(mode, str) and mode in BINARIZATIONS:
         return mode
     raise ConfigError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}", settings=("binarize",))
