@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
-    out = cli.output_dir(args.out, [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants], args.resume, args.overwrite)
+    checkpoints = [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants]
+    out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite)
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
     #    (or, with --binarize none, grey levels throughout).
