@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pyro_vae import cli
+from pyro_vae.errors import OutputDirError
 
 from conftest import message_lines
 
@@ -123,6 +124,19 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "broken_loader" in err
     assert err.rstrip().splitlines()[-1].startswith("error: unexpected error")
+
+
+def test_a_run_in_out_is_replaced_only_when_asked(tmp_path, capsys):
+    (tmp_path / "checkpoint_100.pt").write_bytes(b"a finished run")
+    with pytest.raises(OutputDirError, match=r"holds a run \(checkpoint_100\.pt\); continue it with --resume"):
+        cli.output_dir(str(tmp_path), ["checkpoint_100.pt", "checkpoint_600.pt"])
+    assert cli.output_dir(str(tmp_path), ["checkpoint_600.pt"]) == str(tmp_path)  # another run's file: no clash
+    assert cli.output_dir(str(tmp_path), ["checkpoint_100.pt"], resume=True) == str(tmp_path)
+    assert cli.output_dir(str(tmp_path), ["checkpoint_100.pt"], overwrite=True) == str(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        load_example().parse_args(["--resume", "--overwrite"])
+    assert stop.value.code == 2
+    assert "error: argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("raised, size", [
