@@ -23,7 +23,7 @@ import torch
 
 from . import distributed
 from .checkpoint import check_writable_dir, load_checkpoint
-from .errors import ConfigError, OutputDirError, PyroVAEError, check_positive
+from .errors import ConfigError, OutputDirError, PyroVAEError, check_count, check_positive
 from .guides import GUIDES
 from .objectives import OBJECTIVES
 from .training import TrainConfig, Trainer
@@ -155,9 +155,8 @@ def check_options(args: argparse.Namespace) -> None:
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be a positive number of images, got {value}; leave it unset to "
                               f"use them all", settings=(name,))
-    if getattr(args, "eval_samples", 0) < 0:
-        raise ConfigError(f"eval_samples must be >= 0, got {args.eval_samples}; e.g. 5000, or 0 to skip",
-                          settings=("eval_samples",))
+    if hasattr(args, "eval_samples"):
+        check_count("eval_samples", args.eval_samples, example=5000, zero="no importance-sampled evaluation")
 
 
 def device_of(args: argparse.Namespace) -> Tuple[int, torch.device]:

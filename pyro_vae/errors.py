@@ -133,11 +133,12 @@ def check_positive(name: str, value: Any, kind: type = int, example: Any = None)
     return value
 
 
-def check_count(name: str, value: Any, example: int, zero: str = "none") -> int:
-    """Return ``value`` if it is an integer >= 0 (``0`` meaning ``zero``), else raise
-    :class:`ConfigError` naming the setting, a valid value and what 0 means."""
+def check_count(name: str, value: Any, example: int, zero: str = "none", unit: str = "") -> int:
+    """Return ``value`` if it is an integer >= 0 (a number of ``unit``, ``0`` meaning ``zero``),
+    else raise :class:`ConfigError` naming the setting, a valid value and what 0 means."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}; pass e.g. {name}={example!r}, "
+        what = f"a whole number of {unit}" if unit else "an integer"
+        raise ConfigError(f"{name} must be {what} >= 0, got {value!r}; pass e.g. {name}={example!r}, "
                           f"or 0 for {zero}", settings=(name,))
     return int(value)
 

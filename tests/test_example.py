@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pyro_vae import cli
-from pyro_vae.errors import OutputDirError
+from pyro_vae.errors import ConfigError, OutputDirError
+from pyro_vae.training import TrainConfig
 
 from conftest import message_lines
 
@@ -137,6 +138,18 @@ def test_a_run_in_out_is_replaced_only_when_asked(tmp_path, capsys):
         load_example().parse_args(["--resume", "--overwrite"])
     assert stop.value.code == 2
     assert "error: argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
+
+
+def test_counts_say_what_they_count_and_what_zero_means():
+    # one check (errors.check_count) for every "integer >= 0" setting, in the CLI and the library
+    with pytest.raises(ConfigError, match=r"^eval_samples must be an integer >= 0, got -1; pass e\.g\. "
+                                          r"eval_samples=5000, or 0 for no importance-sampled evaluation$"):
+        load_example().parse_args(["--eval-samples", "-1"])  # parse_args ends with cli.check_options
+    with pytest.raises(ConfigError, match=r"^kl_warmup must be a whole number of epochs >= 0, got 1\.5; pass e\.g\. "
+                                          r"kl_warmup=10, or 0 for none$") as err:
+        TrainConfig(kl_warmup=1.5)
+    assert err.value.settings == ("kl_warmup",)
+    assert TrainConfig(kl_warmup=3).kl_warmup == 3
 
 
 @pytest.mark.parametrize("raised, size", [

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 from pyro.infer.elbo import ELBO
 
 from ..data import check_binarization
-from ..errors import ConfigError, check_positive, check_seed
+from ..errors import ConfigError, check_count, check_positive, check_seed
 from ..objectives import ALIASES, OBJECTIVES, check_beta, is_jit, objective_name
 
 #: The binarization that suits each likelihood, when none is configured: Bernoulli pixels
@@ -72,11 +72,8 @@ class TrainConfig:
         fix("seed", check_seed("seed", self.seed))
         self._check_objective()
         fix("beta", check_beta(self.beta))
-        warmup = self.kl_warmup
-        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-            raise ConfigError(f"kl_warmup must be a whole number of epochs >= 0, got {warmup!r}; pass e.g. "
-                              f"kl_warmup=10, or 0 for none", settings=("kl_warmup",))
-        if warmup and self.jit:
+        fix("kl_warmup", check_count("kl_warmup", self.kl_warmup, example=10, unit="epochs"))
+        if self.kl_warmup and self.jit:
             raise ConfigError(
                 f"kl_warmup changes the KL weight every step, which a JIT-compiled objective "
                 f"({self.objective_name!r}) would freeze; use objective='elbo' or 'meanfield' with warm-up",
