@@ -15,7 +15,6 @@ the table next to Pyro's tutorial; a figure of completions. Errors print one lin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -76,14 +75,16 @@ def main(argv=None) -> int:
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
     checkpoints = [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants]
-    out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite)
+    out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite, program="cvae.py")
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
     #    (or, with --binarize none, grey levels throughout).
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
-    metrics = {**cli.metrics_fields(data, vars(args)), "anchors": ANCHORS, "table": {}}
+    # Rows of other quadrant counts that earlier commands left in OUT stay in its record, each with its settings.
+    earlier = cli.earlier_rows(out, "cvae.py", "table", replaced=[str(k) for k in args.quadrants])
+    metrics = {**cli.metrics_fields("cvae.py", data, vars(args)), "anchors": ANCHORS, "table": earlier}
     nets = {}
     for k in args.quadrants:
         x, y = split_quadrants(test, k)
@@ -109,23 +110,23 @@ def main(argv=None) -> int:
             nets[(name, k)] = net
             print(f"{k} quadrant(s), {name}: test -log p(y|x) = {nll:.1f} nats ({len(history)} epochs, {wall:.0f} s)",
                   flush=True)
-        metrics["table"][str(k)] = row
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
+        metrics["table"][str(k)] = {**row, "settings": vars(args)}
+        cli.write_record(out, metrics)
 
     # 5. The table next to Pyro's tutorial, and the completions figure.
     print(f"{'quadrants':>9}  {'baseline':>8}  {'(Pyro)':>6}  {'CVAE':>6}  {'(Pyro)':>6}   test -log p(y|x), "
           f"CVAE K={args.num_samples}")
-    for k in args.quadrants:
-        r = metrics["table"][str(k)]
-        print(f"{k:>9}  {r['baseline']['test_nll']:>8.1f}  {ANCHORS['baseline'][k]:>6.1f}  "
-              f"{r['cvae']['test_nll']:>6.1f}  {ANCHORS['cvae'][k]:>6.1f}")
+    metrics["table"] = {k: metrics["table"][k] for k in sorted(metrics["table"], key=int)}
+    for k, r in metrics["table"].items():
+        print(f"{k:>9}  {r['baseline']['test_nll']:>8.1f}  {ANCHORS['baseline'][int(k)]:>6.1f}  "
+              f"{r['cvae']['test_nll']:>6.1f}  {ANCHORS['cvae'][int(k)]:>6.1f}"
+              + ("" if int(k) in args.quadrants else "  (an earlier run in this --out)"))
     from pyro_vae.cvae_plots import plot_completions
 
     figure = plot_completions(nets, test, args.quadrants, os.path.join(out, "completions.png"))
     metrics["figures"] = {"completions": os.path.basename(figure)}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    metrics["figures_quadrants"] = args.quadrants  # the rows the completions figure shows
+    cli.write_record(out, metrics)
     print(f"table in metrics.json, completions.png and checkpoints in {out}")
     return 0
 

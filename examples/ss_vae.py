@@ -15,7 +15,6 @@ of q(y|x) per label count; the figures. Errors print one line and exit with code
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -70,7 +69,8 @@ def main(argv=None) -> int:
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, label_seed=args.label_seed, validation=args.validation)
                for count in args.labels}  # every setting checked before any work
-    out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite)
+    out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
+                         program="ss_vae.py")
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
@@ -81,7 +81,10 @@ def main(argv=None) -> int:
     held = f" ({n - args.validation} trained on, the last {args.validation} held out)" if args.validation else ""
     print(f"data: {data.source}: {n} train{held} / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
 
-    metrics = {**cli.metrics_fields(data, {**vars(args), "alpha": alpha}), "runs": {}}
+    settings = {**vars(args), "alpha": alpha}
+    # Runs of other label counts that earlier commands left in OUT stay in its record, each with its settings.
+    earlier = cli.earlier_rows(out, "ss_vae.py", "runs", replaced=[str(c) for c in args.labels])
+    metrics = {**cli.metrics_fields("ss_vae.py", data, settings), "runs": earlier}
     models = {}
     for count in args.labels:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
@@ -113,19 +116,21 @@ def main(argv=None) -> int:
               f"{seconds:.0f} s of training{f'; {wall:.0f} s in this run' if abs(wall - seconds) > 1 else ''})",
               flush=True)
         metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "reported_epoch": run.reported["epoch"],
-                                       "wall_seconds": seconds}
+                                       "wall_seconds": seconds, "settings": settings}
         models[count] = vae
-        with open(os.path.join(out, "metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=1)
+        cli.write_record(out, metrics)
 
-    # 5. The figures; style and samples from the run that took the most steps (of those, the most labels).
+    # 5. The figures: accuracy per epoch of every run in the record; style and samples from this
+    #    command's run that took the most steps (of those, the most labels).
     from pyro_vae.ssvae_plots import (
         plot_accuracy,
         plot_class_samples,
         plot_style_transfer,
     )
 
-    best = models[max(models, key=lambda c: (metrics["runs"][str(c)]["history"][-1]["steps"], c))]
+    metrics["runs"] = {c: metrics["runs"][c] for c in sorted(metrics["runs"], key=int)}
+    shown = max(models, key=lambda c: (metrics["runs"][str(c)]["history"][-1]["steps"], c))
+    best = models[shown]
     figures = {
         "accuracy": plot_accuracy(metrics["runs"], os.path.join(out, "accuracy.png")),
         "style_transfer": plot_style_transfer(best, data.test_images, data.test_labels,
@@ -133,11 +138,12 @@ def main(argv=None) -> int:
         "class_samples": plot_class_samples(best, os.path.join(out, "class_samples.png")),
     }
     metrics["figures"] = {k: os.path.basename(v) for k, v in figures.items()}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    metrics["figures_labels"] = shown  # the run the style-transfer and samples figures show
+    cli.write_record(out, metrics)
     print("labels  test accuracy  epoch")
     for count, r in metrics["runs"].items():
-        print(f"{count:>6}  {r['test_accuracy']:>13.4f}  {r['reported_epoch']:>5}")
+        print(f"{count:>6}  {r['test_accuracy']:>13.4f}  {r['reported_epoch']:>5}"
+              + ("" if int(count) in models else "  (an earlier run in this --out)"))
     print(f"figures, metrics.json and checkpoints in {out}")
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import re
 import sys
@@ -264,25 +265,67 @@ def _out_of_memory(err: BaseException) -> bool:
         isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
-def output_dir(path: str, checkpoints: Sequence[str] = (), resume: bool = False, overwrite: bool = False) -> str:
+def output_dir(path: str, checkpoints: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
+               program: Optional[str] = None) -> str:
     """``path``, created if need be and checked writable before any work is done.
 
     Unless the run resumes or overwrites, ``path`` must not hold any of ``checkpoints`` (file
     names in it): rerunning a command without ``--resume`` would otherwise replace hours of
-    training at the end of its first epoch.
+    training at the end of its first epoch. Unless it overwrites, ``path`` must not hold another
+    ``program``'s ``metrics.json``, whose figures and record the run would replace.
     """
     check_writable_dir(path)
     held = [name for name in checkpoints if os.path.exists(os.path.join(path, name))]
     if held and not (resume or overwrite):
         raise OutputDirError(f"{path} already holds a run ({', '.join(held)}); continue it with --resume, "
                              f"start afresh over it with --overwrite, or choose another --out")
+    record = _record(path)
+    if program is not None and record is not None and record.get("program") != program and not overwrite:
+        what = (f"is the record of a run of {record['program']}, which this run of {program} would replace"
+                if isinstance(record.get("program"), str) else
+                f"is not a record of {program} runs (unreadable, or another program's), and this run would replace it")
+        raise OutputDirError(f"{os.path.join(path, RECORD)} {what}; choose another --out, or replace it with --overwrite")
     return path
 
 
-def metrics_fields(data: Any, config: Dict[str, Any]) -> Dict[str, Any]:
-    """What ``metrics.json`` says of the data and the run's settings."""
+#: The file in which each example records its run.
+RECORD = "metrics.json"
+
+
+def _record(path: str) -> Optional[Dict[str, Any]]:
+    """``path``'s :data:`RECORD` as a dict; ``None`` if there is none, ``{}`` if it is not one."""
+    try:
+        with open(os.path.join(path, RECORD)) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def earlier_rows(path: str, program: str, key: str, replaced: Sequence[str] = ()) -> Dict[str, Any]:
+    """The rows under ``key`` (label counts, quadrants) of the :data:`RECORD` that earlier runs of
+    ``program`` left in ``path``, less the ``replaced`` ones this run makes anew: a run of other
+    rows into the same ``--out`` adds to the record instead of erasing it."""
+    record = _record(path) or {}
+    rows = record.get(key) if record.get("program") == program else None
+    return {k: v for k, v in rows.items() if k not in replaced} if isinstance(rows, dict) else {}
+
+
+def write_record(path: str, record: Dict[str, Any]) -> None:
+    """Write ``record`` as ``path``'s :data:`RECORD`, atomically: a run stopped mid-write leaves
+    the last whole record, not half of one."""
+    tmp = os.path.join(path, f"{RECORD}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, os.path.join(path, RECORD))
+
+
+def metrics_fields(program: str, data: Any, config: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``metrics.json`` says of the program that wrote it, the data and the run's settings."""
     return {
-        "data": data.source, "num_train": len(data.train_images), "num_test": len(data.test_images),
+        "program": program, "data": data.source, "num_train": len(data.train_images), "num_test": len(data.test_images),
         "train_class_counts": torch.bincount(data.train_labels, minlength=10).tolist(),
         "test_class_counts": torch.bincount(data.test_labels, minlength=10).tolist(),
         "config": config,

@@ -253,6 +253,12 @@ def _cli_cvae_checkpoint(tmp: Path) -> None:
                     checkpoint=str(tmp / "run" / "baseline_1.pt"))
 
 
+def _cli_other_record(tmp: Path) -> None:
+    """OUT holds the record of an examples/ss_vae.py run, which mnist_svi.py would replace."""
+    (tmp / "run").mkdir()
+    (tmp / "run" / "metrics.json").write_text('{"program": "ss_vae.py", "runs": {"100": {"test_accuracy": 0.91}}}')
+
+
 def _cli_file(tmp: Path) -> None:
     (tmp / "a_file").write_text("not a directory")
 
@@ -451,6 +457,9 @@ CASES = [
     Case("cli-out-holds-a-run", Cli([], _cli_checkpoint), "exit 2",
          r"^error: .*run already holds a run \(checkpoint\.pt\); continue it with --resume, start afresh over it "
          r"with --overwrite, or choose another --out$"),
+    Case("cli-out-holds-another-program", Cli([], _cli_other_record), "exit 2",
+         r"^error: .*run/metrics\.json is the record of a run of ss_vae\.py, which this run of mnist_svi\.py would "
+         r"replace; choose another --out, or replace it with --overwrite$"),
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
     Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",

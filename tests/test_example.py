@@ -140,6 +140,30 @@ def test_a_run_in_out_is_replaced_only_when_asked(tmp_path, capsys):
     assert "error: argument --overwrite: not allowed with argument --resume" in capsys.readouterr().err
 
 
+def test_a_record_in_out_is_kept_unless_replacing_it_is_asked(tmp_path):
+    """Another program's metrics.json is refused (its figures and record would be replaced), and
+    a run of other rows of the same program adds to the record instead of erasing it."""
+    ss = {"program": "ss_vae.py", "runs": {"100": {"test_accuracy": 0.91}, "1000": {"test_accuracy": 0.96}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(ss))
+    with pytest.raises(OutputDirError, match=r"metrics\.json is the record of a run of ss_vae\.py, which this run of "
+                                             r"cvae\.py would replace; choose another --out, or replace it with --overwrite$"):
+        cli.output_dir(str(tmp_path), ["cvae_1.pt"], program="cvae.py")
+    with pytest.raises(OutputDirError, match="of ss_vae.py"):
+        cli.output_dir(str(tmp_path), ["checkpoint.pt"], resume=True, program="mnist_svi.py")  # resuming replaces it too
+    assert cli.output_dir(str(tmp_path), ["cvae_1.pt"], overwrite=True, program="cvae.py") == str(tmp_path)
+    assert cli.output_dir(str(tmp_path), ["checkpoint_600.pt"], program="ss_vae.py") == str(tmp_path)
+    assert cli.earlier_rows(str(tmp_path), "ss_vae.py", "runs", replaced=["1000", "600"]) == {"100": ss["runs"]["100"]}
+    assert cli.earlier_rows(str(tmp_path), "cvae.py", "table") == {}  # another program's rows are never taken
+    for foreign in ('{"runs": {"100": {}}}', "[1, 2]", '{"program": "ss_vae.py", "runs": {"1'):  # no program, no dict, cut
+        (tmp_path / "metrics.json").write_text(foreign)
+        with pytest.raises(OutputDirError, match=r"metrics\.json is not a record of ss_vae\.py runs \(unreadable, or another program's\), and this run "
+                                                 r"would replace it; choose another --out"):
+            cli.output_dir(str(tmp_path), ["checkpoint_100.pt"], program="ss_vae.py")
+        assert cli.earlier_rows(str(tmp_path), "ss_vae.py", "runs") == {}
+    cli.write_record(str(tmp_path), ss)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == ss and os.listdir(tmp_path) == ["metrics.json"]
+
+
 def test_counts_say_what_they_count_and_what_zero_means():
     # one check (errors.check_count) for every "integer >= 0" setting, in the CLI and the library
     with pytest.raises(ConfigError, match=r"^eval_samples must be an integer >= 0, got -1; pass e\.g\. "

@@ -3,6 +3,7 @@ fixes a run (initial weights included: two runs are identical), and M2's --valid
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,15 @@ def test_ss_vae_example_reports_the_validation_epoch_and_repeats_exactly(tmp_pat
     assert got["test_accuracy"] == history[got["best_epoch"] - 1]["test_accuracy"] > 0.2
     assert metrics["config"]["alpha"] == pytest.approx(0.1 * 800)
     assert f"at epoch {got['best_epoch']}, the best of 3 on 200 held-out images" in stdout
+    # Another label count into the same --out adds its row; the first run's stays, with its settings.
+    more = ["--labels", "50", "--train-size", "1000", "--test-size", "300", "--validation", "200",
+            "--epochs", "1", "--z-dim", "8", "--hidden", "64"]
+    stdout, record = run("ss_vae.py", more, mnist_source, tmp_path / "a")
+    assert record["runs"]["100"] == metrics["runs"]["100"] and record["runs"]["100"]["settings"]["labels"] == [100]
+    assert record["runs"]["50"]["settings"]["labels"] == [50] and len(record["runs"]["50"]["history"]) == 1
+    assert record["figures_labels"] == 50 and list(record["runs"]) == ["50", "100"]
+    assert re.search(r"^ +50 +[\d.]+ +1$", stdout, re.M)
+    assert re.search(r"^ +100 +[\d.]+ +\d  \(an earlier run in this --out\)$", stdout, re.M)
 
 
 def test_cvae_example_writes_its_table_and_repeats_exactly(tmp_path, mnist_source):
@@ -56,3 +66,9 @@ def test_cvae_example_writes_its_table_and_repeats_exactly(tmp_path, mnist_sourc
         assert _without_seconds(row[name]["history"]) == _without_seconds(same[name]["history"]), name
         assert 0 < row[name]["test_nll"] < 400 * 0.7  # 392 missing pixels: far below log 2 nats each
     assert "2 quadrant(s), cvae: test -log p(y|x)" in stdout
+    # Another quadrant count into the same --out adds its row; the first run's stays.
+    stdout, record = run("cvae.py", ["--quadrants", "1", *args[2:]], mnist_source, tmp_path / "a")
+    assert record["table"]["2"] == metrics["table"]["2"] and sorted(record["table"]) == ["1", "2"]
+    assert record["figures_quadrants"] == [1]
+    assert re.search(r"^ +2 .*  \(an earlier run in this --out\)$", stdout, re.M)
+    assert not re.search(r"^ +1 .*earlier", stdout, re.M)
