@@ -28,6 +28,7 @@ from .errors import ConfigError, OutputDirError, PyroVAEError, check_count, chec
 from .guides import GUIDES
 from .objectives import OBJECTIVES
 from .training import TrainConfig, Trainer
+from .training.callbacks import write_json
 from .models import MODELS, build_model
 from .vae import VAE, VAEBase
 
@@ -314,12 +315,8 @@ def earlier_rows(path: str, program: str, key: str, replaced: Sequence[str] = ()
 
 
 def write_record(path: str, record: Dict[str, Any]) -> None:
-    """Write ``record`` as ``path``'s :data:`RECORD`, atomically: a run stopped mid-write leaves
-    the last whole record, not half of one."""
-    tmp = os.path.join(path, f"{RECORD}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(path, RECORD))
+    """Write ``record`` as ``path``'s :data:`RECORD`, atomically (:func:`~pyro_vae.training.callbacks.write_json`)."""
+    write_json(os.path.join(path, RECORD), record)
 
 
 def metrics_fields(program: str, data: Any, config: Dict[str, Any]) -> Dict[str, Any]:

@@ -150,9 +150,14 @@ class MetricsFile(Callback):
     def update(self, **fields: Any) -> None:
         """Add or replace ``fields`` and rewrite the file (atomically: a reader never sees half of it)."""
         self.fields.update(fields)
-        if self._rank != 0:
-            return
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.fields, f, indent=2)
-        os.replace(tmp, self.path)
+        if self._rank == 0:
+            write_json(self.path, self.fields)
+
+
+def write_json(path: str, data: Dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` as JSON, atomically: a reader, or a run stopped mid-write,
+    sees the last whole file, never half of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
