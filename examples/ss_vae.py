@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--alpha", type=float, default=None,
                    help="weight of the classification loss on each labelled image (default 0.1 x training "
                         "images, not counting --validation; Kingma et al.'s 0.1 N on the labelled average is 0.1 N / labels per image)")
+    p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
+                   help="dynamic: each training digit a fresh binary draw (default); none: grey levels as "
+                        "Bernoulli targets, a cross-entropy, as in Pyro's tutorial (see docs/ssvae.md)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--validation", type=int, default=0,
                    help="hold out this many training images (the last ones) and report the epoch whose classifier "
@@ -67,7 +70,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               seed=args.seed, label_seed=args.label_seed, validation=args.validation)
+                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed, validation=args.validation)
                for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
                          program="ss_vae.py")
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
     for count in args.labels:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
         pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
-        vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha, classifier=args.classifier)
+        vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha, classifier=args.classifier,
+                    grey_targets=args.binarize == "none")
         config = configs[count]
         # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)),
         #    checkpointed after every epoch; --resume continues a run from its last epoch.

@@ -105,14 +105,22 @@ class SSVAE(nn.Module):
         of 32 and 64 channels with ELU, :func:`~pyro_vae.networks.strided_convolutions`, then
         the hidden widths; for 28x28 images, ``x_dim=784``). The other two networks stay MLPs:
         they run once per class on unlabelled images, the classifier once per image.
+    :param grey_targets: accept grey levels in [0, 1] as the targets of ``"x"``, as Pyro's
+        tutorial does (``Bernoulli(validate_args=False)`` of ``x / 255``). Its log-probability
+        is then a cross-entropy, not the probability of an image, and the ELBO bounds nothing;
+        for comparing with that tutorial only. By default ``x`` must be binary (with Pyro's
+        validation on), a draw or threshold of the image (:func:`~pyro_vae.data.binarize`).
     """
 
     name = "ss_vae"
 
     def __init__(self, z_dim: int = 50, hidden_dims: Sequence[int] = (500,), num_classes: int = 10,
                  x_dim: int = 784, alpha: float = 0.1 * 60000, activation: str = "softplus",
-                 classifier: str = "mlp") -> None:
+                 classifier: str = "mlp", grey_targets: bool = False) -> None:
         super().__init__()
+        if not isinstance(grey_targets, bool):
+            raise ConfigError(f"grey_targets must be True or False, got {grey_targets!r}", settings=("grey_targets",))
+        self.grey_targets = grey_targets
         self.z_dim = check_positive("z_dim", z_dim, example=50)
         self.num_classes = check_positive("num_classes", num_classes, example=10)
         self.x_dim = check_positive("x_dim", x_dim, example=784)
@@ -145,7 +153,7 @@ class SSVAE(nn.Module):
         """The constructor's arguments, to rebuild the model from a checkpoint."""
         return {"z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims), "num_classes": self.num_classes,
                 "x_dim": self.x_dim, "alpha": self.alpha, "activation": self.activation,
-                "classifier": self.classifier_network}
+                "classifier": self.classifier_network, "grey_targets": self.grey_targets}
 
     # ---- the door --------------------------------------------------------------------------
     def _enter(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -154,9 +162,13 @@ class SSVAE(nn.Module):
             raise InvalidDataError("x is an empty batch (0 images); pass at least one image")
         if is_validation_enabled():
             check_finite(x, "x")
-            if ((x != 0) & (x != 1)).any():
+            if self.grey_targets:
+                if ((x < 0) | (x > 1)).any():
+                    raise InvalidDataError("x must be grey levels in [0, 1]; scale pixels of 0-255 by 1/255")
+            elif ((x != 0) & (x != 1)).any():
                 raise InvalidDataError("x must be binary (0 or 1) for the Bernoulli likelihood; binarize it first, "
-                                       "e.g. pyro_vae.binarize(x, 'dynamic')")
+                                       "e.g. pyro_vae.binarize(x, 'dynamic') (or build SSVAE(grey_targets=True) "
+                                       "for Pyro's tutorial's cross-entropy of grey levels)")
         if y is not None:
             y = check_labels(y, self.num_classes, x.shape[0]).to(x.device)
         return x, y

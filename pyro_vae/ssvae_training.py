@@ -138,12 +138,16 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
         to continue at another rate).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
-    :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set, or
-        ``max_steps`` not a positive integer.
+    :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set,
+        ``max_steps`` not a positive integer, or ``binarize='none'`` for a model without ``grey_targets``.
     """
 
     if max_steps is not None:
         check_positive("max_steps", max_steps, example=300)
+    if config.binarize == "none" and not ssvae.grey_targets:
+        raise ConfigError("binarize='none' trains on grey levels, which this SSVAE's Bernoulli refuses; pass "
+                          "binarize='dynamic', or build SSVAE(grey_targets=True) for Pyro's tutorial's cross-entropy",
+                          settings=("binarize",))
     torch.manual_seed(config.seed)
     pyro.set_rng_seed(config.seed)
     check_num_labels(config.num_labels, len(data.train_labels), config.validation)

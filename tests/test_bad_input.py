@@ -376,6 +376,12 @@ CASES = [
          r"^lr must be a positive number, got -1; pass e\.g\. lr=0\.001$"),
     Case("ssvae-label-seed-negative", lambda c: SSConfig(label_seed=-1), ConfigError,
          r"^label_seed must be an integer in \[0, 2\*\*32 - 1\], got -1; pass e\.g\. label_seed=0$"),
+    Case("ssvae-grey-x", lambda c: SSVAE(z_dim=2, hidden_dims=(8,)).model(torch.full((2, 784), 0.5)), InvalidDataError,
+         r"^x must be binary \(0 or 1\) for the Bernoulli likelihood; binarize it first, .*grey_targets=True"),
+    Case("ssvae-grey-run-without-grey-targets",
+         lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(binarize="none")), ConfigError,
+         r"^binarize='none' trains on grey levels, which this SSVAE's Bernoulli refuses; pass binarize='dynamic', "
+         r"or build SSVAE\(grey_targets=True\)"),
     Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
          ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
     Case("cvae-config-validation-negative", lambda c: FitConfig(validation=-5), ConfigError,

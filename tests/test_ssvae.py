@@ -95,6 +95,40 @@ def test_enumeration_equals_brute_force_sum_over_y():
     assert abs(enumerated - (brute - float(q_y.entropy().sum()))) > 1e-2
 
 
+def test_grey_targets_score_the_cross_entropy_of_grey_levels_and_nothing_else_passes():
+    """Pyro's tutorial's setting: with ``grey_targets`` the labelled ELBO's "x" term is
+    sum_d x_d log p_d + (1 - x_d) log(1 - p_d) of the grey levels, by hand; without it grey x
+    is refused with the way out named, and so is a run asking for grey levels."""
+    torch.manual_seed(1)
+    vae = SSVAE(z_dim=2, hidden_dims=(5,), num_classes=3, x_dim=6, alpha=0.0, grey_targets=True).double()
+    x = torch.rand(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y, z = torch.tensor([0, 2, 1, 2]), torch.randn(4, 2, dtype=torch.float64)
+    with torch.no_grad():
+        labelled = Trace_ELBO(max_plate_nesting=1).loss(vae.model, FixedZ(z)(vae.guide), x, y)
+        p = torch.sigmoid(vae.decoder(torch.cat([F.one_hot(y, 3).double(), z], -1)))
+        cross_entropy = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
+        loc, scale = vae.encoder_z(torch.cat([F.one_hot(y, 3).double(), x], -1)).chunk(2, -1)
+        rest = (math.log(1 / 3) + Normal(0.0, 1.0).log_prob(z).sum(-1)
+                - Normal(loc, F.softplus(scale) + 1e-6).log_prob(z).sum(-1))
+    assert abs(labelled + float((cross_entropy + rest).sum())) < 1e-9
+    assert vae.config["grey_targets"] is True
+    with pytest.raises(InvalidDataError, match=r"grey levels in \[0, 1\]"):
+        vae.model(x * 255, y)
+    with pytest.raises(InvalidDataError, match=r"grey_targets=True"):
+        small_ssvae().model(x, y)
+    with pytest.raises(ConfigError, match="grey_targets must be True or False"):
+        SSVAE(grey_targets="yes")
+
+
+def test_a_grey_run_needs_a_model_that_takes_grey_targets(mnist):
+    with pytest.raises(ConfigError) as info:
+        train_ssvae(SSVAE(z_dim=4, hidden_dims=(16,)), mnist.subset(500, 100), SSConfig(num_labels=50, binarize="none"))
+    assert info.value.settings == ("binarize",) and "SSVAE(grey_targets=True)" in str(info.value)
+    vae = SSVAE(z_dim=4, hidden_dims=(16,), grey_targets=True)
+    run = train_ssvae(vae, mnist.subset(500, 100), SSConfig(num_labels=50, epochs=1, batch_size=50, binarize="none"))
+    assert run.history[0]["steps"] == 9 and 0 <= run.history[0]["test_accuracy"] <= 1
+
+
 def test_scaled_minibatch_objective_is_unbiased_for_the_semi_supervised_objective():
     """Labelled and unlabelled minibatches each scaled by their own N/B: averaged over every
     minibatch of each kind, one labelled plus one unlabelled step's loss is J^alpha exactly."""
