@@ -29,6 +29,8 @@ from pyro_vae.errors import ConfigError, check_positive
 
 #: Pyro's CVAE tutorial, test -log p(y|x) for 1 / 2 / 3 input quadrants (its authors' measurement).
 ANCHORS = {"baseline": {1: 100.4, 2: 61.9, 3: 25.4}, "cvae": {1: 71.8, 2: 51.0, 3: 24.2}}
+#: the name this example's metrics.json carries: another program's record in --out is not replaced
+PROGRAM = "cvae.py"
 
 
 def parse_args(argv=None):
@@ -75,7 +77,7 @@ def main(argv=None) -> int:
     config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
     checkpoints = [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants]
-    out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite, program="cvae.py")
+    out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite, program=PROGRAM)
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
     #    (or, with --binarize none, grey levels throughout).
@@ -83,8 +85,8 @@ def main(argv=None) -> int:
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
     # Rows of other quadrant counts that earlier commands left in OUT stay in its record, each with its settings.
-    earlier = cli.earlier_rows(out, "cvae.py", "table", replaced=[str(k) for k in args.quadrants])
-    metrics = {**cli.metrics_fields("cvae.py", data, vars(args)), "anchors": ANCHORS, "table": earlier}
+    earlier = cli.earlier_rows(out, PROGRAM, "table", replaced=[str(k) for k in args.quadrants])
+    metrics = {**cli.metrics_fields(PROGRAM, data, vars(args)), "anchors": ANCHORS, "table": earlier}
     nets = {}
     for k in args.quadrants:
         x, y = split_quadrants(test, k)

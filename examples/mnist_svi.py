@@ -28,6 +28,10 @@ from pyro_vae import MetricsFile, TrainingInterrupted, cli, load_mnist
 from pyro_vae.evaluate import log_likelihood
 
 
+#: the name this example's metrics.json carries: another program's record in --out is not replaced
+PROGRAM = "mnist_svi.py"
+
+
 def parse_args(argv=None):
     p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_data_options(p)
@@ -43,7 +47,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = cli.output_dir(args.out, ["checkpoint.pt"], args.resume, args.overwrite, program="mnist_svi.py")
+    out = cli.output_dir(args.out, ["checkpoint.pt"], args.resume, args.overwrite, program=PROGRAM)
     rank, device = cli.device_of(args)
     say = print if rank == 0 else (lambda *a, **k: None)
 
@@ -67,7 +71,7 @@ def main(argv=None) -> int:
     # 3. SVI: each step ascends the ELBO of a minibatch, scaled by N/B to the whole training set.
     config = {"model": "vae", **vae.config, **trainer.config.settings(), "batch_size": args.batch_size,
               "device": str(device), "processes": trainer.world_size}
-    metrics = MetricsFile(os.path.join(out, "metrics.json"), **cli.metrics_fields("mnist_svi.py", data, config))
+    metrics = MetricsFile(os.path.join(out, cli.RECORD), **cli.metrics_fields(PROGRAM, data, config))
     callbacks = [metrics]
     if args.tensorboard:
         from pyro_vae.training.tensorboard import TensorBoard

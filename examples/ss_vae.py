@@ -28,6 +28,10 @@ from pyro_vae.ssvae import SSVAE
 from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
 
 
+#: the name this example's metrics.json carries: another program's record in --out is not replaced
+PROGRAM = "ss_vae.py"
+
+
 def parse_args(argv=None):
     p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_data_options(p)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
                                binarize=args.binarize, seed=args.seed, label_seed=args.label_seed, validation=args.validation)
                for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
-                         program="ss_vae.py")
+                         program=PROGRAM)
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.
     data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
@@ -86,8 +90,8 @@ def main(argv=None) -> int:
 
     settings = {**vars(args), "alpha": alpha}
     # Runs of other label counts that earlier commands left in OUT stay in its record, each with its settings.
-    earlier = cli.earlier_rows(out, "ss_vae.py", "runs", replaced=[str(c) for c in args.labels])
-    metrics = {**cli.metrics_fields("ss_vae.py", data, settings), "runs": earlier}
+    earlier = cli.earlier_rows(out, PROGRAM, "runs", replaced=[str(c) for c in args.labels])
+    metrics = {**cli.metrics_fields(PROGRAM, data, settings), "runs": earlier}
     models = {}
     for count in args.labels:
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
