@@ -57,6 +57,9 @@ def parse_args(argv=None):
                    help="hold out this many training images (the last ones) and report the epoch whose classifier "
                         "is most accurate on them, as Pyro's tutorial and Kingma et al. do with 10000 "
                         "(default 0: train on all, report the last epoch)")
+    p.add_argument("--average-from", type=int, default=0, metavar="EPOCH",
+                   help="from this epoch on, score (and pick) the mean of the weights at the ends of the epochs "
+                        "since, stochastic weight averaging (default 0: never; with --resume, an epoch to come)")
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
@@ -71,10 +74,19 @@ def parse_args(argv=None):
     return args
 
 
+def averaged(record) -> str:
+    """What an epoch's scores are of, when --average-from made them a mean's."""
+    if "averaged_epochs" not in record:
+        return ""
+    first = record["epoch"] - record["averaged_epochs"] + 1
+    return f", weights averaged over epochs {first}-{record['epoch']}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed, validation=args.validation)
+                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed, validation=args.validation,
+                               average_from=args.average_from)
                for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
                          program=PROGRAM)
@@ -112,7 +124,8 @@ def main(argv=None) -> int:
                               on_step=lambda s: bar.update(s - bar.n),
                               on_epoch=lambda r, count=count: bar.write(
                                   f"{count} labels, epoch {r['epoch']}: test accuracy {r['test_accuracy']:.4f}"
-                                  + (f" (held-out {r['validation_accuracy']:.4f})" if "validation_accuracy" in r else "")))
+                                  + (f" (held-out {r['validation_accuracy']:.4f})" if "validation_accuracy" in r else "")
+                                  + averaged(r)))
         wall = time.perf_counter() - start
         # 4. The test accuracy of the classifier q(y|x): at the last epoch, or at the best on validation.
         accuracy, last = run.reported["test_accuracy"], run.history[-1]
@@ -120,6 +133,7 @@ def main(argv=None) -> int:
         chosen = (f" at epoch {run.best_epoch}, the best of {len(run.history)} on {args.validation} held-out "
                   f"images ({run.reported['validation_accuracy']:.4f}; last epoch {last['test_accuracy']:.4f})"
                   if run.best_epoch is not None else f" after {len(run.history)} epochs")
+        chosen += averaged(run.reported)
         print(f"{count} labels: test accuracy {accuracy:.4f}{chosen} ({last['steps']} steps of each kind, "
               f"{seconds:.0f} s of training{f'; {wall:.0f} s in this run' if abs(wall - seconds) > 1 else ''})",
               flush=True)

@@ -46,6 +46,7 @@ SETTING_FLAGS = {
     # examples/ss_vae.py and examples/cvae.py
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
     "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed", "max_steps": "--max-steps",
+    "average_from": "--average-from",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

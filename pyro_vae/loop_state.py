@@ -6,7 +6,8 @@ the CVAE and its baseline, :func:`pyro_vae.cvae_training.fit_conditional`).
 loops save, after every epoch, what continuing needs to be bit-identical to never having
 stopped: the weights, the optimizer's state, the epoch and step counts, the history, the
 global torch RNG and the loop's own data generator, and whatever position the loop keeps
-(M2's place in its reshuffled labelled set). The file is a :mod:`pyro_vae.checkpoint`
+(M2's place in its reshuffled labelled set, and a running mean of its weights if it keeps one).
+The file is a :mod:`pyro_vae.checkpoint`
 (atomic, read with ``weights_only=True``). A checkpoint is refused, with the settings that
 differ, when the network's or the loop's settings are not the ones it was written with;
 only ``epochs`` and ``lr`` may change: a finished run can be extended, at a lower rate if
@@ -16,16 +17,18 @@ wished (the rate given now applies from the next step, Adam's moments kept).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import CheckpointError
 
-#: Loop settings a resumed run may change: more epochs, and the learning rate from here on.
-CHANGEABLE = ("epochs", "lr")
+#: Loop settings a resumed run may change: more epochs, the learning rate from here on, and
+#: the epoch from which weights are averaged (the loop checks it is not in the past).
+CHANGEABLE = ("epochs", "lr", "average_from")
 
 
 @dataclass
@@ -54,6 +57,36 @@ class LoopState:
             return None
         net.load_state_dict(self.position["best_model"])
         return int(self.position["best_epoch"])
+
+
+    def add_to_average(self, net: torch.nn.Module) -> int:
+        r"""Fold ``net``'s weights into the running mean kept in :attr:`position` and return how
+        many weights it now averages: after the :math:`n`-th call it is
+        :math:`\bar w_n = \bar w_{n-1} + (w_n - \bar w_{n-1})/n`, the mean of the :math:`n`
+        weights given (Polyak averaging; stochastic weight averaging of Izmailov et al. 2018
+        when called once an epoch at a constant rate). Entries that are not floating point are
+        those of the first call."""
+        n = self.position.get("averaged", 0) + 1
+        if n == 1:
+            self.position["average"] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            for k, v in net.state_dict().items():
+                if v.is_floating_point():
+                    mean = self.position["average"][k]
+                    mean += (v.detach() - mean) / n
+        self.position["averaged"] = n
+        return n
+
+    @contextmanager
+    def averaged_weights(self, net: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """``net`` holding the running mean of :meth:`add_to_average` inside the block, and its
+        own weights again after it."""
+        own = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict(self.position["average"])
+        try:
+            yield net
+        finally:
+            net.load_state_dict(own)
 
 
 def _differences(saved: Dict[str, Any], now: Dict[str, Any], skip=()) -> Dict[str, Any]:

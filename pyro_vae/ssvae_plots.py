@@ -29,7 +29,8 @@ def _grid(images: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
     """Test accuracy of :math:`q(y|x)` after every epoch, one line per label count; with held-out
-    validation images, their accuracy dashed and the epoch it picks starred."""
+    validation images, their accuracy dashed and the epoch it picks starred; where the weights
+    were averaged (``SSConfig.average_from``), the last weights' test accuracy dotted."""
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
@@ -41,14 +42,22 @@ def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
             ax.plot(epochs, [r["validation_accuracy"] for r in run["history"]], ls="--", color=line.get_color(), lw=1)
             best = run["history"][run["best_epoch"] - 1]
             ax.plot([best["epoch"]], [best["test_accuracy"]], marker="*", ms=12, color=line.get_color(), mec="k")
+        last = [r for r in run["history"] if "averaged_epochs" in r]
+        if last:  # from --average-from on the line is the mean's; the last weights' own accuracy dotted
+            ax.plot([r["epoch"] for r in last], [r["unaveraged_test_accuracy"] for r in last], ls=":",
+                    color=line.get_color(), lw=1)
     held_out = any(run.get("best_epoch") is not None for run in runs.values())
+    averaging = any("averaged_epochs" in r for run in runs.values() for r in run["history"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{'' if held_out else 'test '}accuracy of q(y|x)")
     ax.grid(alpha=0.3)
     ax.legend()
-    if held_out:
-        ax.set_title("solid: test digits; dashed: held-out training digits; star: the epoch they pick", fontsize=8)
+    titles = ["solid: test digits; dashed: held-out training digits; star: the epoch they pick"] if held_out else []
+    if averaging:
+        titles.append("dotted: the last weights' test accuracy where the solid line is their running mean's")
+    if titles:
+        ax.set_title("\n".join(titles), fontsize=7 if averaging else 8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

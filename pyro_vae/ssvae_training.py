@@ -12,6 +12,7 @@ the protocol of Pyro's tutorial and of Kingma et al., who both hold out 10,000 o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -21,7 +22,7 @@ import torch
 
 from .data import MNISTData, balanced_prefix, binarize, check_binarization
 from .errors import ConfigError, NonFiniteError, check_count, check_positive, check_seed
-from .loop_state import resume_or_start, save_loop
+from .loop_state import LoopState, resume_or_start, save_loop
 from .ssvae import SSVAE, SSObjective
 from .training.step import CheckedStep, NonFiniteStep
 
@@ -83,6 +84,10 @@ class SSConfig:
     #: training images held out (the last ones) whose labels pick the epoch reported; 0: none,
     #: train on all and report the last epoch
     validation: int = 0
+    #: from this epoch on, the model scored (and kept, if picked) after each epoch is the running
+    #: mean of the weights at the ends of the epochs since (stochastic weight averaging); 0: never.
+    #: A resumed run may set it, to an epoch after the checkpoint's.
+    average_from: int = 0
 
     def __post_init__(self) -> None:
         check_positive("num_labels", self.num_labels, example=100)
@@ -93,6 +98,7 @@ class SSConfig:
         check_seed("seed", self.seed)
         check_seed("label_seed", self.label_seed)
         check_count("validation", self.validation, example=10000)
+        check_count("average_from", self.average_from, example=90)
 
 
 @dataclass
@@ -118,6 +124,27 @@ class SSRun:
                 "history": self.history}
 
 
+def _scores(ssvae: SSVAE, data: MNISTData, held: Optional[Tuple[torch.Tensor, torch.Tensor]],
+            prefix: str = "") -> Dict[str, float]:
+    """The accuracy of :math:`q_\\phi(y|x)` on the test set and, if any, the held-out images."""
+    scores = {f"{prefix}test_accuracy": ssvae.accuracy(data.test_images, data.test_labels)}
+    if held is not None:
+        scores[f"{prefix}validation_accuracy"] = ssvae.accuracy(*held)
+    return scores
+
+
+def _check_average_from(average_from: int, state: LoopState) -> None:
+    """A resumed run keeps the averaging it began, and cannot begin one in its past."""
+    began = state.position.get("average_from")
+    if began is not None and average_from != began:
+        raise ConfigError(f"average_from={average_from}, but the checkpoint has averaged the weights since epoch "
+                          f"{began}; pass average_from={began}", settings=("average_from",))
+    if began is None and 0 < average_from <= state.epoch:
+        raise ConfigError(f"average_from={average_from} is not after the checkpoint's epoch {state.epoch}, whose "
+                          f"earlier weights are gone; pass average_from={state.epoch + 1} or later",
+                          settings=("average_from",))
+
+
 def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                 on_epoch: Optional[Callable[[Dict[str, float]], None]] = None,
                 on_step: Optional[Callable[[int], None]] = None, max_steps: Optional[int] = None,
@@ -128,6 +155,10 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     and reused). The test accuracy of :math:`q_\phi(y|x)` and the epoch's seconds are recorded after every epoch,
     and with ``config.validation`` the accuracy on the held-out images; the model then ends with
     the weights of its best epoch on them (kept across resume; the checkpoint holds the last).
+    From epoch ``config.average_from`` on, the weights scored and kept are the running mean of
+    the weights at the ends of the epochs since (:meth:`~pyro_vae.loop_state.LoopState.add_to_average`;
+    the record's ``averaged_epochs`` counts them, and its ``unaveraged_*`` accuracies are the last
+    weights'); a run without held-out images then ends with the mean.
 
     :param on_epoch: called with each epoch's record.
     :param on_step: called after every step with its number.
@@ -135,11 +166,13 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     :param checkpoint: a file written after every epoch (:mod:`pyro_vae.loop_state`).
     :param resume: continue from ``checkpoint`` if it exists, exactly as if never stopped
         (``config.epochs`` may be raised to train a finished run further, ``config.lr`` changed
-        to continue at another rate).
+        to continue at another rate, ``config.average_from`` set to an epoch still to come).
     :raises pyro_vae.errors.NonFiniteError: on a non-finite loss or gradient (parameters untouched).
     :raises pyro_vae.errors.CheckpointError: ``checkpoint`` written with other settings.
     :raises pyro_vae.errors.ConfigError: too many labels or held-out images for the training set,
-        ``max_steps`` not a positive integer, or ``binarize='none'`` for a model without ``grey_targets``.
+        ``max_steps`` not a positive integer, ``binarize='none'`` for a model without ``grey_targets``,
+        or an ``average_from`` the checkpoint contradicts (its averaging began at another epoch, or
+        the epoch is past).
     """
 
     if max_steps is not None:
@@ -166,6 +199,7 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     run = SSRun(config, labelled.tolist(), torch.bincount(y_l, minlength=ssvae.num_classes).tolist())
     state = resume_or_start(checkpoint, resume, ssvae, ssvae.config, config, step.optimizer, gen)
     run.history = state.history
+    _check_average_from(config.average_from, state)
     if not state.position:
         state.position = {"labelled_order": torch.randperm(n_l, generator=gen), "labelled_next": 0}
     pos = state.position
@@ -198,18 +232,25 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                 break
         done = i + 1
         record = {"epoch": epoch, "steps": state.steps, "lr": config.lr,
-                  "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done,
-                  "test_accuracy": ssvae.accuracy(data.test_images, data.test_labels),
-                  "seconds": time.perf_counter() - began}
+                  "loss_unlabelled": totals["loss_unlabelled"] / done, "loss_labelled": totals["loss_labelled"] / done}
         state.epoch = epoch
-        if held is not None:
-            record["validation_accuracy"] = ssvae.accuracy(*held)
-            state.keep_best(ssvae, record["validation_accuracy"], higher_is_better=True)
+        averaging = bool(config.average_from) and epoch >= config.average_from
+        if averaging:  # the last weights are scored too, to see what averaging gives
+            state.position["average_from"] = config.average_from
+            record["averaged_epochs"] = state.add_to_average(ssvae)
+            record.update(_scores(ssvae, data, held, prefix="unaveraged_"))
+        with state.averaged_weights(ssvae) if averaging else contextlib.nullcontext():
+            record.update(_scores(ssvae, data, held))
+            if held is not None:
+                state.keep_best(ssvae, record["validation_accuracy"], higher_is_better=True)
+        record["seconds"] = time.perf_counter() - began
         run.history.append(record)
         if checkpoint is not None:
             save_loop(checkpoint, ssvae, ssvae.config, config, step.optimizer, gen, state)
         if on_epoch is not None:
             on_epoch(record)
     run.best_epoch = state.restore_best(ssvae)
+    if run.best_epoch is None and "average" in state.position:  # the last epoch's scores are the mean's
+        ssvae.load_state_dict(state.position["average"])
     return run
 

@@ -324,3 +324,61 @@ def test_held_out_validation_picks_the_epoch_and_its_weights_across_resume(mnist
     assert run.history[-1]["test_accuracy"] < run.reported["test_accuracy"], [r["test_accuracy"] for r in run.history]
     with pytest.raises(ConfigError, match=r"after holding out validation=100; pass num_labels below 500"):
         train_ssvae(vae, data, SSConfig(num_labels=500, epochs=1, batch_size=50, validation=100))
+
+
+def test_weight_averaging_scores_the_mean_of_the_epochs_weights_and_resumes_exactly(mnist, tmp_path):
+    """average_from=2 of 4 epochs against a plain run of the same seed that keeps its weights
+    after every epoch: the plain run's accuracies are the averaged run's ``unaveraged_*`` ones
+    (the averaging does not touch training), the averaged run's scores are those of the mean of
+    the plain weights of epochs 2..e (formed by hand), the model returned holds the mean of its
+    picked epoch, and a run stopped at epoch 3 and resumed repeats it to the bit."""
+    torch.set_num_threads(1)
+    data = mnist.subset(600, 200)
+    held_x, held_y = data.train_images[-100:], data.train_labels[-100:]
+
+    def config(**kw):
+        return SSConfig(**{"num_labels": 50, "epochs": 4, "batch_size": 50, "validation": 100, **kw})
+
+    def fresh():
+        torch.manual_seed(1)
+        return SSVAE(z_dim=4, hidden_dims=(32,), alpha=600.0)
+
+    plain, weights = fresh(), []
+    plain_run = train_ssvae(plain, data, config(), on_epoch=lambda r: weights.append(
+        {k: v.detach().clone() for k, v in plain.state_dict().items()}))
+    averaged = fresh()
+    run = train_ssvae(averaged, data, config(average_from=2))
+    assert [r.get("averaged_epochs") for r in run.history] == [None, 1, 2, 3]
+    for mine, theirs in zip(run.history, plain_run.history):
+        prefix = "unaveraged_" if "averaged_epochs" in mine else ""
+        assert (mine[f"{prefix}test_accuracy"], mine[f"{prefix}validation_accuracy"]) == \
+            (theirs["test_accuracy"], theirs["validation_accuracy"])
+    probe = fresh()
+    for epoch in (2, 3, 4):
+        probe.load_state_dict({k: torch.stack([w[k] for w in weights[1:epoch]]).mean(0) for k in weights[0]})
+        record = run.history[epoch - 1]
+        assert abs(probe.accuracy(data.test_images, data.test_labels) - record["test_accuracy"]) <= 1 / 200
+        assert abs(probe.accuracy(held_x, held_y) - record["validation_accuracy"]) <= 1 / 100
+    assert run.best_epoch >= 2, [r["validation_accuracy"] for r in run.history]
+    for k, v in averaged.state_dict().items():  # the running mean of the picked epoch, against the plain mean
+        assert torch.allclose(v, torch.stack([w[k] for w in weights[1:run.best_epoch]]).mean(0), atol=1e-6), k
+    assert averaged.accuracy(held_x, held_y) == run.reported["validation_accuracy"]
+    assert averaged.accuracy(data.test_images, data.test_labels) == run.reported["test_accuracy"]
+    assert any(r["test_accuracy"] != r["unaveraged_test_accuracy"] for r in run.history[2:])  # the check has power
+    # stopped after epoch 3 and resumed: the same records and the same final weights
+    path = str(tmp_path / "m2.pt")
+    stopped = fresh()
+    train_ssvae(stopped, data, config(epochs=3, average_from=2), checkpoint=path)
+    resumed = SSVAE(z_dim=4, hidden_dims=(32,), alpha=600.0)
+    again = train_ssvae(resumed, data, config(average_from=2), checkpoint=path, resume=True)
+    assert _without_seconds(again.history) == _without_seconds(run.history)
+    for name, value in averaged.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    # a resumed run keeps the averaging it began, and cannot begin one in its past
+    with pytest.raises(ConfigError, match=r"^average_from=3, but the checkpoint has averaged the weights since "
+                                          r"epoch 2; pass average_from=2$"):
+        train_ssvae(fresh(), data, config(average_from=3, epochs=5), checkpoint=path, resume=True)
+    train_ssvae(fresh(), data, config(epochs=2), checkpoint=str(tmp_path / "plain.pt"))
+    with pytest.raises(ConfigError, match=r"^average_from=2 is not after the checkpoint's epoch 2, whose earlier "
+                                          r"weights are gone; pass average_from=3 or later$"):
+        train_ssvae(fresh(), data, config(average_from=2), checkpoint=str(tmp_path / "plain.pt"), resume=True)
