@@ -382,6 +382,8 @@ CASES = [
          lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(binarize="none")), ConfigError,
          r"^binarize='none' trains on grey levels, which this SSVAE's Bernoulli refuses; pass binarize='dynamic', "
          r"or build SSVAE\(grey_targets=True\)"),
+    Case("ssvae-average-from-negative", lambda c: SSConfig(average_from=-1), ConfigError,
+         r"^average_from must be an integer >= 0, got -1; pass e\.g\. average_from=90"),
     Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
          ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
     Case("cvae-config-validation-negative", lambda c: FitConfig(validation=-5), ConfigError,
