@@ -85,8 +85,8 @@ def averaged(record) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed, validation=args.validation,
-                               average_from=args.average_from)
+                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed,
+                               validation=args.validation, average_from=args.average_from)
                for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
                          program=PROGRAM)

@@ -6,12 +6,13 @@ the CVAE and its baseline, :func:`pyro_vae.cvae_training.fit_conditional`).
 loops save, after every epoch, what continuing needs to be bit-identical to never having
 stopped: the weights, the optimizer's state, the epoch and step counts, the history, the
 global torch RNG and the loop's own data generator, and whatever position the loop keeps
-(M2's place in its reshuffled labelled set, and a running mean of its weights if it keeps one).
-The file is a :mod:`pyro_vae.checkpoint`
-(atomic, read with ``weights_only=True``). A checkpoint is refused, with the settings that
-differ, when the network's or the loop's settings are not the ones it was written with;
-only ``epochs`` and ``lr`` may change: a finished run can be extended, at a lower rate if
-wished (the rate given now applies from the next step, Adam's moments kept).
+(M2's place in its reshuffled labelled set, and the running mean of its weights if it keeps
+one). The file is a :mod:`pyro_vae.checkpoint` (atomic, read with ``weights_only=True``). A
+checkpoint is refused, with the settings that differ, when the network's or the loop's
+settings are not the ones it was written with; only ``epochs``, ``lr`` and ``average_from``
+may change: a finished run can be extended, at a lower rate if wished (the rate given now
+applies from the next step, Adam's moments kept), and averaging its weights may begin at an
+epoch still to come.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class LoopState:
             return None
         net.load_state_dict(self.position["best_model"])
         return int(self.position["best_epoch"])
-
 
     def add_to_average(self, net: torch.nn.Module) -> int:
         r"""Fold ``net``'s weights into the running mean kept in :attr:`position` and return how
