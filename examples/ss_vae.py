@@ -60,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--average-from", type=int, default=0, metavar="EPOCH",
                    help="from this epoch on, score (and pick) the mean of the weights at the ends of the epochs "
                         "since, stochastic weight averaging (default 0: never; with --resume, an epoch to come)")
+    p.add_argument("--shift-labelled", type=int, default=0, metavar="PIXELS",
+                   help="show each labelled digit translated by a random -PIXELS..PIXELS along each axis, afresh "
+                        "every step: augmentation of the few labels (default 0: never)")
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
@@ -86,7 +89,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                binarize=args.binarize, seed=args.seed, label_seed=args.label_seed,
-                               validation=args.validation, average_from=args.average_from)
+                               validation=args.validation, average_from=args.average_from,
+                               shift_labelled=args.shift_labelled)
                for count in args.labels}  # every setting checked before any work
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
                          program=PROGRAM)

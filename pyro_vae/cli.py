@@ -47,6 +47,7 @@ SETTING_FLAGS = {
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
     "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed", "max_steps": "--max-steps",
     "average_from": "--average-from",
+    "shift_labelled": "--shift-labelled",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

@@ -18,6 +18,7 @@ any of these that keeps the original order.
 Binarization (:func:`binarize`): ``"dynamic"`` draws every pixel as
 ``Bernoulli(intensity)`` afresh each epoch (Burda et al., 2015, "Importance
 Weighted Autoencoders"); ``"fixed"`` thresholds at 0.5; ``"none"`` keeps grey levels.
+:func:`shift_images` translates each digit by a random few pixels (data augmentation).
 """
 
 from __future__ import annotations
@@ -351,3 +352,20 @@ def binarize(
     if mode == "fixed":
         return (x > 0.5).to(x.dtype)
     return x  # "none"
+
+
+def shift_images(x: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None,
+                 side: int = 28) -> torch.Tensor:
+    """Translate each ``side`` x ``side`` image of ``x`` (``[B, side * side]``) by its own random
+    whole number of pixels, ``-max_shift`` to ``max_shift`` along each axis (drawn with
+    ``generator``), filling the uncovered border with 0 (background). ``max_shift=0``: unchanged.
+    """
+    if max_shift == 0:
+        return x
+    b = x.shape[0]
+    padded = torch.nn.functional.pad(x.reshape(b, side, side), (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)
+    grid = torch.arange(side)
+    rows = (offsets[0, :, None] + grid)[:, :, None]  # [B, side, 1]: row read for each output row
+    cols = (offsets[1, :, None] + grid)[:, None, :]  # [B, 1, side]
+    return padded[torch.arange(b)[:, None, None], rows, cols].reshape(b, side * side)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pyro
 import torch
 
-from .data import MNISTData, balanced_prefix, binarize, check_binarization
+from .data import MNISTData, balanced_prefix, binarize, check_binarization, shift_images
 from .errors import ConfigError, NonFiniteError, check_count, check_positive, check_seed
 from .loop_state import LoopState, resume_or_start, save_loop
 from .ssvae import SSVAE, SSObjective
@@ -88,6 +88,10 @@ class SSConfig:
     #: mean of the weights at the ends of the epochs since (stochastic weight averaging); 0: never.
     #: A resumed run may set it, to an epoch after the checkpoint's.
     average_from: int = 0
+    #: each labelled digit is shown translated by a random -k..k pixels along each axis, drawn
+    #: afresh every step (data augmentation of the few labels: the classifier cannot memorize
+    #: their exact pixels); 0: never. The unlabelled digits are never shifted.
+    shift_labelled: int = 0
 
     def __post_init__(self) -> None:
         check_positive("num_labels", self.num_labels, example=100)
@@ -99,6 +103,10 @@ class SSConfig:
         check_seed("label_seed", self.label_seed)
         check_count("validation", self.validation, example=10000)
         check_count("average_from", self.average_from, example=90)
+        check_count("shift_labelled", self.shift_labelled, example=2)
+        if self.shift_labelled > 14:
+            raise ConfigError(f"shift_labelled={self.shift_labelled} would move a 28x28 digit out of its frame; "
+                              f"pass at most a few pixels (e.g. 2)", settings=("shift_labelled",))
 
 
 @dataclass
@@ -218,7 +226,7 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
                 pos["labelled_order"], pos["labelled_next"] = torch.randperm(n_l, generator=gen), 0
             idx = pos["labelled_order"][pos["labelled_next"]:pos["labelled_next"] + b_l]
             pos["labelled_next"] += b_l
-            xl = binarize(x_l[idx], config.binarize, gen)
+            xl = binarize(shift_images(x_l[idx], config.shift_labelled, gen), config.binarize, gen)
             try:
                 totals["loss_unlabelled"] += step(xu, n_u)
                 totals["loss_labelled"] += step((xl, y_l[idx]), n_l)

@@ -384,6 +384,8 @@ CASES = [
          r"or build SSVAE\(grey_targets=True\)"),
     Case("ssvae-average-from-negative", lambda c: SSConfig(average_from=-1), ConfigError,
          r"^average_from must be an integer >= 0, got -1; pass e\.g\. average_from=90"),
+    Case("ssvae-shift-labelled-too-far", lambda c: SSConfig(shift_labelled=20), ConfigError,
+         r"^shift_labelled=20 would move a 28x28 digit out of its frame; pass at most a few pixels \(e\.g\. 2\)$"),
     Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
          ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
     Case("cvae-config-validation-negative", lambda c: FitConfig(validation=-5), ConfigError,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_vae import ConfigError, DataNotFoundError, InvalidDataError, Trainer, VAE, binarize, load_mnist
-from pyro_vae.data import MNIST_FILES, MNISTData, balanced_prefix, check_pixels, load_embedded
+from pyro_vae.data import MNIST_FILES, MNISTData, balanced_prefix, check_pixels, load_embedded, shift_images
 from pyro_vae.rng import data_order_generator
 
 
@@ -175,6 +175,30 @@ def test_fixed_binarization_thresholds_at_one_half():
     assert torch.equal(binarize(x, "none"), x)
     with pytest.raises(ValueError, match="unknown binarization 'otsu'"):
         binarize(x, "otsu")
+
+
+def test_shifting_translates_each_digit_by_its_own_offset_within_the_bound(mnist):
+    """Each shifted image equals its digit moved by one (dy, dx) in [-2, 2]^2, found by trying all
+    25 against a translation written with slices; every offset occurs, the draw is seeded."""
+    x = mnist.train_images[:400]
+    shifted = shift_images(x, 2, torch.Generator().manual_seed(5))
+    assert torch.equal(shifted, shift_images(x, 2, torch.Generator().manual_seed(5)))
+    assert torch.equal(shift_images(x, 0), x)
+
+    def moved(image, dy, dx):  # image[r - dy, c - dx] at (r, c), zero where that falls outside
+        out = torch.zeros(28, 28)
+        src = image.reshape(28, 28)
+        out[max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)] = src[max(-dy, 0):28 + min(-dy, 0),
+                                                                          max(-dx, 0):28 + min(-dx, 0)]
+        return out.flatten()
+
+    found = []
+    for image, result in zip(x, shifted):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if torch.equal(moved(image, dy, dx), result)]
+        assert len(matches) == 1, matches  # a digit is never equal to itself moved
+        found.append(matches[0])
+    assert len(set(found)) == 25  # 400 draws of 25 equally likely offsets: all seen
+    assert shifted.sum() == pytest.approx(x.sum().item(), rel=1e-3)  # digits sit well inside the frame
 
 
 def test_explicit_data_dir_without_files_is_an_error_not_a_fallback(tmp_path):

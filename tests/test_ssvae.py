@@ -283,6 +283,31 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path)
         train_ssvae(SSVAE(z_dim=5, hidden_dims=(16,), alpha=60.0), data, config, checkpoint=path, resume=True)
 
 
+def test_shifted_labels_train_another_run_that_resumes_to_the_bit(mnist, tmp_path):
+    """shift_labelled draws its offsets from the run's generator: the same seed with and without it
+    trains different weights, and a stop after one epoch and resume repeats the shifted run exactly."""
+    torch.set_num_threads(1)
+    data = mnist.subset(600, 200)
+    shifted = SSConfig(num_labels=50, epochs=2, batch_size=50, shift_labelled=2)
+    runs = {}
+    for name, config in (("plain", SSConfig(num_labels=50, epochs=2, batch_size=50)), ("shifted", shifted)):
+        torch.manual_seed(1)
+        runs[name] = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)
+        train_ssvae(runs[name], data, config)
+    torch.manual_seed(1)
+    first = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)
+    path = str(tmp_path / "m2.pt")
+    train_ssvae(first, data, SSConfig(num_labels=50, epochs=1, batch_size=50, shift_labelled=2), checkpoint=path)
+    resumed = SSVAE(z_dim=4, hidden_dims=(16,), alpha=60.0)
+    train_ssvae(resumed, data, shifted, checkpoint=path, resume=True)
+    for name, value in runs["shifted"].state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert not torch.equal(runs["plain"].classifier_logits(data.test_images[:10]),
+                           runs["shifted"].classifier_logits(data.test_images[:10]))
+    with pytest.raises(ConfigError, match=r"^shift_labelled must be an integer >= 0, got -1"):
+        SSConfig(shift_labelled=-1)
+
+
 def test_the_label_columns_picked_by_index_equal_the_network_of_the_one_hot_concatenation():
     """The enumerated shapes ([K, 1] labels against [B, D] images, and against [K, B, z] codes)
     and the labelled ones ([B]) give the network of the concatenation [one_hot(y), other]."""
