@@ -166,7 +166,9 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     From epoch ``config.average_from`` on, the weights scored and kept are the running mean of
     the weights at the ends of the epochs since (:meth:`~pyro_vae.loop_state.LoopState.add_to_average`;
     the record's ``averaged_epochs`` counts them, and its ``unaveraged_*`` accuracies are the last
-    weights'); a run without held-out images then ends with the mean.
+    weights'); a run without held-out images then ends with the mean. With ``config.shift_labelled``
+    each labelled digit is translated by a fresh random offset at every step
+    (:func:`~pyro_vae.data.shift_images`), before its binarization.
 
     :param on_epoch: called with each epoch's record.
     :param on_step: called after every step with its number.
