@@ -45,11 +45,13 @@ def test_ss_vae_example_reports_the_validation_epoch_and_repeats_exactly(tmp_pat
     assert f"at epoch {got['best_epoch']}, the best of 3 on 200 held-out images" in stdout
     # Another label count into the same --out adds its row; the first run's stays, with its settings.
     more = ["--labels", "50", "--train-size", "1000", "--test-size", "300", "--validation", "200",
-            "--epochs", "1", "--z-dim", "8", "--hidden", "64", "--binarize", "none"]  # and Pyro's grey targets
+            "--epochs", "1", "--z-dim", "8", "--hidden", "64", "--binarize", "none",  # and Pyro's grey targets,
+            "--shift-labelled", "1"]  # the labelled digits shifted
     stdout, record = run("ss_vae.py", more, mnist_source, tmp_path / "a")
     assert record["runs"]["100"] == metrics["runs"]["100"] and record["runs"]["100"]["settings"]["labels"] == [100]
     assert record["runs"]["50"]["settings"]["labels"] == [50] and len(record["runs"]["50"]["history"]) == 1
     assert record["runs"]["50"]["config"]["binarize"] == "none" and metrics["runs"]["100"]["config"]["binarize"] == "dynamic"
+    assert record["runs"]["50"]["config"]["shift_labelled"] == 1 and metrics["runs"]["100"]["config"]["shift_labelled"] == 0
     assert record["figures_labels"] == 50 and list(record["runs"]) == ["50", "100"]
     assert re.search(r"^ +50 +[\d.]+ +1$", stdout, re.M)
     assert re.search(r"^ +100 +[\d.]+ +\d  \(an earlier run in this --out\)$", stdout, re.M)
