@@ -144,7 +144,7 @@ def main() -> int:
     if args.activation is not None:
         config["activation"] = args.activation
     vae = build_model(config)
-    trainer = Trainer(vae, TrainConfig(lr=args.lr, seed=args.seed, objective=args.objective,
+    trainer = Trainer(vae, config=TrainConfig(lr=args.lr, seed=args.seed, objective=args.objective,
                                        num_particles=args.particles))
     train_x = trainer.check_data(data.train_images, "training data")
     test = trainer.prepare_test(data.test_images[: args.test_size])  # binarized once, fixed seed

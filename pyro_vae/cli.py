@@ -209,7 +209,7 @@ def training_run(args: argparse.Namespace, device: torch.device) -> Tuple[VAEBas
     config = TrainConfig(**train, distributed=args.distributed)  # every setting checked, the seed too
     pyro.set_rng_seed(config.seed)  # before the network: the seed governs the initial weights too
     vae = build_model(model).to(device)
-    trainer = Trainer(vae, config)
+    trainer = Trainer(vae, config=config)
     if state is not None:
         trainer.load_state_dict(state)
         trainer.last_checkpoint = (os.path.join(args.out, "checkpoint.pt"), trainer.epoch, trainer.step_in_epoch)

@@ -127,7 +127,7 @@ def fit_conditional(net: nn.Module, images: torch.Tensor, config: FitConfig,
     images, held = _held_out(images, config, net.num_inputs)
     torch.manual_seed(config.seed)
     objective = _PairObjective(net)
-    step = CheckedStep(objective, objective.module, lr=config.lr)
+    step = CheckedStep(objective, objective.module, lr=config.lr, module=net)
     gen = torch.Generator().manual_seed(config.seed)
     n, b = len(images), min(config.batch_size, len(images))
     state = resume_or_start(checkpoint, resume, net, net.config, config, step.optimizer, gen)

@@ -7,8 +7,10 @@ trace of the model, :mod:`pyro_vae.sites`)
 
 1. samples that site, under the model's name;
 2. inside the model's plate over datapoints (``pyro.plate("data")`` for pyro_vae's models),
-   at the model's ``dim``, built from ``num_data`` as the model builds it
-   (:func:`pyro_vae.plate.data_plate`), so both scale a minibatch by :math:`N/B`;
+   at the model's ``dim``; and, on a call whose ``num_data`` exceeds the batch (a minibatch of
+   a larger data set), with the model's full size :math:`N`, so that both scale the minibatch
+   by :math:`N/B` (:func:`pyro_vae.plate.data_plate` builds such a plate). A guide that
+   ignores ``num_data`` is right wherever no minibatch is scaled, and is judged so;
 3. from a distribution with the model's event shape there (``(z_dim,)`` for the VAE: one
    ``z_dim``-vector per datapoint) and the model's batch shape (``(B,)``);
 4. that is reparameterized (``fn.has_rsample``) when the objective differentiates
@@ -25,7 +27,9 @@ and, as a whole,
    updates them.
 
 :func:`check_guide` runs the guide and the model once on a small batch and raises
-:class:`GuideError`, naming the rule broken and the fix, at the first violation.
+:class:`GuideError`, naming the rule broken and the fix, at the first violation. It judges the
+call that is made: the scale of rule 2 is checked with the ``num_data`` of that call, never
+with one the check invented.
 """
 
 from __future__ import annotations
@@ -152,12 +156,15 @@ def check_guide(
     z_dim: Optional[int] = None,
     reparameterized_required: bool = True,
     plate: Optional[str] = None,
+    num_data: Optional[int] = None,
 ) -> None:
-    """Raise :class:`GuideError` if ``guide`` breaks the contract of this module for ``model``.
+    """Raise :class:`GuideError` if ``guide`` breaks the contract of this module for ``model``
+    on the call ``guide(x, num_data=num_data)``.
 
     The model is run once on its own (its prior) to find its latent sites, their shapes and
-    its plate over datapoints; the guide is run on ``x[:2]``, once as ``(x, num_data=None)``
-    and once with ``num_data`` larger than the batch, to check that its plate scales the
+    its plate over datapoints; the guide is run on ``x[:2]`` as ``(x, num_data=None)``. When
+    ``num_data`` exceeds ``len(x)``, the call scales a minibatch to a larger data set, and the
+    guide is run once more with that ``num_data`` to check that its plate scales the
     minibatch as the model's does.
 
     :param model: the model, e.g. ``vae.model``.
@@ -169,9 +176,10 @@ def check_guide(
         pyro_vae's objectives).
     :param plate: the name of the model's plate over datapoints, when it is not the plate
         named ``"data"`` or the outermost one (:mod:`pyro_vae.sites`).
+    :param num_data: the ``num_data`` of the call being checked, on the minibatch ``x``.
     """
     small = x[:2]
-    batch = small.shape[0]
+    batch = x.shape[0]
     guide_trace = _trace_guide(guide, small, None)
     model_trace = poutine.trace(model).get_trace(small, num_data=None)
     sites = model_sites(model_trace, plate)
@@ -196,8 +204,14 @@ def check_guide(
                 f"the guide (or add it to the model)"
             )
 
-    # Rule 2, continued: under a subsampled plate the guide must scale like the model.
-    num_data = 2 * batch
+    if num_data is not None and num_data > batch:
+        _check_scale(model, guide, small, batch, num_data, sites, model_trace)
+    _check_registered(guide, guide_trace)
+
+
+def _check_scale(model: Callable[..., Any], guide: Callable[..., Any], small: torch.Tensor, batch: int,
+                 num_data: int, sites: Any, model_trace: Any) -> None:
+    """Rule 2, continued: on a minibatch of a larger data set the guide scales like the model."""
     sub_guide = _trace_guide(guide, small, num_data)
     sub_model = poutine.trace(poutine.replay(model, trace=sub_guide)).get_trace(small, num_data=num_data)
     for name in sites.latent:
@@ -209,12 +223,15 @@ def check_guide(
         p_full = None if p_frame is None else (p_frame.full_size or p_frame.size)
         if q_full != p_full:
             raise GuideError(
-                f"rule 2 (plate {sites.plate!r}): called with num_data={num_data} on a batch of {batch}, the "
-                f"guide's plate {sites.plate!r} has full size {q_full} but the model's has {p_full}, so the "
-                f"guide's log q is not scaled by N/B like the model's log p; build the plate from num_data, "
-                f"e.g. `with pyro_vae.plate.data_plate(B, num_data, x.device)`"
+                f"rule 2 (plate {sites.plate!r}): called as guide(x, num_data={num_data}) on a minibatch of "
+                f"{batch}, the guide's plate {sites.plate!r} has full size {q_full} but the model's has "
+                f"{p_full}, so the guide's log q is not scaled by N/B like the model's log p; build the plate "
+                f"from num_data, e.g. `with pyro_vae.plate.data_plate(B, num_data, x.device)`"
             )
-    # Rule 6: an nn.Module guide's trainable parameters are Pyro params.
+
+
+def _check_registered(guide: Callable[..., Any], guide_trace: Any) -> None:
+    """Rule 6: an nn.Module guide's trainable parameters are Pyro params."""
     if isinstance(guide, nn.Module):
         registered = {id(site["value"]) for site in guide_trace.nodes.values() if site["type"] == "param"}
         missing = [n for n, p in guide.named_parameters() if p.requires_grad and id(p) not in registered]

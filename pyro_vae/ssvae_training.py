@@ -204,7 +204,7 @@ def train_ssvae(ssvae: SSVAE, data: MNISTData, config: SSConfig,
     n_l, n_u = len(x_l), len(x_u)
     b_l, b_u = min(config.batch_size, n_l), min(config.batch_size, n_u)
     objective = SSObjective(ssvae)
-    step = CheckedStep(objective, objective.module, lr=config.lr)
+    step = CheckedStep(objective, objective.module, lr=config.lr, module=ssvae)
     gen = torch.Generator().manual_seed(config.seed)
     run = SSRun(config, labelled.tolist(), torch.bincount(y_l, minlength=ssvae.num_classes).tolist())
     state = resume_or_start(checkpoint, resume, ssvae, ssvae.config, config, step.optimizer, gen)

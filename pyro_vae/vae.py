@@ -88,6 +88,8 @@ class VAEBase(nn.Module):
     name: str
     require_reparameterized: bool
     guide_checked: bool
+    #: whether the contract was also checked on a call that scales a minibatch (rule 2's scale)
+    guide_scale_checked: bool = False
     decoder: nn.Sequential
 
     @property
@@ -135,40 +137,45 @@ class VAEBase(nn.Module):
         check_finite(x, "x")
         self.likelihood.check_support(x)
 
-    def check_guide(self, x: torch.Tensor) -> None:
-        """Check the guide contract (:mod:`pyro_vae.guide_contract`) on two rows of ``x``, once.
+    def check_guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> None:
+        """Check the guide contract (:mod:`pyro_vae.guide_contract`) for the call
+        ``guide(x, num_data)`` on two rows of ``x``: once, and once more at the first call
+        that scales a minibatch (``num_data`` above the batch), whose plate rule it judges.
 
         Runs on its own RNG stream and hidden from any enclosing Pyro handler (an SVI
         step's trace, a KL weight), so checking changes no number that training draws;
-        afterwards it costs one attribute look-up per call.
+        afterwards it costs an attribute look-up per call.
 
         :raises GuideError: naming the rule the guide breaks and the fix.
         """
-        if self.guide_checked:
+        scaled = num_data is not None and num_data > x.shape[0]
+        if self.guide_checked and (self.guide_scale_checked or not scaled):
             return
-        rows = self.flatten(x)[:2]
-        self.check_input(rows)  # bad data is the data's fault, not the guide's
+        x = self.flatten(x)
+        self.check_input(x[:2])  # bad data is the data's fault, not the guide's
         with rng_fork(0), poutine.block(), registration_skipped(False), pyro.validation_enabled(True):
-            check_guide(self._model, self._guide, rows, self._contract_z_dim, self.require_reparameterized)
+            check_guide(self._model, self._guide, x, self._contract_z_dim, self.require_reparameterized,
+                        num_data=num_data if scaled else None)
         self.guide_checked = True
+        self.guide_scale_checked = self.guide_scale_checked or scaled
 
-    def _enter(self, x: torch.Tensor) -> torch.Tensor:
+    def _enter(self, x: torch.Tensor, num_data: Optional[int]) -> torch.Tensor:
         x = self.flatten(x)
         if is_validation_enabled():
             self.check_input(x)
         else:
             _refuse_empty(x)
-        if not self.guide_checked:
-            self.check_guide(x)
+        if not self.guide_scale_checked:
+            self.check_guide(x, num_data)
         return x
 
     def model(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
         r"""The joint :math:`p(x, z)` (seed item 5), ``x`` observed, behind the door."""
-        return self._model(self._enter(x), num_data)
+        return self._model(self._enter(x, num_data), num_data)
 
     def guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
         r"""The amortized posterior :math:`q(z|x)` (seed items 6 and 10), behind the door."""
-        return self._guide(self._enter(x), num_data)
+        return self._guide(self._enter(x, num_data), num_data)
 
     # ---- conveniences built on the two programs ---------------------------------------------
 
@@ -339,7 +346,7 @@ class VAE(VAEBase):
 
         Returns the decoder logits for the sampled ``z``.
         """
-        return self._model(self._enter(x), num_data)
+        return self._model(self._enter(x, num_data), num_data)
 
     def prior_distribution(self, x: torch.Tensor) -> dist.TorchDistribution:
         r"""The prior :math:`p(z)` for each row of ``x`` (``[B, x_dim]``): batch ``(B,)``, event ``(z_dim,)``.
@@ -370,7 +377,7 @@ class VAE(VAEBase):
         Runs the guide given at construction on ``x`` flattened to ``[B, x_dim]``; it
         samples site ``"z"`` in the model's plate (the contract: :mod:`pyro_vae.guide_contract`).
         """
-        return self._guide(self._enter(x), num_data)
+        return self._guide(self._enter(x, num_data), num_data)
 
     def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
         guide = self.encoder if self.encoder is not None else self._guide_fn

@@ -428,7 +428,7 @@ CASES = [
     Case("checkpoint-version-99", future_checkpoint, CheckpointError,
          r"has checkpoint format version 99; this pyro_vae reads version 3\. Use the pyro_vae version that wrote it"),
     Case("checkpoint-other-z-dim", lambda c: resume_into(c, saved_checkpoint(c), z_dim=5), CheckpointError,
-         r"written for another configuration \(z_dim: checkpoint 4 vs now 5\); build the VAE and Trainer"),
+         r"written for another configuration \(z_dim: checkpoint 4 vs now 5\); build the model and Trainer"),
     Case("checkpoint-other-likelihood",
          lambda c: resume_into(c, saved_checkpoint(c), likelihood="continuous_bernoulli"), CheckpointError,
          r"likelihood: checkpoint 'bernoulli' vs now 'continuous_bernoulli'\)"),

@@ -130,9 +130,10 @@ def test_train_config_is_validated_frozen_and_diffed():
     assert config.objective == "elbo" and config.binarize is None  # Pyro's class name, and "the likelihood's"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.lr = 1.0
-    assert config.for_likelihood("bernoulli").binarize == "dynamic"
-    assert config.for_likelihood("continuous_bernoulli").binarize == "none"
-    saved = config.for_likelihood("bernoulli").settings()
+    assert config.resolved("dynamic").binarize == "dynamic"
+    assert config.resolved("none").binarize == "none"
+    assert TrainConfig(binarize="fixed").resolved("dynamic").binarize == "fixed"
+    saved = config.resolved("dynamic").settings()
     assert TrainConfig(lr=1e-3, binarize="dynamic", objective="elbo").diff(saved) == {"lr": (3e-4, 1e-3)}
     assert TrainConfig(binarize="dynamic", lr=3e-4, beta=0.5).diff(saved) == {"beta": (1.0, 0.5)}
     for bad, setting in ((dict(lr=0), "lr"), (dict(binarize="half"), "binarize"), (dict(seed=1.5), "seed"),
@@ -160,8 +161,8 @@ def test_the_m2_and_cvae_configs_are_checked_when_made_and_frozen(config_class):
 
 def test_a_trainer_takes_one_config_or_keywords_not_both():
     vae = VAE(z_dim=2, hidden_dims=(8,))
-    assert Trainer(vae, TrainConfig(lr=0.01)).config.lr == 0.01 == Trainer(vae, lr=0.01).config.lr
+    assert Trainer(vae, config=TrainConfig(lr=0.01)).config.lr == 0.01 == Trainer(vae, lr=0.01).config.lr
     with pytest.raises(ConfigError, match="either as one TrainConfig or by keyword"):
-        Trainer(vae, TrainConfig(), lr=0.01)
+        Trainer(vae, config=TrainConfig(), lr=0.01)
     with pytest.raises(TypeError):
         Trainer(vae, learning_rate=0.01)

@@ -284,7 +284,8 @@ class Unregistered(torch.nn.Module):
         (one_for_the_batch, r"rule 3 \(batch shape\).*batch shape \(\).*expected \(2,\)"),
         (outside_the_plate, r"rule 2 \(plate 'data'\).*not inside plate 'data'.*pyro.plate\(\"data\""),
         (wrong_plate_name, r"rule 2 \(plate 'data'\).*not inside plate 'data'.*data_plate"),
-        (ignores_num_data, r"rule 2 \(plate 'data'\).*num_data=4.*full size 2.*model's has 4.*data_plate"),
+        (ignores_num_data, r"rule 2 \(plate 'data'\): called as guide\(x, num_data=1000\) on a minibatch of 5.*full "
+                           r"size 2.*model's has 1000.*data_plate"),
         (not_reparameterized, r"rule 4 \(reparameterized\).*Independent\(VonMises\).*rsample"),
         (extra_latent, r"rule 5 \(no extra latent sites\).*'w'.*model has no such site"),
         (samples_the_data, r"rule 5 \(no extra latent sites\).*'x'.*model observes it"),
@@ -296,8 +297,14 @@ class Unregistered(torch.nn.Module):
 def test_each_contract_violation_names_its_rule(guide, message):
     vae = VAE(z_dim=Z, hidden_dims=(16,))
     with pytest.raises(GuideError, match=message) as info:
-        check_guide(vae.model, guide, binary_batch(), Z)
+        check_guide(vae.model, guide, binary_batch(), Z, num_data=1000)  # a minibatch of 1000 datapoints
     assert isinstance(info.value, ValueError)
+
+
+def test_a_guide_that_ignores_num_data_is_right_where_no_minibatch_is_scaled():
+    vae = VAE(z_dim=Z, hidden_dims=(16,))
+    for num_data in (None, B):
+        check_guide(vae.model, ignores_num_data, binary_batch(), Z, num_data=num_data)
 
 
 def test_contract_accepts_good_guides_and_the_score_function_opt_out():

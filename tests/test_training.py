@@ -168,6 +168,6 @@ def test_a_guide_keeping_its_parameters_in_the_param_store_resumes_bit_identical
 
     other, _ = make(encoder_seed=1, with_floor=False)  # a guide with other parameters cannot take it
     other.resume(str(tmp_path / "ck.pt"))
-    with pytest.raises(CheckpointError, match=r"holds the guide's param-store parameters .*'scale_floor'\], but this "
-                                              r"guide has \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]"):
+    with pytest.raises(CheckpointError, match=r"holds the param-store parameters .*'scale_floor'\], but this model and "
+                                              r"guide have \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]"):
         other.fit(train, test, epochs=2, **quiet)

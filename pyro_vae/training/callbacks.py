@@ -47,8 +47,9 @@ class Callback:
         """The pass is over, completed or not (an error or a signal stopped it)."""
 
     def on_evaluate(self, trainer: "Trainer", metrics: Dict[str, float], test_x: "torch.Tensor") -> None:
-        """The test set ``test_x`` (prepared: binarized once) was evaluated: ``metrics`` holds its
-        per-datapoint ``elbo``, ``recon``, ``kl`` and ``bits_per_dim``."""
+        """The held-out data ``test_x`` (prepared: binarized once; :attr:`Trainer.test_data
+        <pyro_vae.training.trainer.Trainer.test_data>`) was evaluated: ``metrics`` holds its
+        per-datapoint ``elbo``, ``recon``, ``kl`` and, for a model of pixels, ``bits_per_dim``."""
 
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         """Epoch ``record["epoch"]`` is done and ``record`` appended to ``trainer.history``."""
@@ -112,8 +113,10 @@ def format_record(record: Dict[str, float], epochs: int) -> str:
     if "test_elbo" in record:
         line += (
             f"  test ELBO {record['test_elbo']:9.3f} = recon {record['test_recon']:9.3f}"
-            f" - KL {record['test_kl']:7.3f} nats  ({record['test_bits_per_dim']:.4f} bits/dim)"
+            f" - KL {record['test_kl']:7.3f} nats"
         )
+        if "test_bits_per_dim" in record:  # a model of pixels
+            line += f"  ({record['test_bits_per_dim']:.4f} bits/dim)"
     return line + f"  {record['seconds']:.1f} s"
 
 

@@ -18,20 +18,19 @@ from ..data import check_binarization
 from ..errors import ConfigError, check_count, check_positive, check_seed
 from ..objectives import ALIASES, OBJECTIVES, check_beta, is_jit, objective_name
 
-#: The binarization that suits each likelihood, when none is configured: Bernoulli pixels
-#: need binary data (a fresh draw every epoch), continuous Bernoulli pixels take grey levels.
-NATURAL_BINARIZATION = {"bernoulli": "dynamic", "continuous_bernoulli": "none"}
 #: Settings a resumed run may change: a lower rate is how a diverged run is retried.
 CHANGEABLE_ON_RESUME = frozenset({"lr"})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a VAE is trained.
+    """How a model and guide are trained.
 
     :param lr: Adam's learning rate.
-    :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.binarize`);
-        ``None`` picks the likelihood's natural one (:data:`NATURAL_BINARIZATION`).
+    :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.binarize`),
+        applied to the first tensor of each batch, the images (:mod:`~pyro_vae.training.transforms`);
+        ``None`` picks the program's natural one: ``"dynamic"`` for a Bernoulli VAE, whose
+        pixels must be binary (a fresh draw every epoch), ``"none"`` for every other model.
     :param seed: seeds Pyro/torch and the run's named random streams (:mod:`pyro_vae.rng`).
     :param objective: the training objective, by name -- ``"elbo"`` (:class:`pyro.infer.Trace_ELBO`,
         the default), ``"meanfield"``, ``"iwae"``, ``"jit_elbo"`` or ``"jit_meanfield"`` (see
@@ -125,11 +124,11 @@ class TrainConfig:
         """Whether the objective takes each latent site's KL in closed form (the mean-field ELBOs)."""
         return self.objective_name in ("meanfield", "jit_meanfield")
 
-    def for_likelihood(self, likelihood: str) -> "TrainConfig":
-        """This config with ``binarize`` resolved for a model of that likelihood."""
+    def resolved(self, natural_binarization: str) -> "TrainConfig":
+        """This config with ``binarize`` resolved: ``natural_binarization`` where it is None."""
         if self.binarize is not None:
             return self
-        return dataclasses.replace(self, binarize=NATURAL_BINARIZATION.get(likelihood, "none"))
+        return dataclasses.replace(self, binarize=natural_binarization)
 
     def settings(self) -> Dict[str, Any]:
         """What a checkpoint records: every setting that shapes the run's numbers, the

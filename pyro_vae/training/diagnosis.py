@@ -20,6 +20,7 @@ from torch.distributions import Distribution
 from ..elbo import elbo_terms
 from ..errors import NonFiniteError
 from ..rng import rng_fork
+from .batches import Batch
 
 
 def grad_norm(grads: List[torch.Tensor]) -> torch.Tensor:
@@ -51,7 +52,7 @@ TERMS = (
 )
 
 
-def diagnose(vae: Any, batch: torch.Tensor, num_data: int, noise: torch.Tensor,
+def diagnose(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
              analytic_kl: bool) -> Tuple[Optional[str], str]:
     """``(term, detail)``: which part of the ELBO, ``"reconstruction"`` or ``"KL"``, is non-finite
     on ``batch`` -- in value, or in gradient at the training scale (the batch sum times
@@ -65,13 +66,14 @@ def diagnose(vae: Any, batch: torch.Tensor, num_data: int, noise: torch.Tensor,
         torch.set_rng_state(noise)
         try:
             with poutine.trace(param_only=True) as capture:
-                terms = elbo_terms(vae.model, vae.guide, batch, analytic_kl=analytic_kl)
+                terms = elbo_terms(program.model, program.guide, *batch.args, analytic_kl=analytic_kl,
+                                   **batch.kwargs)
         except Exception as err:  # a diagnosis must not hide the error it explains
             return None, f"evaluating its ELBO raised {type(err).__name__}: {str(err).splitlines()[0]}"
         params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
         params = [p for p in params if p.requires_grad]
         bad, parts, norms, grads_of = [], [], {}, {}
-        scale = num_data / batch.shape[0]
+        scale = num_data / batch.size
         for name, label, field in TERMS:
             per_point = getattr(terms, field)
             value = float(per_point.detach().mean())

@@ -8,15 +8,15 @@ from when :math:`\beta` changes, the batch sizes already compiled, and the param
 entries the compiled function reads.
 
 :class:`ELBOLoss` is the objective as an :class:`~torch.nn.Module`, Pyro's
-``ELBO()(model, guide)`` form for a model and guide that are methods of one VAE: its
-``parameters()`` are the VAE's, for one fused ``torch.optim`` optimizer, and
-:class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
+``ELBO()(model, guide)`` form for the model and guide of a
+:class:`~pyro_vae.training.program.Program`: its ``parameters()`` are the program's, for one
+fused ``torch.optim`` optimizer, and :class:`~torch.nn.parallel.DistributedDataParallel` can wrap it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable, List, Set, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Set, Tuple
 
 import pyro
 import torch
@@ -24,42 +24,44 @@ from pyro import poutine
 from pyro.infer.elbo import ELBO
 from torch import nn
 
-from ..data import binarize
 from ..elbo import analytic_kl_allowed
 from ..errors import ConfigError
 from ..objectives import check_beta, get_objective, kl_weighted
 from ..rng import jit_warmup_seed, rng_fork
 from ..sites import latent_sites
+from .batches import Batch
 from .config import TrainConfig
+from .program import Program
 
 
 class ELBOLoss(nn.Module):
-    """``forward(x, num_data)`` is the loss: the negative ELBO (or IWAE bound) of the minibatch
-    ``x`` at the full-data scale :math:`N/B`, differentiable in the VAE's parameters."""
+    """``forward(*args, **kwargs)`` is the loss: the negative ELBO (or IWAE bound) of the
+    minibatch at the full-data scale :math:`N/B` (``num_data=N`` among the keywords),
+    differentiable in the program's parameters."""
 
-    def __init__(self, vae: nn.Module, elbo: ELBO, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
+    def __init__(self, body: nn.Module, elbo: ELBO, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
         super().__init__()
-        self.vae = vae
+        self.body = body
         self.elbo = elbo
         self.model = model
         self.guide = guide
 
-    def forward(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.model, self.guide, x, num_data=num_data)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
 
 class Objective:
     """The ELBO a run optimizes, its KL weight and, for JIT objectives, their compilation."""
 
-    def __init__(self, vae: nn.Module, config: TrainConfig) -> None:
+    def __init__(self, program: Program, config: TrainConfig) -> None:
         given = config.objective
         elbo = get_objective(given, config.num_particles) if isinstance(given, str) else given
-        self.vae = vae
+        self.program = program
         self.config = config
         self._pristine = copy.copy(elbo)  # uncompiled: what a JIT objective recompiles from
-        self.model = kl_weighted(vae.model, config.beta)
-        self.guide = kl_weighted(vae.guide, config.beta)
-        self.module = ELBOLoss(vae, elbo, self.model, self.guide)
+        self.model = kl_weighted(program.model, config.beta)
+        self.guide = kl_weighted(program.guide, config.beta)
+        self.module = ELBOLoss(program.module, elbo, self.model, self.guide)
         self._use(elbo)
 
     @property
@@ -93,7 +95,7 @@ class Objective:
             self._use(copy.copy(self._pristine))
         self.model.beta = self.guide.beta = beta
 
-    def check_model(self, x: torch.Tensor) -> None:
+    def check_model(self, batch: Batch) -> None:
         """Refuse a mean-field objective (closed-form KL per site) for a model whose latent sites
         the guide samples in another order than the model: Pyro's ``TraceMeanField_ELBO`` would
         only warn, and its KL of a site conditioned on a later one would be biased (the
@@ -101,8 +103,10 @@ class Objective:
         if not self.config.analytic_kl:
             return
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
-            guide_trace = poutine.trace(poutine.block(self.vae.guide, hide_types=["param"])).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(self.vae.model, trace=guide_trace)).get_trace(x)
+            guide_trace = poutine.trace(poutine.block(self.program.guide, hide_types=["param"])).get_trace(
+                *batch.args, **batch.kwargs)
+            model_trace = poutine.trace(poutine.replay(self.program.model, trace=guide_trace)).get_trace(
+                *batch.args, **batch.kwargs)
         allowed = analytic_kl_allowed(latent_sites(model_trace), latent_sites(guide_trace))
         biased = [name for name, ok in allowed.items() if not ok]
         if biased:
@@ -112,35 +116,38 @@ class Objective:
                 f"conditions them on; use objective='elbo' (or 'iwae') for this model",
                 settings=("objective",))
 
-    def loss_and_grads(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
+    def loss_and_grads(self, batch: Batch, num_data: Optional[int]) -> torch.Tensor:
         """For an ELBO without ``differentiable_loss``: its own ``loss_and_grads``."""
-        return torch.tensor(float(self.elbo.loss_and_grads(self.model, self.guide, x, num_data=num_data)))
+        loss = batch.call(lambda *a, **k: self.elbo.loss_and_grads(self.model, self.guide, *a, **k), num_data)
+        return torch.tensor(float(loss))
 
     # ---- JIT compilation -------------------------------------------------------------
 
-    def compile_for(self, x: torch.Tensor, num_data: int, sizes: Iterable[int], zero_grads: Callable[[], None]) -> None:
+    def compile_for(self, batch_of: Callable[[int], Batch], num_data: Optional[int], sizes: Iterable[int],
+                    zero_grads: Callable[[], None]) -> None:
         """Compile a JIT objective and run it to its final optimized form for every batch size
-        about to be used, on the warm-up RNG stream and with the gradients discarded: the
-        training steps then draw the same noise and run the same kernels whether a run started
-        here or was resumed here (bit-identical resume). A no-op for other objectives."""
+        about to be used (``batch_of(b)``, a prepared batch of ``b``), on the warm-up RNG stream
+        and with the gradients discarded: the training steps then draw the same noise and run
+        the same kernels whether a run started here or was resumed here (bit-identical resume).
+        A no-op for other objectives."""
         sizes = [b for b in sizes if b not in self._compiled_sizes]
         if not self.jit or not sizes:
             return
         try:
             with rng_fork(jit_warmup_seed(self.config.seed)), pyro.validation_enabled(False):
                 for b in sizes:
-                    batch = binarize(x[:b], self.config.binarize, torch.Generator(x.device).manual_seed(0))
+                    batch = batch_of(b)
                     for _ in range(3):  # profile, optimize, run optimized
-                        self.module(batch, num_data=num_data).backward()
+                        batch.call(self.module, num_data).backward()
                     self._compiled_sizes.add(b)
         finally:
             zero_grads()
         # The compiled objective reads the parameters from the global param store by name at
         # every call: remember which entries are ours (see claim_param_store).
-        mine = {id(p) for p in self.vae.parameters()}
+        mine = {id(p) for p in self.program.module.parameters()}
         self._owned = [(name, value) for name, value in pyro.get_param_store()._params.items() if id(value) in mine]
 
-    def claim_param_store(self, x: torch.Tensor, num_data: int) -> None:
+    def claim_param_store(self, batch: Batch, num_data: Optional[int]) -> None:
         """JIT objectives: if another model with the same parameter names registered since (two
         VAEs named "vae" trained in turns), run model and guide once, which puts this VAE's
         tensors back under those names -- else the compiled objective would use the other's."""
@@ -150,5 +157,5 @@ class Objective:
         if all(store.get(name) is value for name, value in self._owned):
             return
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
-            poutine.block(self.guide)(x, num_data=num_data)
-            poutine.block(self.model)(x, num_data=num_data)
+            batch.call(poutine.block(self.guide), num_data)
+            batch.call(poutine.block(self.model), num_data)

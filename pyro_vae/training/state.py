@@ -1,9 +1,10 @@
 """The training state as a checkpoint saves and restores it (one format: see :mod:`pyro_vae.checkpoint`).
 
-A checkpoint holds everything a resumed run needs to continue bit-identically: the model's
-and the trainer's settings, the weights, the optimizer's state, the history, every random
+A checkpoint holds everything a resumed run needs to continue bit-identically: the program's
+identity (a VAE's settings; a model and guide's names and parameter shapes) and the trainer's
+settings, the weights of the program's modules, the optimizer's state, the history, every random
 generator's state (each process's own latent-noise stream, in a distributed run), the
-position inside an epoch that a signal stopped, and the parameters a custom guide keeps in
+position inside an epoch that a signal stopped, and the parameters model or guide keep in
 Pyro's param store only.
 """
 
@@ -46,12 +47,13 @@ def _rank_rng_states(device: torch.device) -> List[Dict[str, torch.Tensor]]:
 
 def state_dict(trainer: "Trainer") -> Dict[str, Any]:
     """The trainer's state; in a distributed run a collective, which every process calls."""
+    optimizer = trainer.step_fn.optimizer
     state = {
-        "config": trainer.vae.config,
+        "config": trainer.program.config,
         "trainer": trainer.config.settings(),
         "epoch": trainer.epoch,
-        "model": trainer.vae.state_dict(),
-        "optimizer": trainer.step_fn.optimizer.state_dict(),
+        "model": trainer.program.module.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "history": trainer.history,
         "rng": _rng_state(),
         "world_size": trainer.world_size,
@@ -61,7 +63,7 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
     if trainer.position is not None:
         state["partial"] = dict(trainer.position)
     extra = trainer.step_fn.extra_params
-    if extra:  # a guide's parameters kept in Pyro's param store only
+    if extra:  # parameters kept in Pyro's param store only
         state["param_store"] = {
             "params": {name: value.detach().clone() for name, value in extra},
             "optimizer": trainer.step_fn.extra_optimizer.state_dict(),
@@ -73,7 +75,7 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
 
 def refuse_non_finite_weights(trainer: "Trainer", path: str) -> None:
     """Never replace a good checkpoint with non-finite weights."""
-    bad = [name for name, p in trainer.vae.state_dict().items()
+    bad = [name for name, p in trainer.program.module.state_dict().items()
            if p.is_floating_point() and not bool(torch.isfinite(p).all())]
     if bad:
         raise NonFiniteError(
@@ -87,12 +89,12 @@ def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:
     setting must match, except those in :data:`~pyro_vae.training.config.CHANGEABLE_ON_RESUME`)."""
     differ = {key: (saved, now) for key, (saved, now) in trainer.config.diff(state["trainer"]).items()
               if key not in CHANGEABLE_ON_RESUME}
-    differ.update({key: (state["config"].get(key), now) for key, now in trainer.vae.config.items()
+    differ.update({key: (state["config"].get(key), now) for key, now in trainer.program.config.items()
                    if state["config"].get(key) != now})
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
         raise CheckpointError(
-            f"the checkpoint was written for another configuration ({detail}); build the VAE and "
+            f"the checkpoint was written for another configuration ({detail}); build the model and "
             f"Trainer with the checkpoint's settings, or start a new run elsewhere", settings=tuple(differ)
         )
 
@@ -101,8 +103,9 @@ def load_state_dict(trainer: "Trainer", state: Dict[str, Any]) -> Optional[float
     """Restore ``state`` into ``trainer`` (see :func:`check_compatible`); returns the
     checkpoint's learning rate when the trainer's differs (it continues at its own)."""
     check_compatible(trainer, state)
-    trainer.vae.load_state_dict(state["model"])
-    trainer.step_fn.optimizer.load_state_dict(state["optimizer"])
+    trainer.program.module.load_state_dict(state["model"])
+    if trainer.step_fn.optimizer is not None:
+        trainer.step_fn.optimizer.load_state_dict(state["optimizer"])
     saved_lr = state["trainer"]["lr"]
     changed = saved_lr if saved_lr != trainer.config.lr else None
     if changed is not None:  # the rate given now, not the checkpoint's, from the next step on

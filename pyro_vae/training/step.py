@@ -3,8 +3,8 @@
 :class:`CheckedStep` is :meth:`pyro.infer.SVI.step` with one addition: a non-finite loss
 or gradient raises :class:`NonFiniteStep` *before* the optimizer applies it, so the
 parameters stay as they were. Its optimizer is one fused :class:`torch.optim.Adam` over the
-VAE's parameters (or :class:`pyro.optim.clipped_adam.ClippedAdam`), plus one over whatever
-a custom guide keeps in Pyro's param store only, found by name at the first step.
+program's module parameters (or :class:`pyro.optim.clipped_adam.ClippedAdam`), plus one over
+whatever model or guide keep in Pyro's param store only, found by name at the first step.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.optim.clipped_adam import ClippedAdam
+from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..plate import registration_skipped
 from ..rng import rng_fork
+from .batches import Batch
 from .diagnosis import grad_norm, refused_parameter
 from .objective import Objective
 
@@ -37,9 +39,11 @@ class NonFiniteStep(Exception):
         self.reason = reason
 
 
-def make_optimizer(params: List[torch.Tensor], lr: float, clip_norm: Optional[float]) -> torch.optim.Optimizer:
+def make_optimizer(params: List[torch.Tensor], lr: float, clip_norm: Optional[float]) -> Optional[torch.optim.Optimizer]:
     """Adam over ``params``, fused into one kernel where torch has it for their device;
-    :class:`~pyro.optim.clipped_adam.ClippedAdam` when ``clip_norm`` is given."""
+    :class:`~pyro.optim.clipped_adam.ClippedAdam` when ``clip_norm`` is given; None for no parameters."""
+    if not params:
+        return None
     if clip_norm is not None:
         return ClippedAdam(params, lr=lr, clip_norm=clip_norm)
     try:
@@ -54,31 +58,36 @@ class CheckedStep:
     :param loss_fn: the objective's module, or its
         :class:`~torch.nn.parallel.DistributedDataParallel` wrapper.
     :param agree: in a distributed run, how the processes agree on the outcome.
+    :param module: the module whose parameters are optimized; the objective's program's by default.
     """
 
     def __init__(self, objective: Objective, loss_fn: Callable[..., torch.Tensor], lr: float,
                  clip_norm: Optional[float] = None, validate: bool = False,
-                 agree: Optional[Agreement] = None) -> None:
+                 agree: Optional[Agreement] = None, module: Optional[nn.Module] = None) -> None:
         self.objective = objective
         self.loss_fn = loss_fn
         self.clip_norm = clip_norm
         self.validate = validate
         self.agree = agree
-        #: Adam over the VAE's parameters (the ones checkpoints save).
-        self.optimizer = make_optimizer(list(objective.vae.parameters()), lr, clip_norm)
+        self.lr = lr
+        self.module = module if module is not None else objective.program.module
+        #: Adam over the module's parameters (the ones checkpoints save), None if it has none.
+        self.optimizer = make_optimizer(list(self.module.parameters()), lr, clip_norm)
         #: Adam over the parameters a custom guide keeps in Pyro's param store only.
         self.extra_optimizer: Optional[torch.optim.Optimizer] = None
         #: ``(name, tensor)`` of those parameters, known after the first step.
         self.extra_params: List[Tuple[str, torch.Tensor]] = []
         self._params: Optional[List[torch.Tensor]] = None
 
-    def __call__(self, batch: torch.Tensor, num_data: int, weight: float = 1.0) -> float:
-        """One optimizer step on ``batch`` (valid data) of a training set of ``num_data``; returns
+    def __call__(self, batch: Any, num_data: Optional[int], weight: float = 1.0) -> float:
+        """One optimizer step on ``batch`` (valid data) of a training set of ``num_data`` (None:
+        model and guide are called without it, the batch being the whole set); returns
         the loss at the full-data scale (the global one, when distributed). ``weight`` multiplies
         this process's loss so that uneven shards average to the full-batch gradient.
 
         :raises NonFiniteStep: on a non-finite loss or gradient, the parameters untouched.
         """
+        batch = batch if isinstance(batch, Batch) else Batch((batch,), {})  # loss_fn(batch, num_data=...)
         self.zero_grads()
         first = self._params is None
         refused: Optional[NonFiniteStep] = None
@@ -122,15 +131,15 @@ class CheckedStep:
             # where Adam's second-moment estimate would overflow too and freeze the parameter.
             self.zero_grads()
             raise NonFiniteStep(f"the loss is finite ({value:.6g}) but its gradient norm is not")
-        self.optimizer.step()
-        if self.extra_optimizer is not None:
-            self.extra_optimizer.step()
+        for optimizer in (self.optimizer, self.extra_optimizer):
+            if optimizer is not None:
+                optimizer.step()
         return value
 
-    def _loss_and_grads(self, batch: torch.Tensor, num_data: int, weight: float) -> torch.Tensor:
+    def _loss_and_grads(self, batch: Batch, num_data: Optional[int], weight: float) -> torch.Tensor:
         if not hasattr(self.objective.elbo, "differentiable_loss"):  # an ELBO that differentiates itself
             return self.objective.loss_and_grads(batch, num_data)
-        loss = self.loss_fn(batch, num_data=num_data)
+        loss = batch.call(self.loss_fn, num_data)
         if weight != 1.0:
             loss = loss * weight
         loss.backward()
@@ -143,14 +152,15 @@ class CheckedStep:
                 optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:
+        self.lr = lr
         for optimizer in (self.optimizer, self.extra_optimizer):
             for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = lr
 
     def adopt_params(self, trace: Any) -> None:
         """From the first step's parameter trace: also optimize what the model or guide keeps
-        in Pyro's param store only (``pyro.param``), beside the VAE's own parameters."""
-        mine = {id(p) for p in self.objective.vae.parameters()}
+        in Pyro's param store only (``pyro.param``), beside the program's module parameters."""
+        mine = {id(p) for p in self.module.parameters()}
         named, seen = [], set()
         for name, site in trace.nodes.items():
             value = site["value"].unconstrained()
@@ -160,29 +170,30 @@ class CheckedStep:
         extra = [value for _, value in named]
         if extra and self.agree is not None:
             raise ConfigError(
-                "distributed training averages the gradients of the VAE's own parameters only, but "
-                "the guide keeps parameters in Pyro's param store (pyro.param); make the guide an "
-                "nn.Module with those tensors as nn.Parameter", settings=("distributed",)
+                f"distributed training averages the gradients of the model's and guide's modules only, but "
+                f"they keep parameters in Pyro's param store only ({', '.join(n for n, _ in named[:3])}); make "
+                f"model and guide methods of nn.Modules holding those tensors as nn.Parameter",
+                settings=("distributed",)
             )
         if extra:
-            self.extra_optimizer = make_optimizer(extra, self.optimizer.param_groups[0]["lr"], self.clip_norm)
+            self.extra_optimizer = make_optimizer(extra, self.lr, self.clip_norm)
         self.extra_params = named
-        self._params = list(self.objective.vae.parameters()) + extra
+        self._params = list(self.module.parameters()) + extra
 
-    def restore_extra_params(self, saved: Dict[str, Any], batch: torch.Tensor, num_data: int) -> None:
+    def restore_extra_params(self, saved: Dict[str, Any], batch: Batch, num_data: Optional[int]) -> None:
         """Write a checkpoint's param-store-only parameters and their Adam state back, before the
         first step of a resumed run: model and guide run once (on a side RNG stream, without
         gradients) to find those parameters by name."""
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False), \
                 poutine.trace(param_only=True) as capture:
-            self.objective.guide(batch, num_data=num_data)
-            self.objective.model(batch, num_data=num_data)
+            batch.call(self.objective.guide, num_data)
+            batch.call(self.objective.model, num_data)
         self.adopt_params(capture.trace)
         found = dict(self.extra_params)
         if set(found) != set(saved["params"]):
             raise CheckpointError(
-                f"the checkpoint holds the guide's param-store parameters {sorted(saved['params'])}, but "
-                f"this guide has {sorted(found)}; resume with the guide that wrote it"
+                f"the checkpoint holds the param-store parameters {sorted(saved['params'])}, but this "
+                f"model and guide have {sorted(found)}; resume with the model and guide that wrote it"
             )
         with torch.no_grad():
             for name, value in found.items():

@@ -2,8 +2,8 @@ r"""Logging a run to TensorBoard (install the optional extra: ``pip install pyro
 
 :class:`TensorBoard` writes, per epoch, the training objective and, when the test set is
 evaluated, the test ELBO with its two parts -- reconstruction :math:`E_q[\log p(x|z)]` and
-:math:`\mathrm{KL}(q(z|x)\,\|\,p(z))` -- and a grid of test digits above their
-reconstructions. View with ``tensorboard --logdir DIR``.
+:math:`\mathrm{KL}(q(z|x)\,\|\,p(z))` -- and, for one of this library's VAEs, a grid of test
+digits above their reconstructions. View with ``tensorboard --logdir DIR``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ class TensorBoard(Callback):
         if self.writer is None:
             return
         epoch = trainer.epoch
-        for key in ("elbo", "recon", "kl", "bits_per_dim"):
-            self.writer.add_scalar(f"test/{key}", metrics[key], epoch)
+        for key, value in metrics.items():
+            self.writer.add_scalar(f"test/{key}", value, epoch)
+        if trainer.vae is None:  # another model and guide: no images to draw
+            return
         x = test_x[: self.num_images]
         with torch.no_grad(), rng_fork(0):  # a guide's mean may be sampled: not from training's stream
             mean = trainer.vae.reconstruct(x)

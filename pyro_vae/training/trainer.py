@@ -1,14 +1,21 @@
-r"""Fitting a VAE by stochastic variational inference on the ELBO (seed items 8-10).
+r"""Fitting a model and guide by stochastic variational inference on the ELBO (seed items 8-10).
 
-Each step draws a minibatch of :math:`B` of the :math:`N` training images and takes an Adam
-step on :class:`pyro.infer.Trace_ELBO`'s estimate of :math:`-\mathrm{ELBO}`, with the plate
-scaling the batch by :math:`N/B` (seed item 9). Encoder :math:`\phi` and decoder
-:math:`\theta` are updated *jointly* by stochastic gradient ascent -- not by EM (the seed's
-one slip).
+Each step draws a minibatch of :math:`B` of the :math:`N` training datapoints and takes an Adam
+step on :class:`pyro.infer.Trace_ELBO`'s estimate of :math:`-\mathrm{ELBO}` (or any
+:class:`pyro.infer.ELBO`'s), with the plate scaling the batch by :math:`N/B` (seed item 9).
+Model :math:`\theta` and guide :math:`\phi` (decoder and encoder, for a VAE) are updated
+*jointly* by stochastic gradient ascent -- not by EM (the seed's one slip).
+
+The model and guide are any Pyro program's (:class:`~pyro_vae.training.program.Program`,
+``Trainer(model, guide)``), or one of this library's VAEs (``Trainer(vae)``); the data is any
+of the forms of :mod:`~pyro_vae.training.batches`.
 
 :class:`Trainer` orchestrates small parts, one concept each:
 
 - :class:`~pyro_vae.training.config.TrainConfig`, the validated settings;
+- :class:`~pyro_vae.training.program.Program`, the model and guide, their parameters and checks;
+- :mod:`~pyro_vae.training.batches`, the data as minibatches of the model's arguments;
+- :class:`~pyro_vae.training.transforms.Binarize`, the data-side binarization of the images;
 - :class:`~pyro_vae.training.objective.Objective`, the ELBO with its KL weight and JIT bookkeeping;
 - :class:`~pyro_vae.training.step.CheckedStep`, loss and gradients, the finite guard, the optimizer;
 - :mod:`~pyro_vae.training.diagnosis`, which names what went non-finite;
@@ -36,45 +43,50 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed as dist_util
 from ..checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
-from ..data import binarize, check_pixels
 from ..errors import ConfigError, TrainingInterrupted, check_positive
-from ..rng import TEST_BINARIZATION_SEED, latent_noise_seed
+from ..rng import latent_noise_seed
 from . import state as training_state
+from .batches import Batch, Data, Source, as_source
 from .callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
 from .config import TrainConfig
 from .diagnosis import diagnose, non_finite_error
 from .epochs import EpochPass
 from .evaluation import test_elbo
 from .objective import Objective
+from .program import Program, as_program
 from .signals import SignalStop
 from .step import CheckedStep, NonFiniteStep
+from .transforms import Binarize
 
 
 class Trainer:
-    """SVI for a :class:`~pyro_vae.vae.VAE`: epochs, evaluation, history and checkpoints.
+    """SVI for a model and guide: epochs, evaluation, history, checkpoints and callbacks.
 
-    ``Trainer(vae, lr=3e-4, objective="iwae")`` takes the settings of
-    :class:`~pyro_vae.training.config.TrainConfig` by keyword, or ``Trainer(vae, config)``
-    one config. With ``distributed=True`` the loss module is wrapped in
+    ``Trainer(model, guide, lr=3e-4)`` trains any Pyro model and guide that take the same
+    arguments (:class:`~pyro_vae.training.program.Program`); ``Trainer(vae)`` one of this
+    library's VAEs, behind its door and guide contract. The settings are those of
+    :class:`~pyro_vae.training.config.TrainConfig`, by keyword or as ``config=``. With
+    ``distributed=True`` the loss module is wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel`, every process trains on its shard
     of each global minibatch, metrics are reduced over processes and only rank 0 writes.
     """
 
-    def __init__(self, vae: Any, config: Optional[TrainConfig] = None, **settings: Any) -> None:
+    def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None,
+                 config: Optional[TrainConfig] = None, **settings: Any) -> None:
+        if isinstance(guide, TrainConfig):
+            raise ConfigError("the second argument of Trainer is the guide; pass the settings as "
+                              "Trainer(vae, config=TrainConfig(...)) or by keyword")
         if config is not None and settings:
             raise ConfigError(f"give the settings either as one TrainConfig or by keyword, not both "
                               f"(got a config and {sorted(settings)})")
         config = config if config is not None else TrainConfig(**settings)
-        if not vae.require_reparameterized:
-            raise ConfigError(
-                "the VAE was built with require_reparameterized=False, but every objective of the "
-                "Trainer differentiates through z; build it with the default True, or train the "
-                "score-function guide with your own pyro.infer.SVI"
-            )
-        self.vae = vae
-        #: The run's settings, ``binarize`` resolved for the VAE's likelihood.
-        self.config = config.for_likelihood(vae.likelihood.name)
-        self.objective = Objective(vae, self.config)
+        #: The model and guide being trained.
+        self.program: Program = as_program(model, guide)
+        #: The run's settings, ``binarize`` resolved for the program.
+        self.config = config.resolved(self.program.natural_binarization)
+        #: The data-side binarization of every batch's images.
+        self.transform = Binarize(self.config.binarize)
+        self.objective = Objective(self.program, self.config)
         self.rank, self.world_size = 0, 1
         #: Asks training to stop cleanly (SIGINT/SIGTERM inside :meth:`fit`).
         self.stop = SignalStop()
@@ -95,16 +107,16 @@ class Trainer:
                                    self.config.validate, agree)
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
-        #: The last :meth:`evaluate` result, and the test set :meth:`fit` evaluated (prepared).
+        #: The last :meth:`evaluate` result.
         self.last_evaluation: Optional[Dict[str, float]] = None
-        self.test_data: Optional[torch.Tensor] = None
+        self._test: Optional[Source] = None
         #: ``(checkpoint's lr, this trainer's lr)`` when :meth:`resume` changed the rate, else None.
         self.lr_changed_on_resume: Optional[Tuple[float, float]] = None
         #: (path, epoch, step) of the last checkpoint written or resumed from.
         self.last_checkpoint: Optional[Tuple[str, int, int]] = None
         #: Where a stopped epoch continues (:meth:`.EpochPass.state`): None at an epoch boundary.
         self.position: Optional[Dict[str, Any]] = None
-        #: A checkpoint's param-store-only guide parameters, written back before the next step.
+        #: A checkpoint's param-store-only parameters, written back before the next step.
         self.pending_param_store: Optional[Dict[str, Any]] = None
         self.num_data = 0  # of the pass in progress
         self.target_epochs = 0  # of the fit in progress
@@ -117,6 +129,11 @@ class Trainer:
     # ---- views of the parts ----------------------------------------------------------------
 
     @property
+    def vae(self) -> Any:
+        """The VAE of ``Trainer(vae)``; None for another model and guide."""
+        return getattr(self.program, "vae", None)
+
+    @property
     def loss(self) -> Any:
         """The :class:`pyro.infer.ELBO` instance being optimized."""
         return self.objective.elbo
@@ -126,8 +143,8 @@ class Trainer:
         return self.objective.module
 
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        """Adam over the VAE's parameters (the ones checkpoints save)."""
+    def optimizer(self) -> Optional[torch.optim.Optimizer]:
+        """Adam over the program's module parameters (the ones checkpoints save); None if it has none."""
         return self.step_fn.optimizer
 
     @property
@@ -136,12 +153,19 @@ class Trainer:
 
     @property
     def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
+        param = next(self.program.module.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
     @property
     def step_in_epoch(self) -> int:
         """Steps already taken in epoch ``self.epoch + 1`` (non-zero only after a signal)."""
         return 0 if self.position is None else int(self.position["step"])
+
+    @property
+    def test_data(self) -> Any:
+        """The held-out data :meth:`fit` evaluates, prepared (binarized once): a tensor where it
+        was given as one."""
+        return None if self._test is None else self._test.data
 
     def set_lr(self, lr: float) -> None:
         """Change Adam's learning rate for the next steps (for schedules such as Burda et al.'s);
@@ -154,62 +178,71 @@ class Trainer:
 
     # ---- data ----------------------------------------------------------------------------
 
-    def check_data(self, x: torch.Tensor, what: str) -> torch.Tensor:
-        """Flatten ``x``, refuse NaN/out-of-range pixels and, without binarization,
-        pixels outside the likelihood's support."""
-        x = self.vae.flatten(x)
-        check_pixels(x, what)
-        if self.config.binarize == "none":
-            self.vae.likelihood.check_support(x)
-        return x
+    def check_data(self, data: Data, what: str) -> Source:
+        """``data`` as a source of minibatches (:func:`~pyro_vae.training.batches.as_source`),
+        checked by the program (:meth:`Program.prepare <pyro_vae.training.program.Program.prepare>`):
+        a VAE's images flattened, NaN/out-of-range pixels refused."""
+        source = as_source(data, what)
+        return source.map(lambda batch: self.program.prepare(batch, what, self.config.binarize))
 
-    def prepare_test(self, x: torch.Tensor) -> torch.Tensor:
-        """The evaluation copy of ``x``: binarized once, with a fixed seed if dynamic."""
-        x = self.check_data(x, "test data")
-        generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
-        return binarize(x, self.config.binarize, generator).to(self.device)
+    def prepare_test(self, data: Data) -> Any:
+        """The evaluation copy of held-out ``data``: checked and binarized once, with a fixed seed
+        if dynamic (:meth:`Binarize.evaluation <pyro_vae.training.transforms.Binarize.evaluation>`);
+        a tensor where ``data`` is one."""
+        return self._prepare_test(data).data
+
+    def _prepare_test(self, data: Data) -> Source:
+        return self.transform.evaluation(self.check_data(data, "test data")).to(self.device)
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, batch_size: int = 1000) -> Dict[str, float]:
-        """Per-datapoint test ELBO and its parts on prepared data (:meth:`prepare_test`); see
+    def evaluate(self, data: Data, batch_size: int = 1000) -> Dict[str, float]:
+        """Per-datapoint ELBO and its parts on prepared held-out data (:meth:`prepare_test`); see
         :func:`pyro_vae.training.evaluation.test_elbo`."""
-        self.last_evaluation = test_elbo(self.vae, x, self.config, self.rank, self.world_size,
-                                         self.objective.skip_registration, batch_size)
+        self.last_evaluation = test_elbo(self.program, as_source(data, "test data"), self.config, self.rank,
+                                         self.world_size, self.objective.skip_registration, batch_size)
         return self.last_evaluation
 
     # ---- training --------------------------------------------------------------------------
 
-    def step(self, batch: torch.Tensor, num_data: int, weight: float = 1.0) -> float:
-        """One checked SVI step on ``batch`` (valid data, this process's shard when distributed)
-        of a training set of ``num_data`` images (:class:`~pyro_vae.training.step.CheckedStep`);
+    def _num_data_arg(self, num_data: int) -> Optional[int]:
+        """What model and guide are called with as ``num_data``: nothing for a program without that
+        argument (trained on the whole data set: :meth:`Program.check` refuses it on a minibatch)."""
+        return num_data if self.program.takes_num_data else None
+
+    def step(self, batch: Any, num_data: int, weight: float = 1.0) -> float:
+        """One checked SVI step on ``batch`` (valid data: a tensor or a
+        :class:`~pyro_vae.training.batches.Batch`; this process's shard when distributed) of a
+        training set of ``num_data`` datapoints (:class:`~pyro_vae.training.step.CheckedStep`);
         returns the loss at the full-data scale."""
+        batch = Batch((batch,), {}) if isinstance(batch, torch.Tensor) else batch
         if not self._model_checked:  # here, not inside a JIT trace or DDP's forward
-            self._check_model(batch[:2])
-        self.objective.compile_for(batch, num_data, [batch.shape[0]], self.step_fn.zero_grads)
-        self.objective.claim_param_store(batch, num_data)
+            self._check_model(batch, num_data)
+        n = self._num_data_arg(num_data)
+        self.objective.compile_for(lambda b: batch.select(slice(0, b)), n, [batch.size], self.step_fn.zero_grads)
+        self.objective.claim_param_store(batch, n)
         if self.pending_param_store is not None:  # resumed: restore the param store first
             saved, self.pending_param_store = self.pending_param_store, None
-            self.step_fn.restore_extra_params(saved, batch, num_data)
-        return self.step_fn(batch, num_data, weight)
+            self.step_fn.restore_extra_params(saved, batch, n)
+        return self.step_fn(batch, n, weight)
 
-    def _check_model(self, rows: torch.Tensor) -> None:
-        """Once, before any step: the guide's contract (once per VAE, on its own RNG stream) and
-        whether the objective suits the model."""
-        self.vae.check_guide(rows)
-        self.objective.check_model(rows)
+    def _check_model(self, batch: Batch, num_data: int) -> None:
+        """Once, before any step, on the first minibatch: the program's checks (a VAE's guide
+        contract, on its own RNG stream) and whether the objective suits the model."""
+        self.program.check(batch, num_data)
+        self.objective.check_model(batch.select(slice(0, 2)))
         self._model_checked = True
 
-    def train_epoch(self, x: torch.Tensor, batch_size: int = 128, callbacks: Iterable[Callback] = ()) -> float:
-        """One pass over valid data ``x`` in shuffled minibatches (or the rest of a pass that a
-        signal stopped); returns the mean training objective per datapoint.
+    def train_epoch(self, data: Data, batch_size: int = 128, callbacks: Iterable[Callback] = ()) -> float:
+        """One pass over valid ``data`` (:meth:`check_data`) in shuffled minibatches (or the rest of
+        a pass that a signal stopped); returns the mean training objective per datapoint.
 
         :raises NonFiniteError: at the first non-finite loss or gradient, before the optimizer applies it.
         """
         check_positive("batch_size", batch_size, int, 128)
         hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
-        num_data = self.num_data = x.shape[0]
+        source = as_source(data, "training data").to(self.device)
+        num_data = self.num_data = source.num_data
         dist_util.check_shards(num_data, batch_size, self.world_size)
-        x = x.to(self.device)
         if self.position is None:
             epoch_pass = EpochPass.start(self.config.seed, self.epoch + 1, num_data, batch_size, self.device)
         else:  # continue the pass that a signal stopped, from its next step
@@ -218,12 +251,15 @@ class Trainer:
         batches = epoch_pass.batches
         if self.objective.jit:  # every (shard) size this pass uses: the batch and the last, smaller one
             sizes = {len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])}
-            self.objective.compile_for(x, num_data, sorted(sizes), self.step_fn.zero_grads)
-        self.vae.train()
+            warmup = lambda b: self.transform.train(  # noqa: E731
+                source.take(torch.arange(b, device=self.device)), torch.Generator(self.device).manual_seed(0))
+            self.objective.compile_for(warmup, self._num_data_arg(num_data), sorted(sizes),
+                                       self.step_fn.zero_grads)
+        self.program.module.train()
         hooks.on_epoch_start(self, len(batches), epoch_pass.step)
         try:
             for step in range(epoch_pass.step, len(batches)):
-                self._train_step(x, batches[step], epoch_pass, step, len(batches))
+                self._train_step(source, batches[step], epoch_pass, step)
                 hooks.on_step_end(self, step, epoch_pass.last_loss)
                 if self.stop.signum is not None and step + 1 < len(batches):
                     self.position = epoch_pass.state()
@@ -233,31 +269,34 @@ class Trainer:
         self.epoch += 1
         return -epoch_pass.total / num_data
 
-    def _train_step(self, x: torch.Tensor, idx: torch.Tensor, epoch_pass: EpochPass, step: int, num_steps: int) -> None:
+    def _train_step(self, source: Source, idx: torch.Tensor, epoch_pass: EpochPass, step: int) -> None:
         """Step ``step`` of ``epoch_pass``: warm-up's KL weight, the batch, the checked step."""
         config, num_data = self.config, epoch_pass.num_data
         if config.kl_warmup:
+            num_steps = -(-num_data // epoch_pass.batch_size)
             self.set_beta(config.beta * min(1.0, (self.epoch + step / num_steps) / config.kl_warmup))
-        batch = binarize(x[idx], config.binarize, epoch_pass.generator)
+        batch = self.transform.train(source.take(idx), epoch_pass.generator)
         weight = 1.0
         if self.world_size > 1:  # every process binarized the global batch alike; keep our rows
-            batch = dist_util.shard(batch, self.rank, self.world_size)
-            weight = self.world_size * batch.shape[0] / len(idx)
+            batch = batch.map(lambda t: dist_util.shard(t, self.rank, self.world_size))
+            weight = self.world_size * batch.size / len(idx)
         noise = torch.get_rng_state()  # ~1 us; lets a diagnosis replay the step's draws
         try:
             loss = self.step(batch, num_data, weight)
         except NonFiniteStep as err:
-            term, detail = diagnose(self.vae, batch, num_data, noise, config.analytic_kl)
+            term, detail = diagnose(self.program, batch, num_data, noise, config.analytic_kl)
             raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
                                    self._checkpoint_path) from err.__cause__
         epoch_pass.record(step, loss * len(idx) / num_data, loss)
 
-    def fit(self, train_x: torch.Tensor, test_x: Optional[torch.Tensor], epochs: int, batch_size: int = 128,
+    def fit(self, train: Data, test: Optional[Data], epochs: int, batch_size: int = 128,
             test_every: int = 1, checkpoint: Optional[str] = None, progress: bool = True,
             log: Optional[Callable[[str], None]] = print, callbacks: Iterable[Callback] = ()) -> List[Dict[str, float]]:
-        """Train until ``self.epoch == epochs`` (so a resumed trainer continues), evaluating every
-        ``test_every`` epochs and at the end, checkpointing after every epoch. ``progress`` and
-        ``log`` add the :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog` callbacks before ``callbacks``.
+        """Train on ``train`` until ``self.epoch == epochs`` (so a resumed trainer continues),
+        evaluating the held-out ``test`` every ``test_every`` epochs and at the end, checkpointing
+        after every epoch. Data in any form of :mod:`~pyro_vae.training.batches`. ``progress``
+        and ``log`` add the :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog`
+        callbacks before ``callbacks``.
 
         :raises TrainingInterrupted: on SIGINT or SIGTERM, after the current step and a checkpoint
             (mid-epoch if need be) that :meth:`resume` continues exactly.
@@ -265,19 +304,22 @@ class Trainer:
         """
         check_positive("epochs", epochs, int, 10)
         check_positive("test_every", test_every, int, 1)
+        check_positive("batch_size", batch_size, int, 128)
         if checkpoint is not None:
             check_writable_dir(os.path.dirname(os.path.abspath(checkpoint)), "checkpoint directory")
         self._checkpoint_path, self.target_epochs = checkpoint, epochs
         hooks = CallbackList([*([ProgressBar()] if progress else []), *([ConsoleLog(log)] if log else []), *callbacks])
         with self.stop:  # a signal during the checks below stops after the first step
-            train_x = self.check_data(train_x, "training data").to(self.device)  # once, not per batch
-            self._check_model(binarize(train_x[:2], self.config.binarize, torch.Generator(train_x.device).manual_seed(0)))
-            self.test_data = self.prepare_test(test_x) if test_x is not None else None
+            source = self.check_data(train, "training data").to(self.device)  # once, not per batch
+            first = torch.arange(min(batch_size, source.num_data), device=self.device)
+            self._check_model(self.transform.train(source.take(first), torch.Generator(self.device).manual_seed(0)),
+                              source.num_data)
+            self._test = self._prepare_test(test) if test is not None else None
             hooks.on_fit_start(self)
             error: Optional[BaseException] = None
             try:
                 while self.epoch < epochs:
-                    self._fit_epoch(train_x, batch_size, epochs, test_every, checkpoint, hooks)
+                    self._fit_epoch(source, batch_size, epochs, test_every, checkpoint, hooks)
             except TrainingInterrupted as stop:
                 if checkpoint is not None:
                     self._save(checkpoint, hooks)
@@ -290,14 +332,14 @@ class Trainer:
                 hooks.on_fit_end(self, error)
         return self.history
 
-    def _fit_epoch(self, train_x: torch.Tensor, batch_size: int, epochs: int, test_every: int,
+    def _fit_epoch(self, source: Source, batch_size: int, epochs: int, test_every: int,
                    checkpoint: Optional[str], hooks: CallbackList) -> None:
         start = time.perf_counter()
-        train_elbo = self.train_epoch(train_x, batch_size, hooks)
+        train_elbo = self.train_epoch(source, batch_size, hooks)
         record = {"epoch": self.epoch, "train_elbo": train_elbo, "seconds": time.perf_counter() - start,
                   "beta": self.current_beta}
-        if self.test_data is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
-            test = self.evaluate(self.test_data)
+        if self._test is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
+            test = self.evaluate(self._test)
             hooks.on_evaluate(self, test, self.test_data)
             record.update({f"test_{key}": value for key, value in test.items()})
         self.history.append(record)

@@ -1,0 +1,247 @@
+r"""A Pyro model and guide as one thing to train: their parameters, their calls and their checks.
+
+:class:`~pyro_vae.training.trainer.Trainer` trains a :class:`Program`: any ``model`` and
+``guide`` that take the same arguments, as :class:`pyro.infer.SVI` would, called by the
+Trainer as ``model(*args, **kwargs, num_data=N)`` on each minibatch
+(:mod:`~pyro_vae.training.batches`). Their trainable parameters are
+
+- those of the :class:`~torch.nn.Module` each one is, or is a method of (``vae.model``),
+  which are optimized, checkpointed by :meth:`~torch.nn.Module.state_dict` and averaged
+  across processes in a distributed run; and
+- whatever they keep in Pyro's param store only (``pyro.param``, or ``pyro.module`` of a
+  module that is neither), found by name at the first step, optimized and checkpointed too.
+
+:class:`VAEProgram` is the program of one of this library's pixel models (``Trainer(vae)``):
+it adds the model's own input checks and its guide contract (:mod:`pyro_vae.guide_contract`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, Optional
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from ..data import check_finite, check_pixels
+from ..errors import ConfigError, InvalidDataError
+from ..guide_contract import GuideError
+from ..rng import rng_fork
+from ..sites import SiteError, frame_named, latent_sites, model_sites
+from .batches import Batch, check_tensors
+
+
+def accepts_num_data(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` can be called with ``num_data=`` (a parameter of that name, or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: assume Pyro's convention
+        return True
+    return any(p.name == "num_data" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _owner(fn: Callable[..., Any]) -> Optional[nn.Module]:
+    """The module ``fn`` is, or is a bound method of."""
+    if isinstance(fn, nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        return f"{type(owner).__name__}.{getattr(fn, '__name__', '?')}"
+    return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+def _body(model: Callable[..., Any], guide: Callable[..., Any]) -> nn.Module:
+    """One module holding every parameter the owners of model and guide have."""
+    owners = [m for m in (_owner(model), _owner(guide)) if m is not None]
+    if len(owners) == 2 and owners[0] is owners[1]:
+        return owners[0]
+    body = nn.Module()
+    for role, fn in (("model", model), ("guide", guide)):
+        if _owner(fn) is not None:
+            body.add_module(role, _owner(fn))
+    return body
+
+
+class Program:
+    """A model and a guide paired for training (see the module docstring).
+
+    :param model: ``model(*args, **kwargs, num_data=None)``, the joint :math:`p(x, z)`.
+    :param guide: the variational distribution :math:`q(z|x)`, taking the same arguments.
+    """
+
+    #: pixels per datapoint, for bits per dimension; None where that is not the measure
+    x_dim: Optional[int] = None
+    #: the binarization a run uses when none is configured
+    natural_binarization: str = "none"
+
+    def __init__(self, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
+        for role, fn in (("model", model), ("guide", guide)):
+            if not callable(fn):
+                raise ConfigError(f"the {role} must be callable, a function or a method of an nn.Module "
+                                  f"taking the data as arguments; got a {type(fn).__name__}")
+        self.model, self.guide = model, guide
+        #: the module whose parameters are optimized and checkpointed (an empty one for pure functions)
+        self.module = _body(model, guide)
+        #: whether model and guide take ``num_data``, through which a minibatch is scaled by N/B
+        self.takes_num_data = accepts_num_data(model) and accepts_num_data(guide)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """What identifies the program in a checkpoint: the names of model and guide and the
+        shapes of the module's parameters."""
+        return {"model": _name(self.model), "guide": _name(self.guide),
+                "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()}}
+
+    def prepare(self, batch: Batch, what: str, binarize: str) -> Batch:
+        """Check data before training: every floating tensor finite; the first one, the images,
+        in [0, 1] when it is to be binarized."""
+        check_tensors(batch, what)
+        if binarize != "none":
+            check_pixels(batch.first, what)
+        for t in batch.tensors:
+            if t.is_floating_point():
+                check_finite(t, what)
+        return batch
+
+    def check(self, batch: Batch, num_data: int) -> None:
+        """Before the first step, on two rows of the first minibatch ``batch`` of a run over
+        ``num_data`` datapoints: model and guide run, on the call the Trainer will make, with
+        matching latent sites, and a minibatch that is scaled is scaled alike by both."""
+        scaled = num_data > batch.size
+        rows = batch.select(slice(0, 2))
+        if scaled and not self.takes_num_data:
+            lacking = [role for role, fn in (("model", self.model), ("guide", self.guide)) if not accepts_num_data(fn)]
+            raise ConfigError(
+                f"the {' and the '.join(lacking)} take{'s' if len(lacking) == 1 else ''} no num_data argument, so "
+                f"a minibatch of your {num_data} datapoints cannot be scaled by N/B to the whole data set; add "
+                f"num_data=None to the signature of model and guide and build the plate over datapoints from "
+                f"it, e.g. `with pyro_vae.plate.data_plate(len(x), num_data, x.device)`, or train on the full "
+                f"batch (batch_size={num_data})", settings=("batch_size",))
+        n = num_data if scaled else None
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(True):
+            guide_trace = _run("guide", lambda: poutine.trace(self.guide).get_trace(
+                *rows.args, **rows.kwargs, **({"num_data": n} if n is not None else {})), n)
+            model_trace = _run("model", lambda: poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(
+                *rows.args, **rows.kwargs, **({"num_data": n} if n is not None else {})), n)
+        _check_sites(model_trace, guide_trace)
+        if scaled:
+            _check_scale(model_trace, guide_trace, num_data, batch.size)
+
+
+def _run(role: str, fn: Callable[[], Any], num_data: Optional[int]) -> Any:
+    try:
+        return fn()
+    except (ConfigError, GuideError, InvalidDataError):
+        raise
+    except Exception as err:
+        text = (str(err).strip().splitlines() or [""])[0]
+        call = f"{role}(*batch{f', num_data={num_data}' if num_data is not None else ''})"
+        raise ConfigError(f"the {role} raised {type(err).__name__} when called by the Trainer as {call} on a few "
+                          f"rows of the first minibatch: {text}") from err
+
+
+def _check_sites(model_trace: Any, guide_trace: Any) -> None:
+    """Every latent site of the model the guide samples (or the model enumerates), and no other."""
+    model_latent = latent_sites(model_trace)
+    guide_latent = latent_sites(guide_trace)
+    missing = [name for name in model_latent if name not in guide_latent
+               and model_trace.nodes[name]["infer"].get("enumerate") is None]
+    if missing:
+        raise GuideError(f"the guide does not sample the model's latent sites {missing} (its latent sites: "
+                         f"{guide_latent}); the ELBO needs q for every latent site of the model, under its name")
+    extra = [name for name in guide_latent if name not in model_latent]
+    if extra:
+        raise GuideError(f"the guide samples latent sites {extra} that the model does not sample as latent "
+                         f"(its latent sites: {model_latent}); remove them from the guide, or add them to the model")
+
+
+def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) -> None:
+    """On a minibatch of ``batch`` of ``num_data``: the model's plate over datapoints has full
+    size ``num_data``, and every latent site the guide samples in it, the guide's too."""
+    try:
+        sites = model_sites(model_trace)
+    except SiteError:  # no plate over datapoints to be found: nothing to compare
+        return
+    observed_full = {(f.full_size or f.size) for name in sites.observed
+                     for f in [frame_named(model_trace.nodes[name], sites.plate)] if f is not None}
+    if observed_full and num_data not in observed_full:
+        raise ConfigError(
+            f"the Trainer called the model with num_data={num_data} on a minibatch of {batch}, but its plate "
+            f"{sites.plate!r} has full size {sorted(observed_full)[0]}, so log p(x|z) is not scaled by N/B to "
+            f"the whole data set; build the plate from num_data, e.g. "
+            f"`with pyro_vae.plate.data_plate(len(x), num_data, x.device)`", settings=("batch_size",))
+    for name in sites.latent:
+        p_frame = frame_named(model_trace.nodes[name], sites.plate)
+        if p_frame is None or name not in guide_trace.nodes:
+            continue
+        q_frame = frame_named(guide_trace.nodes[name], sites.plate)
+        p_full = p_frame.full_size or p_frame.size
+        q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)
+        if q_full != p_full:
+            raise GuideError(
+                f"the Trainer called the guide with num_data={num_data} on a minibatch of {batch}: at site "
+                f"{name!r} the guide's plate {sites.plate!r} has full size {q_full} but the model's has "
+                f"{p_full}, so the guide's log q is not scaled by N/B like the model's log p; build the plate "
+                f"from num_data in the guide as in the model, e.g. "
+                f"`with pyro_vae.plate.data_plate(len(x), num_data, x.device)`")
+
+
+class VAEProgram(Program):
+    """The program of one of pyro_vae's pixel models (:class:`~pyro_vae.vae.VAEBase`): its
+    ``model`` and ``guide`` behind the model's door, its checkpoint identity ``vae.config``."""
+
+    def __init__(self, vae: Any) -> None:
+        if not vae.require_reparameterized:
+            raise ConfigError(
+                "the VAE was built with require_reparameterized=False, but every objective of the "
+                "Trainer differentiates through z; build it with the default True, or train the "
+                "score-function guide with your own pyro.infer.SVI"
+            )
+        super().__init__(vae.model, vae.guide)
+        self.vae = vae
+        self.x_dim = vae.x_dim
+        self.natural_binarization = {"bernoulli": "dynamic"}.get(vae.likelihood.name, "none")
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return self.vae.config
+
+    def prepare(self, batch: Batch, what: str, binarize: str) -> Batch:
+        """Flatten the images, refuse NaN/out-of-range pixels and, without binarization, pixels
+        outside the likelihood's support."""
+        if len(batch.tensors) != 1:
+            raise InvalidDataError(f"the {what} of {type(self.vae).__name__} are its images alone, one tensor; "
+                                   f"got {len(batch.tensors)} tensors")
+        x = self.vae.flatten(batch.first)
+        check_pixels(x, what)
+        if binarize == "none":
+            self.vae.likelihood.check_support(x)
+        return Batch((x,), {})
+
+    def check(self, batch: Batch, num_data: int) -> None:
+        """The guide contract, for the call training makes (:meth:`~pyro_vae.vae.VAEBase.check_guide`)."""
+        self.vae.check_guide(batch.first, num_data)
+
+
+def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Program:
+    """``Trainer(vae)`` or ``Trainer(vae.model, vae.guide)``: a :class:`VAEProgram`;
+    ``Trainer(model, guide)``: a :class:`Program`."""
+    from ..vae import VAEBase  # the models import training's parts, not the other way round
+
+    if guide is None:
+        if isinstance(model, VAEBase):
+            return VAEProgram(model)
+        raise ConfigError(f"Trainer(model, guide) needs a guide: {type(model).__name__} is not one of "
+                          f"pyro_vae's VAEs, which bring their own; pass Trainer(model, guide)")
+    owner = getattr(model, "__self__", None)
+    if isinstance(owner, VAEBase) and getattr(guide, "__self__", None) is owner \
+            and getattr(model, "__func__", None) is type(owner).model and getattr(guide, "__func__", None) is type(owner).guide:
+        return VAEProgram(owner)
+    return Program(model, guide)
