@@ -21,7 +21,7 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from pyro_vae import cli, load_mnist
+from pyro_vae import cli
 from pyro_vae.cvae import CVAE, Baseline, conditional_log_likelihood, split_quadrants
 from pyro_vae.cvae_training import FitConfig, fit_conditional
 from pyro_vae.data import binarize
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     # 1. The data: training digits binarized afresh each epoch, test digits thresholded at 0.5
     #    (or, with --binarize none, grey levels throughout).
-    data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
+    data = cli.load_data(args).subset(args.train_size, args.test_size)
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
     print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
     # Rows of other quadrant counts that earlier commands left in OUT stay in its record, each with its settings.

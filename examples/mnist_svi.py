@@ -24,7 +24,7 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from pyro_vae import MetricsFile, TrainingInterrupted, cli, load_mnist
+from pyro_vae import MetricsFile, TrainingInterrupted, cli
 from pyro_vae.evaluate import log_likelihood
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     say = print if rank == 0 else (lambda *a, **k: None)
 
     # 1. The data: binarized MNIST digits x, flattened to 784 pixels.
-    data = load_mnist(args.data_dir, download=not args.no_download, verbose=rank == 0)
+    data = cli.load_data(args, verbose=rank == 0)
     data = data.subset(args.train_size, args.test_size)  # class-balanced, in the data's order
     say(f"data: {data.source}: {len(data.train_images)} train / {len(data.test_images)} test images", flush=True)
 

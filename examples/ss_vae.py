@@ -22,7 +22,7 @@ import time
 import pyro
 from tqdm.auto import tqdm
 
-from pyro_vae import cli, load_mnist
+from pyro_vae import cli
 from pyro_vae.errors import check_positive
 from pyro_vae.ssvae import SSVAE
 from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                          program=PROGRAM)
 
     # 1. The data; each run splits the training half into labelled and unlabelled images.
-    data = load_mnist(args.data_dir, download=not args.no_download).subset(args.train_size, args.test_size)
+    data = cli.load_data(args).subset(args.train_size, args.test_size)
     n = len(data.train_images)
     for count in args.labels:  # before any run starts: one line, not after the first runs' minutes
         check_num_labels(count, n, args.validation)

@@ -24,6 +24,7 @@ import torch
 
 from . import distributed
 from .checkpoint import check_writable_dir, load_checkpoint
+from .data import MNISTData, fallback_notice, load_mnist
 from .errors import ConfigError, OutputDirError, PyroVAEError, check_count, check_positive
 from .guides import GUIDES
 from .objectives import OBJECTIVES
@@ -47,7 +48,7 @@ SETTING_FLAGS = {
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
     "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed", "max_steps": "--max-steps",
     "average_from": "--average-from",
-    "shift_labelled": "--shift-labelled",
+    "shift_labelled": "--shift-labelled", "data_dir": "--data-dir",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")
@@ -59,6 +60,15 @@ TRAIN_SETTINGS = ("lr", "binarize", "seed", "objective", "num_particles", "beta"
 def default(fn: Callable[..., Any], name: str) -> Any:
     """The default of keyword ``name`` of ``fn``: the library's defaults are the CLI's."""
     return inspect.signature(fn).parameters[name].default
+
+
+def load_data(args: argparse.Namespace, verbose: bool = True) -> MNISTData:
+    """MNIST as ``--data-dir`` and ``--no-download`` ask (:func:`pyro_vae.data.load_mnist`), the
+    embedded sample announced in the command line's words."""
+    data = load_mnist(args.data_dir, download=not args.no_download, verbose=False)
+    if verbose and data.fallback is not None:
+        print(fallback_notice(data, "--data-dir DIR"), file=sys.stderr)
+    return data
 
 
 def flags_for(err: BaseException) -> List[str]:

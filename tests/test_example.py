@@ -115,7 +115,7 @@ def test_an_unexpected_exception_is_one_line_and_exit_code_2(tmp_path, monkeypat
     def broken_loader(*args, **kwargs):
         raise ZeroDivisionError("size cannot be zero")
 
-    monkeypatch.setattr(example, "load_mnist", broken_loader)
+    monkeypatch.setattr(cli, "load_mnist", broken_loader)
     args = ["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--no-progress", "--out", str(tmp_path / "run")]
     assert cli.run(example.main, args) == 2
     err = capsys.readouterr().err
