@@ -24,6 +24,7 @@ from typing import Any, Dict, Union
 import torch
 
 from .errors import CheckpointError, OutputDirError
+from .files import atomic_write
 
 FORMAT = "pyro_vae.checkpoint"
 #: The format version this release writes and reads.
@@ -53,42 +54,22 @@ def check_writable_dir(directory: Union[str, os.PathLike], what: str = "output d
     return directory
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot be opened)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: Dict[str, Any], path: Union[str, os.PathLike]) -> None:
-    """Write ``state`` to ``path`` atomically.
+    """Write ``state`` to ``path`` atomically (:func:`pyro_vae.files.atomic_write`).
 
     The bytes go to a temporary file in the same directory, are flushed and
     fsync'ed, the file is renamed over ``path`` and the directory is fsync'ed:
     a crash (even ``kill -9`` or a power cut) leaves either the previous
-    checkpoint or the new one, never a torn file. Temporary files left by a
-    writer that was killed are removed first.
+    checkpoint or the new one, never a torn file; a full disk leaves the previous
+    one and says so (:class:`~pyro_vae.errors.DiskFullError`). Temporary files left
+    by a writer that was killed are removed first.
     """
     path = Path(path)
     payload = {"format": FORMAT, "version": VERSION, **state}
     for stale in path.parent.glob(f"{path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 def _why_unreadable(err: Exception) -> str:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .cvae import join_quadrants, split_quadrants
+from .files import save_figure
 
 
 def plot_completions(nets: Dict[Tuple[str, int], nn.Module], images: torch.Tensor, quadrants: Sequence[int],
@@ -45,7 +46,7 @@ def plot_completions(nets: Dict[Tuple[str, int], nn.Module], images: torch.Tenso
             ax.axvline(28 * j - 0.5, color="tab:blue", lw=0.5)
     fig.suptitle("completions: the baseline's mean vs samples of the CVAE", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -12,7 +12,7 @@ import math
 import numbers
 import re
 import signal
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 
 class PyroVAEError(Exception):
@@ -51,6 +51,31 @@ class CheckpointError(PyroVAEError, RuntimeError):
 
 class OutputDirError(PyroVAEError, OSError):
     """An output directory (checkpoints, figures, metrics) that cannot be created or written."""
+
+
+class DiskFullError(OutputDirError):
+    """The device or a quota filled while a file was written; the file is as it was before and
+    no temporary file is left (:mod:`pyro_vae.files`).
+
+    :ivar path: the file that could not be written.
+    """
+
+    def __init__(self, message: str, path: str, checkpoint_told: bool = False) -> None:
+        super().__init__(message, settings=("checkpoint",))
+        self.path = path
+        self.checkpoint_told = checkpoint_told
+
+    def with_checkpoint(self, last_checkpoint: Optional[Tuple[str, int, int]]) -> "DiskFullError":
+        """This error, saying where the last good checkpoint is, ``(path, epoch, step)``, or that there is none."""
+        if self.checkpoint_told:
+            return self
+        if last_checkpoint is None:
+            where = "no checkpoint was written before it"
+        else:
+            path, epoch, step = last_checkpoint
+            when = f"epoch {epoch + 1}, step {step}" if step else f"epoch {epoch}"
+            where = f"the last good checkpoint, {path} ({when}), is intact: resume from it"
+        return DiskFullError(f"{self.args[0]}; {where}", self.path, checkpoint_told=True)
 
 
 class NonFiniteError(PyroVAEError, FloatingPointError):

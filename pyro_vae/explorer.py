@@ -37,6 +37,7 @@ from .checkpoint import check_writable_dir
 from .elbo import elbo_terms
 from .errors import ConfigError, InvalidDataError, check_positive
 from .evaluate import principal_plane
+from .files import write_text
 from .rng import rng_fork
 from .vae import VAE
 
@@ -89,9 +90,7 @@ def write_explorer(
     template = resources.files("pyro_vae").joinpath("explorer.html").read_text(encoding="utf-8")
     # "<" escaped: no "</script>" inside the data can end its <script> element early.
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(template.replace(_PLACEHOLDER, payload, 1))
-    return str(path)
+    return write_text(path, template.replace(_PLACEHOLDER, payload, 1))
 
 
 def _checked_test_set(vae: VAE, test_x: Any, test_y: Any, max_points: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,8 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .errors import DiskFullError  # noqa: E402
+from .files import save_figure  # noqa: E402
 from .rng import rng_fork  # noqa: E402
 from .evaluate import principal_plane  # noqa: E402
 from .vae import VAE  # noqa: E402
@@ -50,7 +52,7 @@ def _cell_centres(count: int, side: int) -> List[float]:
 
 
 def _save(fig: "plt.Figure", path: str) -> str:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -235,7 +237,7 @@ def plot_all(
             try:
                 written[name] = plot(os.path.join(out, f"{name}.png"))
                 continue
-            except FigureUnavailable as why:
+            except (FigureUnavailable, DiskFullError) as why:  # expected: said as it is
                 reason = str(why)
             except Exception as error:  # noqa: BLE001 -- a figure must not end the run
                 reason = f"unexpected {type(error).__name__}: {error} (please report)"

@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 import torch
 
+from .files import save_figure
 from .ssvae import SSVAE
 
 
@@ -59,7 +60,7 @@ def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
     if titles:
         ax.set_title("\n".join(titles), fontsize=7 if averaging else 8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -82,7 +83,7 @@ def plot_style_transfer(vae: SSVAE, images: torch.Tensor, labels: torch.Tensor, 
     ax.set_yticks([])
     ax.set_title("style transfer: each input's z decoded with every label")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -101,6 +102,6 @@ def plot_class_samples(vae: SSVAE, path: str, per_class: int = 10, seed: int = 0
     ax.set_ylabel("label y")
     ax.set_title("samples per class: z ~ p(z), the same z in each column")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path

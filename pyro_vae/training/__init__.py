@@ -1,7 +1,10 @@
-"""Training a VAE by SVI: :class:`~pyro_vae.training.trainer.Trainer` and its parts, one concept a module.
+"""Training any Pyro model and guide (or a VAE of this library) by SVI: :class:`~pyro_vae.training.trainer.Trainer` and its parts, one concept a module.
 
 ==========================  ==============================================================
 :mod:`.config`              :class:`~.config.TrainConfig`, the validated settings of a run
+:mod:`.program`             a model and guide as one thing to train: parameters, calls, checks
+:mod:`.batches`             the data as minibatches of the model's arguments
+:mod:`.transforms`          data-side transforms: the images' binarization
 :mod:`.objective`           the ELBO, its KL weight, JIT compilation
 :mod:`.step`                one checked SVI step: loss and gradients, finite guard, optimizer
 :mod:`.diagnosis`           which distribution and which ELBO term went non-finite

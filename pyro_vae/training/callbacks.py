@@ -18,10 +18,12 @@ calls its callbacks; the built-in ones write on rank 0 only.
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from tqdm.auto import tqdm
+
+from ..errors import DiskFullError
+from ..files import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -143,9 +145,11 @@ class MetricsFile(Callback):
         self.path = path
         self.fields: Dict[str, Any] = dict(fields)
         self._rank = 0
+        self._trainer: Optional["Trainer"] = None
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         self._rank = trainer.rank
+        self._trainer = trainer
 
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         self.update(history=trainer.history, epochs=trainer.epoch)
@@ -154,13 +158,13 @@ class MetricsFile(Callback):
         """Add or replace ``fields`` and rewrite the file (atomically: a reader never sees half of it)."""
         self.fields.update(fields)
         if self._rank == 0:
-            write_json(self.path, self.fields)
+            try:
+                write_json(self.path, self.fields)
+            except DiskFullError as err:  # also after fit: say which checkpoint is intact
+                raise err.with_checkpoint(self._trainer.last_checkpoint) if self._trainer else err from None
 
 
 def write_json(path: str, data: Dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` as JSON, atomically: a reader, or a run stopped mid-write,
-    sees the last whole file, never half of one."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` as JSON, atomically (:func:`pyro_vae.files.write_text`): a
+    reader, or a run stopped mid-write, sees the last whole file, never half of one."""
+    write_text(path, json.dumps(data, indent=2))

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import distributed as dist_util
 from ..checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
-from ..errors import ConfigError, TrainingInterrupted, check_positive
+from ..errors import ConfigError, DiskFullError, TrainingInterrupted, check_positive
 from ..rng import latent_noise_seed
 from . import state as training_state
 from .batches import Batch, Data, Source, as_source
@@ -318,12 +318,15 @@ class Trainer:
             hooks.on_fit_start(self)
             error: Optional[BaseException] = None
             try:
-                while self.epoch < epochs:
-                    self._fit_epoch(source, batch_size, epochs, test_every, checkpoint, hooks)
-            except TrainingInterrupted as stop:
-                if checkpoint is not None:
-                    self._save(checkpoint, hooks)
-                error = TrainingInterrupted(stop.signum, stop.epoch, stop.step, checkpoint)
+                try:
+                    while self.epoch < epochs:
+                        self._fit_epoch(source, batch_size, epochs, test_every, checkpoint, hooks)
+                except TrainingInterrupted as stop:
+                    if checkpoint is not None:
+                        self._save(checkpoint, hooks)
+                    raise TrainingInterrupted(stop.signum, stop.epoch, stop.step, checkpoint) from None
+            except DiskFullError as err:  # a file of the run could not be written: say what is intact
+                error = err.with_checkpoint(self.last_checkpoint)
                 raise error from None
             except BaseException as err:
                 error = err
