@@ -24,6 +24,8 @@ from pyro_vae.errors import ConfigError, NonFiniteError
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.plate import registration_skipped
 
+from test_user_model import TabularVAE, tabular
+
 ARCH = dict(z_dim=4, hidden_dims=(16,))
 SEED, EPOCHS, BATCH, WORLD = 3, 2, 31, 2
 
@@ -156,3 +158,49 @@ def test_a_step_refused_by_validation_on_one_rank_stops_every_rank(tmp_path):
 def test_distributed_without_a_process_group_names_the_launcher():
     with pytest.raises(ConfigError, match=r"^distributed=True needs a process group: launch the program with torchrun"):
         Trainer(VAE(**ARCH), distributed=True)
+
+
+def _train_user_model(rank: int, out: str) -> None:
+    """A user's own model and guide, arguments (x, c), trained by two ranks."""
+    net, trainer = _user_trainer(distributed=True)
+    x, c = tabular(100)
+    trainer.fit((x, c), tabular(21, seed=1), epochs=EPOCHS, batch_size=BATCH,
+                checkpoint=os.path.join(out, "checkpoint.pt"), progress=False, log=None)
+    torch.save({"model": net.state_dict(), "history": trainer.history}, os.path.join(out, f"rank{rank}.pt"))
+
+
+def _user_trainer(**settings):
+    pyro.clear_param_store()
+    torch.manual_seed(SEED)
+    net = TabularVAE()
+    return net, Trainer(net.model, net.guide, seed=SEED, lr=1e-2, **settings)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
+def test_a_users_model_and_guide_train_on_two_gloo_processes_like_one_process(tmp_path):
+    """Trainer(model, guide, distributed=True) on tuple data: both ranks end with the same
+    weights, equal to one process stepping on the same global batches with rank r's noise on
+    shard r, and report the same reduced held-out ELBO."""
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path), _train_user_model), nprocs=WORLD, join=True,
+                       start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert all(torch.equal(v, ranks[1]["model"][k]) for k, v in ranks[0]["model"].items())
+    assert [h["test_elbo"] for h in ranks[0]["history"]] == [h["test_elbo"] for h in ranks[1]["history"]]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["world_size"] == WORLD
+
+    net, trainer = _user_trainer()
+    (x, c), num_data = tabular(100), 100
+    streams = [torch.manual_seed(latent_noise_seed(SEED, r)).get_state() for r in range(WORLD)]
+    for epoch in range(1, EPOCHS + 1):
+        for idx in torch.randperm(num_data, generator=data_order_generator(SEED, epoch)).split(BATCH):
+            trainer.optimizer.zero_grad(set_to_none=True)
+            for r in range(WORLD):
+                rows = idx[r::WORLD]
+                torch.set_rng_state(streams[r])
+                with pyro.validation_enabled(False):
+                    loss = trainer.loss_module(x[rows], c[rows], num_data=num_data) * (WORLD * len(rows) / len(idx))
+                (loss / WORLD).backward()
+                streams[r] = torch.get_rng_state()
+            trainer.optimizer.step()
+    for name, value in net.state_dict().items():
+        assert torch.allclose(ranks[0]["model"][name], value, rtol=1e-4, atol=1e-6), name
