@@ -29,6 +29,7 @@ def main() -> int:
          *data],
         ["loglik.py", "--test-size", str(args.loglik_test_size), *data],
         ["levers.py", *data],
+        ["lightning_compare.py", *data],
         ["report.py"],
     ]
     for run in runs:

@@ -70,7 +70,7 @@ class Batch(NamedTuple):
         return fn(*self.args, **self.kwargs, num_data=num_data)
 
 
-def _as_batch(value: Any) -> Batch:
+def as_batch(value: Any) -> Batch:
     """A collated item or a whole data set as a :class:`Batch` (its tensors checked by
     :func:`check_tensors`, or by a model's own door)."""
     if isinstance(value, Batch):
@@ -148,7 +148,7 @@ class DatasetSource:
         return self._size
 
     def take(self, idx: torch.Tensor) -> Batch:
-        batch = _as_batch(self.collate([self.dataset[i] for i in idx.tolist()]))
+        batch = as_batch(self.collate([self.dataset[i] for i in idx.tolist()]))
         if self.device is not None:
             batch = batch.map(lambda t: t.to(self.device))
         return self.prepare(batch) if self.prepare is not None else batch
@@ -181,4 +181,4 @@ def as_source(data: Data, what: str = "data") -> Source:
         return DatasetSource(data.dataset, data.collate_fn or default_collate, what=what)
     if isinstance(data, Dataset) and not isinstance(data, torch.Tensor):
         return DatasetSource(data, what=what)
-    return TensorSource(_as_batch(data))
+    return TensorSource(as_batch(data))
