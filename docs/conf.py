@@ -110,8 +110,8 @@ nitpicky = True
 # Every cross-reference must resolve, except to other projects' objects: their inventories
 # (intersphinx) would have to be fetched from the internet at build time.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|pyro|os|pathlib|numpy|matplotlib)(\..*)?"),
+    (r"py:.*", r"(torch|pyro|os|pathlib|numpy|matplotlib|lightning)(\..*)?"),
     (r"py:.*", r"argparse(\..*)?"),
-    (r"py:class", r"(nn\.)?Module|ELBO"),  # torch.nn.Module and pyro.infer.ELBO, as autodoc abbreviates them
+    (r"py:class", r"(nn\.)?Module|ELBO|Dataset|DataLoader"),  # torch's and Pyro's classes, as autodoc abbreviates them
     (r"py:class", r"string"),  # a type named in a docstring that autodoc inherits from torch
 ]

@@ -76,6 +76,7 @@ class SVIModule(lightning.LightningModule):
         return batch.call(fn, num_data if self.program.takes_num_data else None)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        """The negative ELBO of the minibatch at the full-data scale; logs ``train_elbo`` per datapoint."""
         batch, n = as_batch(batch), self._num_data()
         # Lightning's optimizer steps the modules' parameters: Pyro's param-store registration is not needed.
         with pyro.validation_enabled(self.validate), registration_skipped():
@@ -85,10 +86,12 @@ class SVIModule(lightning.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Logs the held-out ``val_elbo``, ``val_recon`` and ``val_kl`` per datapoint."""
         batch = as_batch(batch)
         terms = elbo_terms(self.program.model, self.program.guide, *batch.args, **batch.kwargs)
         for key in ("elbo", "recon", "kl"):  # Lightning averages them over batches, weighted by size
             self.log(f"val_{key}", getattr(terms, key).mean(), batch_size=batch.size)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam (fused where torch has it) over every parameter of the program's modules."""
         return make_optimizer(list(self.parameters()), self.lr, None)  # fused Adam, as the Trainer's

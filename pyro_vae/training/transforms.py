@@ -1,7 +1,7 @@
 """Data-side transforms: what is done to a minibatch before the step, outside the training loop.
 
-:class:`Binarize` is the binarization of :attr:`TrainConfig.binarize
-<pyro_vae.training.config.TrainConfig.binarize>` (:func:`pyro_vae.data.binarize`) applied to a
+:class:`Binarize` is the binarization of the setting ``binarize`` of
+:class:`~pyro_vae.training.config.TrainConfig` (:func:`pyro_vae.data.binarize`) applied to a
 batch's first tensor, the images: during training a fresh draw per minibatch from the epoch's
 own stream (``"dynamic"``), and for evaluation one draw with a fixed seed, made once, so that
 every evaluation of a run scores the same binary test set.
