@@ -34,8 +34,8 @@ import pyro
 import torch
 
 from pyro_vae import Callback, TrainConfig, Trainer, load_mnist
-from pyro_vae.evaluate import log_likelihood
-from pyro_vae.models import build_model
+from pyro_vae.inference.evaluate import log_likelihood
+from pyro_vae.models.registry import build_model
 
 PAPER = {"one-layer VAE": 86.76, "one-layer IWAE k=50": 84.78, "two-layer VAE": 85.33, "two-layer IWAE k=50": 82.90}
 

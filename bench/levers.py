@@ -36,9 +36,9 @@ from report import save  # noqa: E402
 from step import NUM_DATA, time_per_call  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae import likelihoods, networks  # noqa: E402
-from pyro_vae.data import binarize  # noqa: E402
-from pyro_vae.likelihoods import BernoulliPixels  # noqa: E402
+from pyro_vae.models import likelihoods, networks  # noqa: E402
+from pyro_vae.data.images import binarize  # noqa: E402
+from pyro_vae.models.likelihoods import BernoulliPixels  # noqa: E402
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput and memory of the k = 5000 importance-sampled test log-likelihood.
 
-Runs :func:`pyro_vae.evaluate.log_likelihood` (the Pyro model and guide, vectorized
+Runs :func:`pyro_vae.inference.evaluate.log_likelihood` (the Pyro model and guide, vectorized
 particles, chunks of at most 5,000 particle x datapoint rows) on the first
 ``--test-size`` test images, and the same estimator written in plain PyTorch
 (``bench/reference.py: reference_log_likelihood``, same chunks) with the same weights on
@@ -34,8 +34,8 @@ from report import save  # noqa: E402
 from reference import ReferenceVAE, copy_weights, reference_log_likelihood  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae.checkpoint import load_checkpoint  # noqa: E402
-from pyro_vae.evaluate import log_likelihood  # noqa: E402
+from pyro_vae.training.checkpoint import load_checkpoint  # noqa: E402
+from pyro_vae.inference.evaluate import log_likelihood  # noqa: E402
 
 
 def peak_rss_mb() -> float:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""M2's training steps (pyro_vae.ssvae): what picking the label's columns by index buys, and
+"""M2's training steps (pyro_vae.models.ssvae): what picking the label's columns by index buys, and
 what the convolutional classifier costs.
 
 The unlabelled step enumerates the ten labels: the guide's q(z|x,y) and the decoder run on
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import save  # noqa: E402
 from step import time_per_call  # noqa: E402
 
-from pyro_vae.ssvae import SSVAE, SSObjective  # noqa: E402
+from pyro_vae.models.ssvae import SSVAE, SSObjective  # noqa: E402
 from pyro_vae.training.step import CheckedStep  # noqa: E402
 
 

@@ -48,7 +48,7 @@ from report import save  # noqa: E402
 from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
 
 from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae.data import binarize  # noqa: E402
+from pyro_vae.data.images import binarize  # noqa: E402
 
 NUM_DATA = 60_000  # the minibatch stands for full MNIST: losses are scaled by N / B
 

@@ -6,13 +6,13 @@
 It writes PNGs into ``docs/_static/figures/`` and the numbers that ``docs/start_here.md``
 quotes into ``docs/_static/figures/numbers.json`` (``tests/test_docs_figures.py`` checks that
 the page quotes them as measured). Data: the embedded 5,000-digit MNIST sample
-(:func:`pyro_vae.data.load_embedded`), so the figures are the same on every machine; models
+(:func:`pyro_vae.data.images.load_embedded`), so the figures are the same on every machine; models
 are trained with the plain SVI loop of :doc:`start_here`, one thread, seed 0.
 
 Figures:
 
 * ``reconstructions.png``, ``prior_samples.png``, ``latent_map.png``, ``interpolation.png``,
-  ``elbo_curves.png`` -- the five figures of ``examples/mnist_svi.py`` (:func:`pyro_vae.plots.plot_all`),
+  ``elbo_curves.png`` -- the five figures of ``examples/mnist_svi.py`` (:func:`pyro_vae.figures.plots.plot_all`),
   for a VAE with ``z_dim=2``;
 * ``manifold.png`` -- that VAE's decoder means on a grid of ``z`` (Kingma & Welling 2014, Fig. 4);
 * ``gradient_variance.png`` -- pathwise against score-function gradients of the ELBO;
@@ -43,13 +43,13 @@ import torch  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO  # noqa: E402
 
 from pyro_vae import VAE, elbo_terms  # noqa: E402
-from pyro_vae.data import binarize, load_embedded  # noqa: E402
-from pyro_vae.evaluate import log_likelihood  # noqa: E402
-from pyro_vae.evaluate import active_units, kl_per_dimension, posterior_means  # noqa: E402
-from pyro_vae.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
-from pyro_vae.objectives import kl_weighted  # noqa: E402
-from pyro_vae.plate import data_plate  # noqa: E402
-from pyro_vae.plots import plot_all  # noqa: E402
+from pyro_vae.data.images import binarize, load_embedded  # noqa: E402
+from pyro_vae.inference.evaluate import log_likelihood  # noqa: E402
+from pyro_vae.inference.evaluate import active_units, kl_per_dimension, posterior_means  # noqa: E402
+from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
+from pyro_vae.inference.objectives import kl_weighted  # noqa: E402
+from pyro_vae.models.plate import data_plate  # noqa: E402
+from pyro_vae.figures.plots import plot_all  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "_static" / "figures"
 F64 = torch.float64

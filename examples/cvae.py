@@ -6,7 +6,7 @@
     python examples/cvae.py --quadrants 1 --epochs 30 --data-dir ~/data
 
 The story, top to bottom: the data, each digit split into input quadrants x and missing ones y;
-the baseline f(x) and the CVAE p(z|x) p(y|x,z) with its guide q(z|x,y) (pyro_vae.cvae, see
+the baseline f(x) and the CVAE p(z|x) p(y|x,z) with its guide q(z|x,y) (pyro_vae.models.cvae, see
 docs/cvae.md), each trained by SVI on the training digits; the test negative conditional
 log-likelihood -log p(y|x) per digit (the CVAE's by importance sampling, K draws from q(z|x,y));
 the table next to Pyro's tutorial; a figure of completions. Errors print one line, exit code 2.
@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import cli
-from pyro_vae.cvae import CVAE, Baseline, conditional_log_likelihood, split_quadrants
-from pyro_vae.cvae_training import FitConfig, fit_conditional
-from pyro_vae.data import binarize
+from pyro_vae.models.cvae import CVAE, Baseline, conditional_log_likelihood, split_quadrants
+from pyro_vae.training.cvae_training import FitConfig, fit_conditional
+from pyro_vae.data.images import binarize
 from pyro_vae.errors import ConfigError, check_positive
 
 #: Pyro's CVAE tutorial, test -log p(y|x) for 1 / 2 / 3 input quadrants (its authors' measurement).
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
         print(f"{k:>9}  {r['baseline']['test_nll']:>8.1f}  {ANCHORS['baseline'][int(k)]:>6.1f}  "
               f"{r['cvae']['test_nll']:>6.1f}  {ANCHORS['cvae'][int(k)]:>6.1f}"
               + ("" if int(k) in args.quadrants else "  (an earlier run in this --out)"))
-    from pyro_vae.cvae_plots import plot_completions
+    from pyro_vae.figures.cvae_plots import plot_completions
 
     figure = plot_completions(nets, test, args.quadrants, os.path.join(out, "completions.png"))
     metrics["figures"] = {"completions": os.path.basename(figure)}

@@ -25,7 +25,7 @@ import warnings
 from tqdm.auto import tqdm
 
 from pyro_vae import MetricsFile, TrainingInterrupted, cli
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.inference.evaluate import log_likelihood
 
 
 #: the name this example's metrics.json carries: another program's record in --out is not replaced
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
               f"samples, median ESS {ll.ess.median().item():.0f}, {seconds:.0f} s)")
 
     # 6. Figures and the latent-space explorer (matplotlib's start-up is spent only here).
-    from pyro_vae.explorer import write_explorer
-    from pyro_vae.plots import plot_all
+    from pyro_vae.figures.explorer import write_explorer
+    from pyro_vae.figures.plots import plot_all
 
     figures, not_drawn = plot_all(vae, trainer.history, test_x, test_y, out)
     for name, reason in not_drawn.items():

@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from pyro_vae import cli
 from pyro_vae.errors import check_positive
-from pyro_vae.ssvae import SSVAE
-from pyro_vae.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.training.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
 
 
 #: the name this example's metrics.json carries: another program's record in --out is not replaced
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
 
     # 5. The figures: accuracy per epoch of every run in the record; style and samples from this
     #    command's run that took the most steps (of those, the most labels).
-    from pyro_vae.ssvae_plots import (
+    from pyro_vae.figures.ssvae_plots import (
         plot_accuracy,
         plot_class_samples,
         plot_style_transfer,

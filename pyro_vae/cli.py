@@ -2,7 +2,7 @@
 
 The library's errors name *settings* (:attr:`pyro_vae.errors.PyroVAEError.settings`); this
 module is where they become the flags a command-line user typed (:data:`SETTING_FLAGS`).
-:func:`training_run` turns parsed options into a :class:`~pyro_vae.vae.VAE` and its
+:func:`training_run` turns parsed options into a :class:`~pyro_vae.models.vae.VAE` and its
 :class:`~pyro_vae.training.trainer.Trainer`, new or continued from a checkpoint; :func:`run` calls
 an example's ``main`` with the command line's promise: every error is one line on stderr
 with exit code 2, a signal that stopped training exits with 128 + its number.
@@ -22,16 +22,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import pyro
 import torch
 
-from . import distributed
-from .checkpoint import check_writable_dir, load_checkpoint
-from .data import MNISTData, fallback_notice, load_mnist
-from .errors import ConfigError, OutputDirError, PyroVAEError, check_count, check_positive
-from .guides import GUIDES
-from .objectives import OBJECTIVES
-from .training import TrainConfig, Trainer
-from .training.callbacks import write_json
-from .models import MODELS, build_model
-from .vae import VAE, VAEBase
+from pyro_vae.training import distributed
+from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint
+from pyro_vae.data.images import MNISTData, fallback_notice, load_mnist
+from pyro_vae.errors import ConfigError, OutputDirError, PyroVAEError, check_count, check_positive
+from pyro_vae.models.guides import GUIDES
+from pyro_vae.inference.objectives import OBJECTIVES
+from pyro_vae.training import TrainConfig, Trainer
+from pyro_vae.training.callbacks import write_json
+from pyro_vae.models.registry import MODELS, build_model
+from pyro_vae.models.vae import VAE, VAEBase
 
 #: Errors that name their problem and fix; any other exception is reported as unexpected.
 EXPECTED_ERRORS = (PyroVAEError, ValueError, TypeError, FloatingPointError, OSError)
@@ -63,7 +63,7 @@ def default(fn: Callable[..., Any], name: str) -> Any:
 
 
 def load_data(args: argparse.Namespace, verbose: bool = True) -> MNISTData:
-    """MNIST as ``--data-dir`` and ``--no-download`` ask (:func:`pyro_vae.data.load_mnist`), the
+    """MNIST as ``--data-dir`` and ``--no-download`` ask (:func:`pyro_vae.data.images.load_mnist`), the
     embedded sample announced in the command line's words."""
     data = load_mnist(args.data_dir, download=not args.no_download, verbose=False)
     if verbose and data.fallback is not None:

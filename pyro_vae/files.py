@@ -4,7 +4,7 @@
 the target only once it is whole, so a reader -- or a run killed mid-write -- sees the last
 whole file or none, never half of one. When the disk (or a quota) fills, the temporary file is
 removed, the target stays as it was, and :class:`~pyro_vae.errors.DiskFullError` names the file
-and the space left. Checkpoints (:func:`pyro_vae.checkpoint.save_checkpoint`), the metrics file,
+and the space left. Checkpoints (:func:`pyro_vae.training.checkpoint.save_checkpoint`), the metrics file,
 every figure and the explorer page are written this way.
 """
 
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-from .errors import DiskFullError
+from pyro_vae.errors import DiskFullError
 
 PathLike = Union[str, os.PathLike]
 #: The errors that mean "no room": a full device, or a full quota.

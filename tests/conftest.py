@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pyro_vae import load_mnist
-from pyro_vae.data import DATA_ENV, MNIST_FILES, _IDX_MAGIC, load_embedded
+from pyro_vae.data.images import DATA_ENV, MNIST_FILES, _IDX_MAGIC, load_embedded
 
 
 def mnist_dir():
@@ -38,7 +38,7 @@ def mnist(mnist_source):
 
 def write_idx_mnist(root: Path) -> Path:
     """Write the four MNIST IDX files under ``root/MNIST/raw`` (torchvision's layout), with
-    the sizes and magics of :data:`pyro_vae.data.MNIST_FILES`: the embedded sample tiled,
+    the sizes and magics of :data:`pyro_vae.data.images.MNIST_FILES`: the embedded sample tiled,
     its 4,000 train images 15 times (60,000) and its 1,000 test images 10 times (10,000)."""
     data = load_embedded()
     raw = root / "MNIST" / "raw"

@@ -13,12 +13,12 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.elbo import elbo_terms
-from pyro_vae.evaluate import kl_per_dimension, log_likelihood, posterior_means
-from pyro_vae.guide_contract import GuideError, check_guide
-from pyro_vae.linear_gaussian import LinearGaussianModel
-from pyro_vae.linear_gaussian_chain import HierarchicalLinearGaussianModel
-from pyro_vae.sites import SiteError
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.inference.evaluate import kl_per_dimension, log_likelihood, posterior_means
+from pyro_vae.inference.guide_contract import GuideError, check_guide
+from pyro_vae.models.linear_gaussian import LinearGaussianModel
+from pyro_vae.models.linear_gaussian_chain import HierarchicalLinearGaussianModel
+from pyro_vae.inference.sites import SiteError
 
 F64 = torch.float64
 K1, K2, D = 3, 2, 5
@@ -108,7 +108,7 @@ def diagonal_guide(model, seed=6, amount=0.15):
 
 
 def test_analytic_kl_only_where_the_model_parents_come_first_in_the_guide():
-    from pyro_vae.elbo import analytic_kl_allowed
+    from pyro_vae.inference.elbo import analytic_kl_allowed
 
     # a bottom-up guide: z2's model parents (none) come first; z1's parent z2 comes after z1
     assert analytic_kl_allowed(["z2", "z1"], ["z1", "z2"]) == {"z2": True, "z1": False}
@@ -296,8 +296,8 @@ def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
     from pyro import poutine
     from pyro.infer import Trace_ELBO
 
-    from pyro_vae.importance import log_importance_weights
-    from pyro_vae.objectives import kl_weighted
+    from pyro_vae.inference.importance import log_importance_weights
+    from pyro_vae.inference.objectives import kl_weighted
 
     model = chain(seed=4)
     x = model.sample(5, generator=6)
@@ -328,7 +328,7 @@ def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
     torch.manual_seed(2)
     plain, _ = log_importance_weights(model.model, guide, x, num_particles=3)
     torch.manual_seed(2)
-    from pyro_vae.importance import _vectorize
+    from pyro_vae.inference.importance import _vectorize
 
     g_tr = poutine.trace(_vectorize(guide, 3)).get_trace(x)
     m_tr = poutine.trace(poutine.replay(_vectorize(model.model, 3), trace=g_tr)).get_trace(x)

@@ -27,8 +27,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import VAE, Callback, Trainer, data_plate, load_mnist
-from pyro_vae.checkpoint import check_writable_dir, load_checkpoint
-from pyro_vae.data import MNIST_FILES
+from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint
+from pyro_vae.data.images import MNIST_FILES
 from pyro_vae.errors import (
     CheckpointError,
     ConfigError,
@@ -37,11 +37,11 @@ from pyro_vae.errors import (
     OutputDirError,
     TrainingInterrupted,
 )
-from pyro_vae.cvae import CVAE, Baseline
-from pyro_vae.cvae_training import FitConfig, fit_conditional
-from pyro_vae.guide_contract import GuideError
-from pyro_vae.ssvae import SSVAE
-from pyro_vae.ssvae_training import SSConfig, check_num_labels, labelled_split, train_ssvae
+from pyro_vae.models.cvae import CVAE, Baseline
+from pyro_vae.training.cvae_training import FitConfig, fit_conditional
+from pyro_vae.inference.guide_contract import GuideError
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.training.ssvae_training import SSConfig, check_num_labels, labelled_split, train_ssvae
 
 from conftest import message_lines
 
@@ -395,7 +395,7 @@ CASES = [
          ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
          InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
-                           r"split images with pyro_vae\.cvae\.split_quadrants\(images, 2\)$"),
+                           r"split images with pyro_vae\.models\.cvae\.split_quadrants\(images, 2\)$"),
     Case("cvae-missing-quadrants-shape",
          lambda c: CVAE(1, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196), torch.zeros(4, 196)),
          InvalidDataError, r"^y must be the pixels of the 3 missing quadrant\(s\), shape \[4, 588\], got \(4, 196\)"),

@@ -7,9 +7,9 @@ import pyro
 import pytest
 
 from pyro_vae import Callback, MetricsFile, TrainConfig, Trainer, VAE
-from pyro_vae.cvae_training import FitConfig
+from pyro_vae.training.cvae_training import FitConfig
 from pyro_vae.errors import ConfigError, TrainingInterrupted
-from pyro_vae.ssvae_training import SSConfig
+from pyro_vae.training.ssvae_training import SSConfig
 
 from conftest import assert_same_tensors
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.elbo import bits_per_dim
-from pyro_vae.likelihoods import get_likelihood
+from pyro_vae.inference.elbo import bits_per_dim
+from pyro_vae.models.likelihoods import get_likelihood
 
 F64 = torch.float64
 LAMBDAS = [1e-3, 0.05, 0.3, 0.4995, 0.5, 0.5004, 0.7, 0.99]  # incl. torch's Taylor zone near 1/2

@@ -1,4 +1,4 @@
-"""The CVAE (pyro_vae.cvae): the importance-sampled conditional log-likelihood against an exact
+"""The CVAE (pyro_vae.models.cvae): the importance-sampled conditional log-likelihood against an exact
 linear-Gaussian conditional model, the baseline's exact value, the quadrant split, a short real run."""
 
 import pyro
@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pyro_vae.cvae import CVAE, Baseline, conditional_log_likelihood, join_quadrants, quadrant_mask, split_quadrants
-from pyro_vae.cvae_training import FitConfig, fit_conditional
-from pyro_vae.data import binarize
+from pyro_vae.models.cvae import CVAE, Baseline, conditional_log_likelihood, join_quadrants, quadrant_mask, split_quadrants
+from pyro_vae.training.cvae_training import FitConfig, fit_conditional
+from pyro_vae.data.images import binarize
 from pyro_vae.errors import ConfigError, InvalidDataError
-from pyro_vae.plate import data_plate
+from pyro_vae.models.plate import data_plate
 
 torch.set_default_dtype(torch.float64)
 G = torch.Generator().manual_seed(0)
@@ -118,7 +118,7 @@ def test_short_real_run_beats_the_untrained_model(mnist):
 
 
 def test_the_guide_contract_holds_given_the_output():
-    from pyro_vae.guide_contract import check_guide
+    from pyro_vae.inference.guide_contract import check_guide
 
     net = CVAE(3, z_dim=3, hidden_dims=(8,))
     x, y = split_quadrants(torch.bernoulli(torch.full((2, 784), 0.3)), 3)
@@ -147,7 +147,7 @@ def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path)
 def test_early_stopping_keeps_the_best_epoch_on_held_out_images(mnist, tmp_path):
     """The held-out loss is recomputed for the returned weights: it is the minimum over the
     epochs; training stops ``patience`` epochs after that minimum; a resumed run ends the same."""
-    from pyro_vae.cvae_training import validation_loss
+    from pyro_vae.training.cvae_training import validation_loss
 
     torch.set_num_threads(1)
     images = mnist.train_images[:400]
@@ -171,7 +171,7 @@ def test_early_stopping_keeps_the_best_epoch_on_held_out_images(mnist, tmp_path)
 
 def test_keep_best_scores_both_ways_keeps_the_first_of_a_tie_and_survives_a_checkpoint(tmp_path):
     """The rule both loops share (M2: highest held-out accuracy; CVAE: lowest held-out loss)."""
-    from pyro_vae.loop_state import LoopState, load_loop, save_loop
+    from pyro_vae.training.loop_state import LoopState, load_loop, save_loop
 
     net = torch.nn.Linear(1, 1, bias=False)
     optimizer = torch.optim.Adam(net.parameters())

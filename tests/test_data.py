@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyro_vae import ConfigError, DataNotFoundError, InvalidDataError, Trainer, VAE, binarize, load_mnist
-from pyro_vae.data import MNIST_FILES, MNISTData, balanced_prefix, check_pixels, load_embedded, shift_images
+from pyro_vae.data.images import MNIST_FILES, MNISTData, balanced_prefix, check_pixels, load_embedded, shift_images
 from pyro_vae.rng import data_order_generator
 
 

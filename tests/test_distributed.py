@@ -2,7 +2,7 @@
 
 After two epochs, both ranks hold identical parameters, and they equal (to float
 tolerance) one process trained on the same global minibatches, with shard r's latent
-noise drawn from rank r's RNG stream (pyro_vae.distributed's docstring). The batch size
+noise drawn from rank r's RNG stream (pyro_vae.training.distributed's docstring). The batch size
 31 makes every shard uneven (16 + 15 rows, and 4 + 3 in the last batch), which the loss
 weights must correct. Only rank 0 writes the checkpoint; the test ELBO is reduced.
 """
@@ -17,12 +17,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pyro_vae import Trainer, VAE, distributed
-from pyro_vae.data import binarize
+from pyro_vae import Trainer, VAE
+from pyro_vae.training import distributed
+from pyro_vae.data.images import binarize
 from pyro_vae.rng import data_order_generator, latent_noise_seed
 from pyro_vae.errors import ConfigError, NonFiniteError
-from pyro_vae.guides import DiagonalNormalGuide
-from pyro_vae.plate import registration_skipped
+from pyro_vae.models.guides import DiagonalNormalGuide
+from pyro_vae.models.plate import registration_skipped
 
 from test_user_model import TabularVAE, tabular
 

@@ -21,6 +21,6 @@ def test_sphinx_builds_the_docs_without_warnings(tmp_path):
     assert list((tmp_path / "_static" / "katex" / "fonts").glob("KaTeX_Main-Regular.*"))
     assert 'class="katex"' in (tmp_path / "start_here.html").read_text()
     api = (tmp_path / "api.html").read_text()
-    for name in ["pyro_vae.vae.VAE", "pyro_vae.elbo.elbo_terms", "pyro_vae.information.entropy",
-                 "pyro_vae.linear_gaussian.LinearGaussianModel"]:
+    for name in ["pyro_vae.models.vae.VAE", "pyro_vae.inference.elbo.elbo_terms", "pyro_vae.inference.information.entropy",
+                 "pyro_vae.models.linear_gaussian.LinearGaussianModel"]:
         assert f'id="{name}"' in api, name

@@ -9,7 +9,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO
 
 from pyro_vae import VAE, Trainer, data_plate, elbo_terms, log_likelihood
 from pyro_vae.errors import ConfigError, InvalidDataError
-from pyro_vae.guide_contract import GuideError
+from pyro_vae.inference.guide_contract import GuideError
 
 Z = 8
 

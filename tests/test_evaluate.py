@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_vae import LinearGaussianModel, Trainer, VAE, elbo_terms
-from pyro_vae.evaluate import active_units, kl_per_dimension, log_likelihood, posterior_means
+from pyro_vae.inference.evaluate import active_units, kl_per_dimension, log_likelihood, posterior_means
 
 F64 = torch.float64
 

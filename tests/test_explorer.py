@@ -12,9 +12,9 @@ from torch import nn
 from torch.distributions import ContinuousBernoulli
 
 from pyro_vae import VAE, Trainer
-from pyro_vae.elbo import elbo_terms
+from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.errors import InvalidDataError
-from pyro_vae.explorer import ELBO_PARTICLES, SAMPLE_ROW, write_explorer
+from pyro_vae.figures.explorer import ELBO_PARTICLES, SAMPLE_ROW, write_explorer
 from pyro_vae.rng import rng_fork
 
 from conftest import headless_chromium

@@ -7,8 +7,8 @@ import torch
 from pyro import poutine
 
 from pyro_vae import VAE, Trainer
-from pyro_vae.guide_contract import GuideError, check_guide
-from pyro_vae.guides import (
+from pyro_vae.inference.guide_contract import GuideError, check_guide
+from pyro_vae.models.guides import (
     GUIDES,
     AmortizedGuide,
     ConvolutionalGuide,
@@ -17,7 +17,7 @@ from pyro_vae.guides import (
     IAFGuide,
     make_guide,
 )
-from pyro_vae.importance import log_importance_weights
+from pyro_vae.inference.importance import log_importance_weights
 
 B, Z, H = 5, 4, 32
 

@@ -1,4 +1,4 @@
-"""The two-stochastic-layer VAE (pyro_vae.hvae): Burda et al.'s architecture, its sites and
+"""The two-stochastic-layer VAE (pyro_vae.models.hvae): Burda et al.'s architecture, its sites and
 contract, the ELBO per layer, training with Trace_ELBO and IWAE, and a short MNIST run."""
 
 import math
@@ -11,13 +11,13 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from pyro_vae import ConfigError, Trainer
-from pyro_vae.elbo import elbo_terms
-from pyro_vae.evaluate import log_likelihood, posterior_means
-from pyro_vae.guide_contract import check_guide
-from pyro_vae.hvae import HVAE
-from pyro_vae.models import build_model, get_model
-from pyro_vae.objectives import IWAE_ELBO, kl_weighted
-from pyro_vae.sites import latent_sites
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.inference.evaluate import log_likelihood, posterior_means
+from pyro_vae.inference.guide_contract import check_guide
+from pyro_vae.models.hvae import HVAE
+from pyro_vae.models.registry import build_model, get_model
+from pyro_vae.inference.objectives import IWAE_ELBO, kl_weighted
+from pyro_vae.inference.sites import latent_sites
 
 SMALL = dict(z_dims=(8, 4), hidden_dims=((32, 32), (16, 16)))
 PRIORS = [{"prior": "standard"}, {"prior": "vamp", "num_pseudo_inputs": 10}]
@@ -168,7 +168,7 @@ def test_hvae_trains_on_mnist(mnist, options):
 def test_kl_per_dimension_of_the_top_layer_sums_to_its_elbo_term():
     """Site z2 (prior N(0, I), diagonal q(z2|z1)): the per-dimension KL at the guide's sample of
     z1 sums to elbo_terms' closed-form z2 term at the same sample."""
-    from pyro_vae.evaluate import kl_per_dimension
+    from pyro_vae.inference.evaluate import kl_per_dimension
 
     torch.manual_seed(0)
     hvae = HVAE(**SMALL)
@@ -183,7 +183,7 @@ def test_kl_per_dimension_of_the_top_layer_sums_to_its_elbo_term():
 
 
 def test_active_units_per_layer():
-    from pyro_vae.evaluate import active_units, active_units_per_site
+    from pyro_vae.inference.evaluate import active_units, active_units_per_site
 
     torch.manual_seed(0)
     hvae = HVAE(**SMALL)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.distributions import transforms
 
-from pyro_vae.information import (
+from pyro_vae.inference.information import (
     UNITS,
     Estimate,
     check_probability_vector,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.training.checkpoint import load_checkpoint
 
 from conftest import assert_same_tensors, message_lines
 

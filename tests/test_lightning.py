@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 lightning = pytest.importorskip("lightning")  # the optional extra; the test extra installs it
 
 from pyro_vae import VAE, binarize  # noqa: E402
-from pyro_vae.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
+from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
 from pyro_vae.training.lightning import SVIModule  # noqa: E402
 
 from test_user_model import TabularVAE, tabular  # noqa: E402

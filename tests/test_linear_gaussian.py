@@ -13,9 +13,9 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from torch.distributions import kl_divergence
 
-from pyro_vae.elbo import elbo_terms
+from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.errors import InvalidDataError
-from pyro_vae.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 
 F64 = torch.float64
 
@@ -136,7 +136,7 @@ def test_trace_elbo_matches_analytic_elbo():
 
 
 def test_elbo_terms_match_closed_form_with_analytic_kl():
-    # pyro_vae.elbo.elbo_terms with a diagonal Normal guide: KL(q || p(z)) is analytic,
+    # pyro_vae.inference.elbo.elbo_terms with a diagonal Normal guide: KL(q || p(z)) is analytic,
     # the reconstruction term E_q[log p(x|z)] is a Monte Carlo estimate.
     pyro.clear_param_store()
     pyro.set_rng_seed(1)
@@ -279,7 +279,7 @@ def test_bad_inputs_raise():
 
 def test_decompose_any_guide_into_elbo_and_gap():
     """log p(x) = ELBO + KL(q || p(z|x)) for whatever guide is passed (seed item 8)."""
-    from pyro_vae.linear_gaussian import decompose
+    from pyro_vae.models.linear_gaussian import decompose
 
     pyro.clear_param_store()
     model = random_model(seed=4)

@@ -9,7 +9,7 @@ import torch
 from pyro.infer import JitTrace_ELBO, RenyiELBO, SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae import Callback, LinearGaussianGuide, LinearGaussianModel, Trainer, VAE, elbo_terms
-from pyro_vae.objectives import IWAE_ELBO, get_objective, kl_weighted
+from pyro_vae.inference.objectives import IWAE_ELBO, get_objective, kl_weighted
 
 F64 = torch.float64
 
@@ -206,7 +206,7 @@ def test_a_new_beta_recompiles_the_jit_objective_given_not_a_default_one():
 
 @pytest.mark.parametrize("objective", ["meanfield", "jit_meanfield"])
 def test_a_closed_form_kl_objective_is_refused_where_it_would_be_biased(objective):
-    from pyro_vae.hvae import HVAE
+    from pyro_vae.models.hvae import HVAE
 
     x = torch.bernoulli(torch.full((8, 784), 0.3), generator=torch.Generator().manual_seed(0))
     trainer = Trainer(HVAE(z_dims=(6, 3), hidden_dims=((16,), (8,))), objective=objective)

@@ -6,9 +6,9 @@ import matplotlib.image
 import pytest
 import torch
 
-from pyro_vae import plots
-from pyro_vae.plots import FigureUnavailable, plot_all
-from pyro_vae.vae import VAE
+from pyro_vae.figures import plots
+from pyro_vae.figures.plots import FigureUnavailable, plot_all
+from pyro_vae.models.vae import VAE
 
 NAMES = {"elbo_curves", "reconstructions", "prior_samples", "latent_map", "interpolation"}
 HISTORY = [

@@ -1,4 +1,4 @@
-"""The VampPrior (pyro_vae.priors): its density against a brute-force mixture, its Monte Carlo
+"""The VampPrior (pyro_vae.models.priors): its density against a brute-force mixture, its Monte Carlo
 KL against closed forms and an independent estimate, its gradients, and training on MNIST."""
 
 import math
@@ -11,12 +11,12 @@ from pyro.infer import Trace_ELBO
 from torch.distributions import kl_divergence
 
 from pyro_vae import VAE, ConfigError, Trainer
-from pyro_vae.elbo import elbo_terms
-from pyro_vae.evaluate import log_likelihood
-from pyro_vae.hvae import HVAE
-from pyro_vae.models import build_model
-from pyro_vae.objectives import IWAE_ELBO
-from pyro_vae.priors import DiagonalNormalMixture, VampPrior
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.inference.evaluate import log_likelihood
+from pyro_vae.models.hvae import HVAE
+from pyro_vae.models.registry import build_model
+from pyro_vae.inference.objectives import IWAE_ELBO
+from pyro_vae.models.priors import DiagonalNormalMixture, VampPrior
 
 F64 = torch.float64
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from torch.distributions import Bernoulli, Binomial, Categorical
 
 from pyro_vae import VAE, InvalidDataError
-from pyro_vae.data import check_pixels
-from pyro_vae.information import cross_entropy, entropy, kl_divergence
-from pyro_vae.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
+from pyro_vae.data.images import check_pixels
+from pyro_vae.inference.information import cross_entropy, entropy, kl_divergence
+from pyro_vae.models.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
 
 FAST = settings(max_examples=75, deadline=None)
 LN2 = math.log(2.0)

@@ -17,7 +17,7 @@ import torch
 
 
 from pyro_vae import Callback, CheckpointError, Trainer, VAE
-from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import DiskFullError, NonFiniteError, TrainingInterrupted
 
 from conftest import assert_same_tensors, message_lines

@@ -7,7 +7,7 @@ import torch
 from pyro.infer import RenyiELBO
 
 from pyro_vae import LinearGaussianGuide, LinearGaussianModel
-from pyro_vae.objectives import IWAE_ELBO
+from pyro_vae.inference.objectives import IWAE_ELBO
 
 F64 = torch.float64
 

@@ -6,7 +6,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.reparameterization import reparameterize
+from pyro_vae.inference.reparameterization import reparameterize
 
 F64 = torch.float64
 

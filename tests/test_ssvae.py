@@ -1,4 +1,4 @@
-"""M2 (pyro_vae.ssvae): enumeration against the brute-force sum over y, the N/B-scaled
+"""M2 (pyro_vae.models.ssvae): enumeration against the brute-force sum over y, the N/B-scaled
 semi-supervised minibatch objective against the full one (exact expectation over every
 minibatch), a short real run, the guide contract and the bad-input errors."""
 
@@ -14,9 +14,9 @@ from torch.distributions import Bernoulli, Categorical, Normal
 from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, InvalidDataError
-from pyro_vae.guide_contract import check_guide
-from pyro_vae.ssvae import SSVAE, SSObjective
-from pyro_vae.ssvae_training import SSConfig, labelled_split, train_ssvae
+from pyro_vae.inference.guide_contract import check_guide
+from pyro_vae.models.ssvae import SSVAE, SSObjective
+from pyro_vae.training.ssvae_training import SSConfig, labelled_split, train_ssvae
 
 
 class FixedZ(Messenger):

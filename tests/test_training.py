@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pyro_vae import CheckpointError, InvalidDataError, Trainer, VAE, data_plate
-from pyro_vae.checkpoint import load_checkpoint
+from pyro_vae.training.checkpoint import load_checkpoint
 
 
 def test_svi_raises_the_test_elbo_on_real_mnist(mnist):

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pyro_vae import VAE, elbo_terms
 from pyro_vae.errors import ConfigError, NonFiniteError, TrainingInterrupted
-from pyro_vae.guide_contract import GuideError
-from pyro_vae.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from pyro_vae.inference.guide_contract import GuideError
+from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from pyro_vae.training import Callback, TrainConfig, Trainer
 
 quiet = dict(progress=False, log=None)

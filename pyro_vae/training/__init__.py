@@ -3,8 +3,6 @@
 ==========================  ==============================================================
 :mod:`.config`              :class:`~.config.TrainConfig`, the validated settings of a run
 :mod:`.program`             a model and guide as one thing to train: parameters, calls, checks
-:mod:`.batches`             the data as minibatches of the model's arguments
-:mod:`.transforms`          data-side transforms: the images' binarization
 :mod:`.objective`           the ELBO, its KL weight, JIT compilation
 :mod:`.step`                one checked SVI step: loss and gradients, finite guard, optimizer
 :mod:`.diagnosis`           which distribution and which ELBO term went non-finite
@@ -14,12 +12,15 @@
 :mod:`.evaluation`          the test ELBO
 :mod:`.callbacks`           hooks to observe and extend training; progress bar, log, metrics
 :mod:`.tensorboard`         a TensorBoard callback (optional ``tensorboard`` extra)
+:mod:`.checkpoint`          checkpoint files: written atomically, versioned, read weights-only
+:mod:`.distributed`         data parallelism over a torch.distributed process group
+:mod:`.lightning`           an adapter to PyTorch Lightning (optional ``lightning`` extra)
 :mod:`.trainer`             :class:`~.trainer.Trainer`, which orchestrates them
 ==========================  ==============================================================
 """
 
-from .callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
-from .config import TrainConfig
-from .trainer import Trainer
+from pyro_vae.training.callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.trainer import Trainer
 
 __all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile"]

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from tqdm.auto import tqdm
 
-from ..errors import DiskFullError
-from ..files import write_text
+from pyro_vae.errors import DiskFullError
+from pyro_vae.files import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from .trainer import Trainer
+    from pyro_vae.training.trainer import Trainer
 
 
 class Callback:

@@ -1,7 +1,7 @@
 """The settings of a training run, validated once, in one frozen dataclass.
 
 :class:`TrainConfig` holds every default of :class:`~pyro_vae.training.trainer.Trainer` (the model's
-own settings are the :class:`~pyro_vae.vae.VAE`'s, in ``vae.config``). A checkpoint records
+own settings are the :class:`~pyro_vae.models.vae.VAE`'s, in ``vae.config``). A checkpoint records
 :meth:`TrainConfig.settings`; resuming compares them with :meth:`TrainConfig.diff`, which is
 the one place that decides whether a run may continue under a new configuration.
 """
@@ -14,9 +14,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from pyro.infer.elbo import ELBO
 
-from ..data import check_binarization
-from ..errors import ConfigError, check_count, check_positive, check_seed
-from ..objectives import ALIASES, OBJECTIVES, check_beta, is_jit, objective_name
+from pyro_vae.data.images import check_binarization
+from pyro_vae.errors import ConfigError, check_count, check_positive, check_seed
+from pyro_vae.inference.objectives import ALIASES, OBJECTIVES, check_beta, is_jit, objective_name
 
 #: Settings a resumed run may change: a lower rate is how a diverged run is retried.
 CHANGEABLE_ON_RESUME = frozenset({"lr"})
@@ -27,14 +27,14 @@ class TrainConfig:
     """How a model and guide are trained.
 
     :param lr: Adam's learning rate.
-    :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.binarize`),
-        applied to the first tensor of each batch, the images (:mod:`~pyro_vae.training.transforms`);
+    :param binarize: ``"dynamic"``, ``"fixed"`` or ``"none"`` (see :func:`pyro_vae.data.images.binarize`),
+        applied to the first tensor of each batch, the images (:mod:`~pyro_vae.data.transforms`);
         ``None`` picks the program's natural one: ``"dynamic"`` for a Bernoulli VAE, whose
         pixels must be binary (a fresh draw every epoch), ``"none"`` for every other model.
     :param seed: seeds Pyro/torch and the run's named random streams (:mod:`pyro_vae.rng`).
     :param objective: the training objective, by name -- ``"elbo"`` (:class:`pyro.infer.Trace_ELBO`,
         the default), ``"meanfield"``, ``"iwae"``, ``"jit_elbo"`` or ``"jit_meanfield"`` (see
-        :mod:`pyro_vae.objectives`) -- or as a fresh :class:`pyro.infer.ELBO` instance (e.g.
+        :mod:`pyro_vae.inference.objectives`) -- or as a fresh :class:`pyro.infer.ELBO` instance (e.g.
         ``Trace_ELBO(num_particles=4)``). Every feature reads it from here: beta, warm-up,
         the JIT refusal, checkpoints.
     :param num_particles: particles of an objective given by name (:math:`K` for ``"iwae"``);
@@ -49,7 +49,7 @@ class TrainConfig:
         every step's loss and gradient are checked for non-finite values; validation stays
         on everywhere else (evaluation, the guide contract, your own calls).
     :param distributed: train data-parallel in this process's process group
-        (:mod:`pyro_vae.distributed`).
+        (:mod:`pyro_vae.training.distributed`).
     """
 
     lr: float = 1e-3
@@ -109,7 +109,7 @@ class TrainConfig:
 
     @property
     def objective_name(self) -> str:
-        """The objective's name: its key in :data:`pyro_vae.objectives.OBJECTIVES`, or its class name."""
+        """The objective's name: its key in :data:`pyro_vae.inference.objectives.OBJECTIVES`, or its class name."""
         return self.objective if isinstance(self.objective, str) else objective_name(self.objective)
 
     @property

@@ -17,10 +17,10 @@ import torch
 from pyro import poutine
 from torch.distributions import Distribution
 
-from ..elbo import elbo_terms
-from ..errors import NonFiniteError
-from ..rng import rng_fork
-from .batches import Batch
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.errors import NonFiniteError
+from pyro_vae.rng import rng_fork
+from pyro_vae.data.batches import Batch
 
 
 def grad_norm(grads: List[torch.Tensor]) -> torch.Tensor:

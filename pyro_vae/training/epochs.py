@@ -14,8 +14,8 @@ from typing import Any, Dict, List
 
 import torch
 
-from ..errors import CheckpointError
-from ..rng import data_order_generator
+from pyro_vae.errors import CheckpointError
+from pyro_vae.rng import data_order_generator
 
 
 @dataclass

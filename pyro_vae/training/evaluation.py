@@ -8,20 +8,20 @@ from typing import Dict
 import pyro
 import torch
 
-from .. import distributed as dist_util
-from ..elbo import bits_per_dim, elbo_terms
-from ..plate import registration_skipped
-from ..rng import evaluation_seed, rng_fork
-from .batches import Source
-from .config import TrainConfig
-from .program import Program
+from pyro_vae.training import distributed as dist_util
+from pyro_vae.inference.elbo import bits_per_dim, elbo_terms
+from pyro_vae.models.plate import registration_skipped
+from pyro_vae.rng import evaluation_seed, rng_fork
+from pyro_vae.data.batches import Source
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.program import Program
 
 
 @torch.no_grad()
 def test_elbo(program: Program, data: Source, config: TrainConfig, rank: int = 0, world_size: int = 1,
               skip_registration: bool = True, batch_size: int = 1000) -> Dict[str, float]:
     """Per-datapoint ``elbo``, ``recon`` and ``kl`` of prepared held-out ``data``
-    (:func:`pyro_vae.elbo.elbo_terms`), and ``bits_per_dim`` where the program has pixels.
+    (:func:`pyro_vae.inference.elbo.elbo_terms`), and ``bits_per_dim`` where the program has pixels.
 
     One sample of ``z`` per datapoint for the reconstruction term, the KL in closed form where
     valid; the noise comes from the run's evaluation stream, so repeated evaluations agree. In

@@ -5,7 +5,7 @@ r"""Training a model and guide under PyTorch Lightning (optional: ``pip install 
 -- for users whose training lives in ``lightning.Trainer``, as Pyro's own Lightning example's does.
 Each training step is the negative ELBO of the minibatch at the full-data scale :math:`N/B`
 (``num_data=N``, the size of the training set), differentiated by ``Trainer``'s loop; each
-validation step logs the held-out ELBO per datapoint (:func:`pyro_vae.elbo.elbo_terms`)::
+validation step logs the held-out ELBO per datapoint (:func:`pyro_vae.inference.elbo.elbo_terms`)::
 
     module = SVIModule(model, guide, lr=1e-3)
     lightning.Trainer(max_epochs=10).fit(module, DataLoader(train, batch_size=128, shuffle=True),
@@ -30,7 +30,7 @@ import torch
 try:
     import lightning
 except ImportError as err:  # pragma: no cover - the optional extra
-    from ..errors import ConfigError
+    from pyro_vae.errors import ConfigError
 
     raise ConfigError(f"pyro_vae.training.lightning needs the lightning package ({err}); install it with "
                       f"pip install 'pyro_vae[lightning]'") from None
@@ -38,11 +38,11 @@ import pyro
 from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBO
 
-from ..elbo import elbo_terms
-from ..plate import registration_skipped
-from .batches import Batch, as_batch
-from .program import Program, as_program
-from .step import make_optimizer
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.models.plate import registration_skipped
+from pyro_vae.data.batches import Batch, as_batch
+from pyro_vae.training.program import Program, as_program
+from pyro_vae.training.step import make_optimizer
 
 
 class SVIModule(lightning.LightningModule):

@@ -2,7 +2,7 @@ r"""The training objective of a run: one :class:`pyro.infer.ELBO`, weighted and 
 
 :class:`Objective` is the single path through which a :class:`~pyro_vae.training.trainer.Trainer`
 reaches its loss. It builds the ELBO from the ``objective`` of :class:`.TrainConfig`, weights the KL term
-by :math:`\beta` (:func:`pyro_vae.objectives.kl_weighted`, applied to model and guide), and
+by :math:`\beta` (:func:`pyro_vae.inference.objectives.kl_weighted`, applied to model and guide), and
 for Pyro's JIT-compiled ELBOs keeps what compilation needs: an uncompiled copy to recompile
 from when :math:`\beta` changes, the batch sizes already compiled, and the param-store
 entries the compiled function reads.
@@ -24,14 +24,14 @@ from pyro import poutine
 from pyro.infer.elbo import ELBO
 from torch import nn
 
-from ..elbo import analytic_kl_allowed
-from ..errors import ConfigError
-from ..objectives import check_beta, get_objective, kl_weighted
-from ..rng import jit_warmup_seed, rng_fork
-from ..sites import latent_sites
-from .batches import Batch
-from .config import TrainConfig
-from .program import Program
+from pyro_vae.inference.elbo import analytic_kl_allowed
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.objectives import check_beta, get_objective, kl_weighted
+from pyro_vae.rng import jit_warmup_seed, rng_fork
+from pyro_vae.inference.sites import latent_sites
+from pyro_vae.data.batches import Batch
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.program import Program
 
 
 class ELBOLoss(nn.Module):
@@ -82,7 +82,7 @@ class Objective:
     def _use(self, elbo: ELBO) -> None:
         self.module.elbo = elbo
         #: JIT-compiled objectives find the parameters to trace through the param store,
-        #: so only they need Pyro's param-store registration (see pyro_vae.plate).
+        #: so only they need Pyro's param-store registration (see pyro_vae.models.plate).
         self.skip_registration = not self.jit
         self._compiled_sizes: Set[int] = set()
         self._owned: List[Tuple[str, torch.Tensor]] = []

@@ -3,7 +3,7 @@ r"""A Pyro model and guide as one thing to train: their parameters, their calls 
 :class:`~pyro_vae.training.trainer.Trainer` trains a :class:`Program`: any ``model`` and
 ``guide`` that take the same arguments, as :class:`pyro.infer.SVI` would, called by the
 Trainer as ``model(*args, **kwargs, num_data=N)`` on each minibatch
-(:mod:`~pyro_vae.training.batches`). Their trainable parameters are
+(:mod:`~pyro_vae.data.batches`). Their trainable parameters are
 
 - those of the :class:`~torch.nn.Module` each one is, or is a method of (``vae.model``),
   which are optimized, checkpointed by :meth:`~torch.nn.Module.state_dict` and averaged
@@ -12,7 +12,7 @@ Trainer as ``model(*args, **kwargs, num_data=N)`` on each minibatch
   module that is neither), found by name at the first step, optimized and checkpointed too.
 
 :class:`VAEProgram` is the program of one of this library's pixel models (``Trainer(vae)``):
-it adds the model's own input checks and its guide contract (:mod:`pyro_vae.guide_contract`).
+it adds the model's own input checks and its guide contract (:mod:`pyro_vae.inference.guide_contract`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from ..data import check_finite, check_pixels
-from ..errors import ConfigError, InvalidDataError
-from ..guide_contract import GuideError
-from ..rng import rng_fork
-from ..sites import SiteError, frame_named, latent_sites, model_sites
-from .batches import Batch, check_tensors
+from pyro_vae.data.images import check_finite, check_pixels
+from pyro_vae.errors import ConfigError, InvalidDataError
+from pyro_vae.inference.guide_contract import GuideError
+from pyro_vae.rng import rng_fork
+from pyro_vae.inference.sites import SiteError, frame_named, latent_sites, model_sites
+from pyro_vae.data.batches import Batch, check_tensors
 
 
 def accepts_num_data(fn: Callable[..., Any]) -> bool:
@@ -92,6 +92,11 @@ class Program:
         #: whether model and guide take ``num_data``, through which a minibatch is scaled by N/B
         self.takes_num_data = accepts_num_data(model) and accepts_num_data(guide)
 
+    def num_data_arg(self, num_data: int) -> Optional[int]:
+        """What model and guide are called with as ``num_data``: nothing where they take no such
+        argument (trained on the whole data set: :meth:`check` refuses them a minibatch)."""
+        return num_data if self.takes_num_data else None
+
     @property
     def config(self) -> Dict[str, Any]:
         """What identifies the program in a checkpoint: the names of model and guide and the
@@ -122,7 +127,7 @@ class Program:
                 f"the {' and the '.join(lacking)} take{'s' if len(lacking) == 1 else ''} no num_data argument, so "
                 f"a minibatch of your {num_data} datapoints cannot be scaled by N/B to the whole data set; add "
                 f"num_data=None to the signature of model and guide and build the plate over datapoints from "
-                f"it, e.g. `with pyro_vae.plate.data_plate(len(x), num_data, x.device)`, or train on the full "
+                f"it, e.g. `with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`, or train on the full "
                 f"batch (batch_size={num_data})", settings=("batch_size",))
         n = num_data if scaled else None
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(True):
@@ -176,7 +181,7 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
             f"the Trainer called the model with num_data={num_data} on a minibatch of {batch}, but its plate "
             f"{sites.plate!r} has full size {sorted(observed_full)[0]}, so log p(x|z) is not scaled by N/B to "
             f"the whole data set; build the plate from num_data, e.g. "
-            f"`with pyro_vae.plate.data_plate(len(x), num_data, x.device)`", settings=("batch_size",))
+            f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`", settings=("batch_size",))
     for name in sites.latent:
         p_frame = frame_named(model_trace.nodes[name], sites.plate)
         if p_frame is None or name not in guide_trace.nodes:
@@ -190,11 +195,11 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
                 f"{name!r} the guide's plate {sites.plate!r} has full size {q_full} but the model's has "
                 f"{p_full}, so the guide's log q is not scaled by N/B like the model's log p; build the plate "
                 f"from num_data in the guide as in the model, e.g. "
-                f"`with pyro_vae.plate.data_plate(len(x), num_data, x.device)`")
+                f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`")
 
 
 class VAEProgram(Program):
-    """The program of one of pyro_vae's pixel models (:class:`~pyro_vae.vae.VAEBase`): its
+    """The program of one of pyro_vae's pixel models (:class:`~pyro_vae.models.vae.VAEBase`): its
     ``model`` and ``guide`` behind the model's door, its checkpoint identity ``vae.config``."""
 
     def __init__(self, vae: Any) -> None:
@@ -226,14 +231,14 @@ class VAEProgram(Program):
         return Batch((x,), {})
 
     def check(self, batch: Batch, num_data: int) -> None:
-        """The guide contract, for the call training makes (:meth:`~pyro_vae.vae.VAEBase.check_guide`)."""
+        """The guide contract, for the call training makes (:meth:`~pyro_vae.models.vae.VAEBase.check_guide`)."""
         self.vae.check_guide(batch.first, num_data)
 
 
 def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Program:
     """``Trainer(vae)`` or ``Trainer(vae.model, vae.guide)``: a :class:`VAEProgram`;
     ``Trainer(model, guide)``: a :class:`Program`."""
-    from ..vae import VAEBase  # the models import training's parts, not the other way round
+    from pyro_vae.models.vae import VAEBase  # the models import training's parts, not the other way round
 
     if guide is None:
         if isinstance(model, VAEBase):

@@ -1,4 +1,4 @@
-"""The training state as a checkpoint saves and restores it (one format: see :mod:`pyro_vae.checkpoint`).
+"""The training state as a checkpoint saves and restores it (one format: see :mod:`pyro_vae.training.checkpoint`).
 
 A checkpoint holds everything a resumed run needs to continue bit-identically: the program's
 identity (a VAE's settings; a model and guide's names and parameter shapes) and the trainer's
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from .. import distributed as dist_util
-from ..errors import CheckpointError, NonFiniteError
-from ..rng import latent_noise_seed
-from .config import CHANGEABLE_ON_RESUME
+from pyro_vae.training import distributed as dist_util
+from pyro_vae.errors import CheckpointError, NonFiniteError
+from pyro_vae.rng import latent_noise_seed
+from pyro_vae.training.config import CHANGEABLE_ON_RESUME
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+    from pyro_vae.training.trainer import Trainer
 
 
 def _rng_state() -> Dict[str, Any]:

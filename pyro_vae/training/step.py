@@ -19,15 +19,15 @@ from pyro import poutine
 from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
-from ..plate import registration_skipped
-from ..rng import rng_fork
-from .batches import Batch
-from .diagnosis import grad_norm, refused_parameter
-from .objective import Objective
+from pyro_vae.errors import CheckpointError, ConfigError
+from pyro_vae.models.plate import registration_skipped
+from pyro_vae.rng import rng_fork
+from pyro_vae.data.batches import Batch
+from pyro_vae.training.diagnosis import grad_norm, refused_parameter
+from pyro_vae.training.objective import Objective
 
 #: ``agree(loss, refused) -> (loss, refusals elsewhere)``: how the processes of a distributed
-#: run agree on a step's outcome (see :class:`pyro_vae.distributed.StepAgreement`).
+#: run agree on a step's outcome (see :class:`pyro_vae.training.distributed.StepAgreement`).
 Agreement = Callable[[torch.Tensor, bool], Tuple[float, int]]
 
 

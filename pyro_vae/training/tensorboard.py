@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import torch
 
-from ..errors import ConfigError
-from ..rng import rng_fork
-from .callbacks import Callback
+from pyro_vae.errors import ConfigError
+from pyro_vae.rng import rng_fork
+from pyro_vae.training.callbacks import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import Trainer
+    from pyro_vae.training.trainer import Trainer
 
 
 class TensorBoard(Callback):

@@ -8,20 +8,20 @@ Model :math:`\theta` and guide :math:`\phi` (decoder and encoder, for a VAE) are
 
 The model and guide are any Pyro program's (:class:`~pyro_vae.training.program.Program`,
 ``Trainer(model, guide)``), or one of this library's VAEs (``Trainer(vae)``); the data is any
-of the forms of :mod:`~pyro_vae.training.batches`.
+of the forms of :mod:`~pyro_vae.data.batches`.
 
 :class:`Trainer` orchestrates small parts, one concept each:
 
 - :class:`~pyro_vae.training.config.TrainConfig`, the validated settings;
 - :class:`~pyro_vae.training.program.Program`, the model and guide, their parameters and checks;
-- :mod:`~pyro_vae.training.batches`, the data as minibatches of the model's arguments;
-- :class:`~pyro_vae.training.transforms.Binarize`, the data-side binarization of the images;
+- :mod:`~pyro_vae.data.batches`, the data as minibatches of the model's arguments;
+- :class:`~pyro_vae.data.transforms.Binarize`, the data-side binarization of the images;
 - :class:`~pyro_vae.training.objective.Objective`, the ELBO with its KL weight and JIT bookkeeping;
 - :class:`~pyro_vae.training.step.CheckedStep`, loss and gradients, the finite guard, the optimizer;
 - :mod:`~pyro_vae.training.diagnosis`, which names what went non-finite;
 - :class:`~pyro_vae.training.epochs.EpochPass`, the data order and the position in an epoch;
 - :mod:`pyro_vae.rng`'s named streams; :class:`~pyro_vae.training.signals.SignalStop`;
-- :mod:`~pyro_vae.training.state`, the checkpoint's content; :mod:`pyro_vae.distributed`;
+- :mod:`~pyro_vae.training.state`, the checkpoint's content; :mod:`pyro_vae.training.distributed`;
 - :mod:`~pyro_vae.training.callbacks`, through which training is observed and extended.
 
 Speed: the objective runs as a module whose parameters one fused ``torch.optim.Adam``
@@ -39,24 +39,34 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pyro
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from .. import distributed as dist_util
-from ..checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
-from ..errors import ConfigError, DiskFullError, TrainingInterrupted, check_positive
-from ..rng import latent_noise_seed
-from . import state as training_state
-from .batches import Batch, Data, Source, as_source
-from .callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
-from .config import TrainConfig
-from .diagnosis import diagnose, non_finite_error
-from .epochs import EpochPass
-from .evaluation import test_elbo
-from .objective import Objective
-from .program import Program, as_program
-from .signals import SignalStop
-from .step import CheckedStep, NonFiniteStep
-from .transforms import Binarize
+from pyro_vae.training import distributed as dist_util
+from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
+from pyro_vae.errors import ConfigError, DiskFullError, TrainingInterrupted, check_positive
+from pyro_vae.rng import latent_noise_seed
+from pyro_vae.training import state as training_state
+from pyro_vae.data.batches import Batch, Data, Source, as_source
+from pyro_vae.training.callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
+from pyro_vae.training.config import TrainConfig
+from pyro_vae.training.diagnosis import diagnose, non_finite_error
+from pyro_vae.training.epochs import EpochPass
+from pyro_vae.training.evaluation import test_elbo
+from pyro_vae.training.objective import Objective
+from pyro_vae.training.program import Program, as_program
+from pyro_vae.training.signals import SignalStop
+from pyro_vae.training.step import CheckedStep, NonFiniteStep
+from pyro_vae.data.transforms import Binarize
+
+
+def _one_config(guide: Any, config: Optional[TrainConfig], settings: Dict[str, Any]) -> TrainConfig:
+    """The settings given to :class:`Trainer`: one TrainConfig, or keywords, never both."""
+    if isinstance(guide, TrainConfig):
+        raise ConfigError("the second argument of Trainer is the guide; pass the settings as "
+                          "Trainer(vae, config=TrainConfig(...)) or by keyword")
+    if config is not None and settings:
+        raise ConfigError(f"give the settings either as one TrainConfig or by keyword, not both "
+                          f"(got a config and {sorted(settings)})")
+    return config if config is not None else TrainConfig(**settings)
 
 
 class Trainer:
@@ -73,13 +83,7 @@ class Trainer:
 
     def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None,
                  config: Optional[TrainConfig] = None, **settings: Any) -> None:
-        if isinstance(guide, TrainConfig):
-            raise ConfigError("the second argument of Trainer is the guide; pass the settings as "
-                              "Trainer(vae, config=TrainConfig(...)) or by keyword")
-        if config is not None and settings:
-            raise ConfigError(f"give the settings either as one TrainConfig or by keyword, not both "
-                              f"(got a config and {sorted(settings)})")
-        config = config if config is not None else TrainConfig(**settings)
+        config = _one_config(guide, config, settings)
         #: The model and guide being trained.
         self.program: Program = as_program(model, guide)
         #: The run's settings, ``binarize`` resolved for the program.
@@ -93,16 +97,8 @@ class Trainer:
         loss_fn: Callable[..., torch.Tensor] = self.objective.module
         agree = None
         if self.config.distributed:
-            if not dist_util.is_distributed():
-                raise ConfigError("distributed=True needs a process group: launch the program with torchrun "
-                                  "and call pyro_vae.distributed.init_from_env() first", settings=("distributed",))
-            if not hasattr(self.objective.elbo, "differentiable_loss"):
-                raise ConfigError(f"distributed training needs an objective with differentiable_loss; "
-                                  f"{type(self.objective.elbo).__name__} has none", settings=("objective",))
-            self.rank, self.world_size = dist_util.rank_and_world()
-            device = self.device
-            loss_fn = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None)
-            agree = dist_util.StepAgreement(self.stop, device, self.world_size)
+            loss_fn, agree, self.rank, self.world_size = dist_util.data_parallel(
+                self.objective.module, self.objective.elbo, self.stop, self.device)
         self.step_fn = CheckedStep(self.objective, loss_fn, self.config.lr, self.config.clip_norm,
                                    self.config.validate, agree)
         self.epoch = 0
@@ -179,7 +175,7 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------------
 
     def check_data(self, data: Data, what: str) -> Source:
-        """``data`` as a source of minibatches (:func:`~pyro_vae.training.batches.as_source`),
+        """``data`` as a source of minibatches (:func:`~pyro_vae.data.batches.as_source`),
         checked by the program (:meth:`Program.prepare <pyro_vae.training.program.Program.prepare>`):
         a VAE's images flattened, NaN/out-of-range pixels refused."""
         source = as_source(data, what)
@@ -187,7 +183,7 @@ class Trainer:
 
     def prepare_test(self, data: Data) -> Any:
         """The evaluation copy of held-out ``data``: checked and binarized once, with a fixed seed
-        if dynamic (:meth:`Binarize.evaluation <pyro_vae.training.transforms.Binarize.evaluation>`);
+        if dynamic (:meth:`Binarize.evaluation <pyro_vae.data.transforms.Binarize.evaluation>`);
         a tensor where ``data`` is one."""
         return self._prepare_test(data).data
 
@@ -204,20 +200,15 @@ class Trainer:
 
     # ---- training --------------------------------------------------------------------------
 
-    def _num_data_arg(self, num_data: int) -> Optional[int]:
-        """What model and guide are called with as ``num_data``: nothing for a program without that
-        argument (trained on the whole data set: :meth:`Program.check` refuses it on a minibatch)."""
-        return num_data if self.program.takes_num_data else None
-
     def step(self, batch: Any, num_data: int, weight: float = 1.0) -> float:
         """One checked SVI step on ``batch`` (valid data: a tensor or a
-        :class:`~pyro_vae.training.batches.Batch`; this process's shard when distributed) of a
+        :class:`~pyro_vae.data.batches.Batch`; this process's shard when distributed) of a
         training set of ``num_data`` datapoints (:class:`~pyro_vae.training.step.CheckedStep`);
         returns the loss at the full-data scale."""
         batch = Batch((batch,), {}) if isinstance(batch, torch.Tensor) else batch
         if not self._model_checked:  # here, not inside a JIT trace or DDP's forward
             self._check_model(batch, num_data)
-        n = self._num_data_arg(num_data)
+        n = self.program.num_data_arg(num_data)
         self.objective.compile_for(lambda b: batch.select(slice(0, b)), n, [batch.size], self.step_fn.zero_grads)
         self.objective.claim_param_store(batch, n)
         if self.pending_param_store is not None:  # resumed: restore the param store first
@@ -253,7 +244,7 @@ class Trainer:
             sizes = {len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])}
             warmup = lambda b: self.transform.train(  # noqa: E731
                 source.take(torch.arange(b, device=self.device)), torch.Generator(self.device).manual_seed(0))
-            self.objective.compile_for(warmup, self._num_data_arg(num_data), sorted(sizes),
+            self.objective.compile_for(warmup, self.program.num_data_arg(num_data), sorted(sizes),
                                        self.step_fn.zero_grads)
         self.program.module.train()
         hooks.on_epoch_start(self, len(batches), epoch_pass.step)
@@ -294,7 +285,7 @@ class Trainer:
             log: Optional[Callable[[str], None]] = print, callbacks: Iterable[Callback] = ()) -> List[Dict[str, float]]:
         """Train on ``train`` until ``self.epoch == epochs`` (so a resumed trainer continues),
         evaluating the held-out ``test`` every ``test_every`` epochs and at the end, checkpointing
-        after every epoch. Data in any form of :mod:`~pyro_vae.training.batches`. ``progress``
+        after every epoch. Data in any form of :mod:`~pyro_vae.data.batches`. ``progress``
         and ``log`` add the :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog`
         callbacks before ``callbacks``.
 
