@@ -314,3 +314,52 @@ def test_trainer_of_a_vaes_own_model_and_guide_is_the_vaes_trainer():
     vae = VAE(z_dim=2, hidden_dims=(8,))
     assert Trainer(vae.model, vae.guide).vae is vae
     assert Trainer(vae.model, vae.guide).config.binarize == "dynamic"  # the Bernoulli VAE's natural one
+
+
+class ScriptedScore(Callback):
+    """Puts a held-out score of our choosing into each epoch's record, and keeps each epoch's weights."""
+
+    def __init__(self, net, scores):
+        self.net, self.scores, self.weights = net, scores, {}
+
+    def on_epoch_end(self, trainer, record):
+        record["score"] = self.scores[int(record["epoch"]) - 1]
+        self.weights[int(record["epoch"])] = weights(self.net)
+
+
+def test_early_stopping_stops_after_its_patience_keeps_the_best_weights_and_resumes_to_the_same_end(tmp_path):
+    """Scores 1, 3, 2, 2.5, 2.9, 5: the best is epoch 2; with patience 3 training stops after
+    epoch 5 (three epochs without a better score) and ends with epoch 2's weights, while its
+    checkpoint holds epoch 5's. A run stopped by a signal in epoch 4 and resumed in new objects
+    stops at the same epoch with the same weights; resumed once more, it trains no further."""
+    from pyro_vae import EarlyStopping
+
+    scores, data = [1, 3, 2, 2.5, 2.9, 5], tabular(200)
+
+    def run(resume=None, checkpoint=None, stop_at=None):
+        trainer, net = new_tabular_trainer()
+        if resume:
+            trainer.resume(resume)
+        scripted = ScriptedScore(net, scores)
+        callbacks = [scripted, EarlyStopping(patience=3, monitor="score"), *([stop_at] if stop_at else [])]
+        try:
+            trainer.fit(data, None, epochs=6, batch_size=50, checkpoint=checkpoint, callbacks=callbacks, **quiet)
+        except TrainingInterrupted:
+            pass
+        return trainer, net, scripted
+
+    straight, net, scripted = run(checkpoint=str(tmp_path / "straight.pt"))
+    assert [r["epoch"] for r in straight.history] == [1, 2, 3, 4, 5]
+    best = weights(net)
+    assert all(torch.equal(best[k], scripted.weights[2][k]) for k in best)
+    saved = torch.load(tmp_path / "straight.pt", weights_only=True)
+    assert saved["epoch"] == 5 and saved["callbacks"]["EarlyStopping"]["best_epoch"] == 2
+    assert all(torch.equal(saved["model"][k], scripted.weights[5][k]) for k in best)
+
+    path = str(tmp_path / "stopped.pt")
+    run(checkpoint=path, stop_at=StopAt(4, 1))
+    resumed, resumed_net, _ = run(resume=path, checkpoint=path)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert all(torch.equal(best[k], v) for k, v in weights(resumed_net).items())
+    again, again_net, _ = run(resume=path)  # patience ran out before: no epoch more
+    assert len(again.history) == 5 and all(torch.equal(best[k], v) for k, v in weights(again_net).items())

@@ -62,6 +62,14 @@ class Callback:
     def on_fit_end(self, trainer: "Trainer", error: Optional[BaseException]) -> None:
         """Training returned (``error`` None) or is raising ``error``."""
 
+    def state_dict(self) -> Optional[Dict[str, Any]]:
+        """What a checkpoint must keep of this callback for a resumed run to continue exactly
+        (tensors and plain values), or None for a callback without such state."""
+        return None
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` returned, before ``on_fit_start`` of a resumed run."""
+
 
 class CallbackList(Callback):
     """Several callbacks called in order, as one."""
@@ -85,6 +93,23 @@ class CallbackList(Callback):
     on_checkpoint = _each("on_checkpoint")
     on_fit_end = _each("on_fit_end")
     del _each
+
+    def _stateful(self) -> Dict[str, Callback]:
+        """The callbacks with state, by class name (numbered when a class appears twice)."""
+        named: Dict[str, Callback] = {}
+        for callback in self.callbacks:
+            if type(callback).state_dict is not Callback.state_dict:
+                name = type(callback).__name__
+                named[name if name not in named else f"{name}#{len(named)}"] = callback
+        return named
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {name: callback.state_dict() for name, callback in self._stateful().items()}
+
+    def load_state_dict(self, states: Dict[str, Any]) -> None:
+        for name, callback in self._stateful().items():
+            if name in states:
+                callback.load_state_dict(states[name])
 
 
 class ProgressBar(Callback):

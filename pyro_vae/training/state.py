@@ -70,6 +70,9 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
         }
     elif trainer.pending_param_store is not None:  # resumed, not stepped yet: keep what was read
         state["param_store"] = trainer.pending_param_store
+    callbacks = {**trainer.callback_states, **(trainer.hooks.state_dict() if trainer.hooks is not None else {})}
+    if callbacks:  # early stopping's best epoch and weights, say
+        state["callbacks"] = callbacks
     return state
 
 
@@ -114,6 +117,7 @@ def load_state_dict(trainer: "Trainer", state: Dict[str, Any]) -> Optional[float
     trainer.history = list(state["history"])
     trainer.position = state.get("partial")
     trainer.pending_param_store = state.get("param_store")
+    trainer.callback_states = dict(state.get("callbacks", {}))
     _restore_rng(trainer, state)
     return changed
 

@@ -114,6 +114,11 @@ class Trainer:
         self.position: Optional[Dict[str, Any]] = None
         #: A checkpoint's param-store-only parameters, written back before the next step.
         self.pending_param_store: Optional[Dict[str, Any]] = None
+        #: The callbacks' states (:meth:`.Callback.state_dict`): a checkpoint's, or the last fit's.
+        self.callback_states: Dict[str, Any] = {}
+        #: Set by a callback (early stopping) to end :meth:`fit` after the current epoch.
+        self.should_stop = False
+        self.hooks: Optional[CallbackList] = None  # of the fit in progress
         self.num_data = 0  # of the pass in progress
         self.target_epochs = 0  # of the fit in progress
         self._checkpoint_path: Optional[str] = None
@@ -300,6 +305,8 @@ class Trainer:
             check_writable_dir(os.path.dirname(os.path.abspath(checkpoint)), "checkpoint directory")
         self._checkpoint_path, self.target_epochs = checkpoint, epochs
         hooks = CallbackList([*([ProgressBar()] if progress else []), *([ConsoleLog(log)] if log else []), *callbacks])
+        hooks.load_state_dict(self.callback_states)
+        self.hooks, self.should_stop = hooks, False
         with self.stop:  # a signal during the checks below stops after the first step
             source = self.check_data(train, "training data").to(self.device)  # once, not per batch
             first = torch.arange(min(batch_size, source.num_data), device=self.device)
@@ -310,7 +317,7 @@ class Trainer:
             error: Optional[BaseException] = None
             try:
                 try:
-                    while self.epoch < epochs:
+                    while self.epoch < epochs and not self.should_stop:
                         self._fit_epoch(source, batch_size, epochs, test_every, checkpoint, hooks)
                 except TrainingInterrupted as stop:
                     if checkpoint is not None:
@@ -324,6 +331,7 @@ class Trainer:
                 raise
             finally:
                 hooks.on_fit_end(self, error)
+                self.callback_states, self.hooks = {**self.callback_states, **hooks.state_dict()}, None
         return self.history
 
     def _fit_epoch(self, source: Source, batch_size: int, epochs: int, test_every: int,
