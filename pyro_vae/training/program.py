@@ -104,11 +104,11 @@ class Program:
         return {"model": _name(self.model), "guide": _name(self.guide),
                 "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()}}
 
-    def prepare(self, batch: Batch, what: str, binarize: str) -> Batch:
+    def prepare(self, batch: Batch, what: str, binarize: Optional[str]) -> Batch:
         """Check data before training: every floating tensor finite; the first one, the images,
-        in [0, 1] when it is to be binarized."""
+        in [0, 1] when it is to be binarized (``binarize`` None: a transform prepares it)."""
         check_tensors(batch, what)
-        if binarize != "none":
+        if binarize not in (None, "none"):
             check_pixels(batch.first, what)
         for t in batch.tensors:
             if t.is_floating_point():
@@ -218,13 +218,17 @@ class VAEProgram(Program):
     def config(self) -> Dict[str, Any]:
         return self.vae.config
 
-    def prepare(self, batch: Batch, what: str, binarize: str) -> Batch:
+    def prepare(self, batch: Batch, what: str, binarize: Optional[str]) -> Batch:
         """Flatten the images, refuse NaN/out-of-range pixels and, without binarization, pixels
-        outside the likelihood's support."""
+        outside the likelihood's support (``binarize`` None: a transform prepares them, so only
+        NaN and infinite values are refused here)."""
         if len(batch.tensors) != 1:
             raise InvalidDataError(f"the {what} of {type(self.vae).__name__} are its images alone, one tensor; "
                                    f"got {len(batch.tensors)} tensors")
         x = self.vae.flatten(batch.first)
+        if binarize is None:
+            check_finite(x, f"the {what}")
+            return Batch((x,), {})
         check_pixels(x, what)
         if binarize == "none":
             self.vae.likelihood.check_support(x)

@@ -55,7 +55,7 @@ from pyro_vae.training.objective import Objective
 from pyro_vae.training.program import Program, as_program
 from pyro_vae.training.signals import SignalStop
 from pyro_vae.training.step import CheckedStep, NonFiniteStep
-from pyro_vae.data.transforms import Binarize
+from pyro_vae.data.transforms import Binarize, Transform
 
 
 def _one_config(guide: Any, config: Optional[TrainConfig], settings: Dict[str, Any]) -> TrainConfig:
@@ -75,21 +75,27 @@ class Trainer:
     ``Trainer(model, guide, lr=3e-4)`` trains any Pyro model and guide that take the same
     arguments (:class:`~pyro_vae.training.program.Program`); ``Trainer(vae)`` one of this
     library's VAEs, behind its door and guide contract. The settings are those of
-    :class:`~pyro_vae.training.config.TrainConfig`, by keyword or as ``config=``. With
+    :class:`~pyro_vae.training.config.TrainConfig`, by keyword or as ``config=``; ``transform``
+    is done to every batch before its step (:mod:`pyro_vae.data.transforms`). With
     ``distributed=True`` the loss module is wrapped in
     :class:`~torch.nn.parallel.DistributedDataParallel`, every process trains on its shard
     of each global minibatch, metrics are reduced over processes and only rank 0 writes.
     """
 
     def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None,
-                 config: Optional[TrainConfig] = None, **settings: Any) -> None:
+                 config: Optional[TrainConfig] = None, transform: Optional[Transform] = None,
+                 **settings: Any) -> None:
         config = _one_config(guide, config, settings)
         #: The model and guide being trained.
         self.program: Program = as_program(model, guide)
-        #: The run's settings, ``binarize`` resolved for the program.
-        self.config = config.resolved(self.program.natural_binarization)
-        #: The data-side binarization of every batch's images.
-        self.transform = Binarize(self.config.binarize)
+        #: The run's settings, ``binarize`` resolved for the program (none where a transform is given).
+        self.config = config.resolved(self.program.natural_binarization if transform is None else "none")
+        #: What is done to every batch before its step (:mod:`pyro_vae.data.transforms`).
+        self.transform: Transform = transform if transform is not None else Binarize(self.config.binarize)
+        if transform is not None and self.config.binarize != "none":
+            raise ConfigError(f"binarize={self.config.binarize!r} and a transform were both given; binarize in "
+                              f"the transform (pyro_vae.data.transforms.Binarize) or pass binarize='none'",
+                              settings=("binarize",))
         self.objective = Objective(self.program, self.config)
         self.rank, self.world_size = 0, 1
         #: Asks training to stop cleanly (SIGINT/SIGTERM inside :meth:`fit`).
@@ -184,7 +190,8 @@ class Trainer:
         checked by the program (:meth:`Program.prepare <pyro_vae.training.program.Program.prepare>`):
         a VAE's images flattened, NaN/out-of-range pixels refused."""
         source = as_source(data, what)
-        return source.map(lambda batch: self.program.prepare(batch, what, self.config.binarize))
+        mode = self.config.binarize if isinstance(self.transform, Binarize) else None  # None: the transform's affair
+        return source.map(lambda batch: self.program.prepare(batch, what, mode))
 
     def prepare_test(self, data: Data) -> Any:
         """The evaluation copy of held-out ``data``: checked and binarized once, with a fixed seed
