@@ -11,6 +11,7 @@ every figure and the explorer page are written this way.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from pyro_vae.errors import DiskFullError
 PathLike = Union[str, os.PathLike]
 #: The errors that mean "no room": a full device, or a full quota.
 FULL = (errno.ENOSPC, errno.EDQUOT)
+_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB")
 _UMASK = os.umask(0o022)  # read the process's umask (it can only be read by setting it) ...
 os.umask(_UMASK)  # ... and put it back at once
 
@@ -33,11 +35,8 @@ def free_space(directory: PathLike) -> str:
         free = shutil.disk_usage(directory).free
     except OSError:
         return "free space unknown"
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
-            return f"{free} bytes free" if unit == "bytes" else f"{free:.1f} {unit} free"
-        free /= 1024
-    return ""  # pragma: no cover
+    power = min(int(math.log(free, 1024)) if free else 0, len(_UNITS) - 1)
+    return f"{free} bytes free" if power == 0 else f"{free / 1024 ** power:.1f} {_UNITS[power]} free"
 
 
 def fsync_dir(directory: PathLike) -> None:

@@ -3,7 +3,6 @@ of this library trained under lightning.Trainer, checked against the closed-form
 
 import warnings
 
-import pyro
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -11,10 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 lightning = pytest.importorskip("lightning")  # the optional extra; the test extra installs it
 
 from pyro_vae import VAE, binarize  # noqa: E402
-from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
 from pyro_vae.training.lightning import SVIModule  # noqa: E402
 
-from test_user_model import TabularVAE, tabular  # noqa: E402
+from test_user_model import TabularVAE, ppca_problem, tabular  # noqa: E402
 
 
 def fit(module, train, held_out=None, epochs=1, batch_size=100):
@@ -31,13 +29,7 @@ def fit(module, train, held_out=None, epochs=1, batch_size=100):
 def test_a_users_linear_gaussian_model_reaches_the_exact_evidence_under_lightning():
     """The same closed form as tests/test_user_model.py: the guide can be the exact posterior, so
     the trained ELBO must reach log p(x); Lightning's logged held-out ELBO estimates it."""
-    pyro.clear_param_store()
-    g = torch.Generator().manual_seed(0)
-    W = torch.linalg.qr(torch.randn(5, 2, generator=g))[0] * torch.tensor([2.0, 1.0])
-    lg = LinearGaussianModel(W, torch.randn(5, generator=g), 0.5)
-    train, test = lg.sample(3000, 1), lg.sample(4000, 2)
-    torch.manual_seed(0)
-    guide = LinearGaussianGuide(5, 2)
+    lg, train, test, guide = ppca_problem()
     module = SVIModule(lg.model, guide, lr=0.01)
     trainer = fit(module, TensorDataset(train), TensorDataset(test), epochs=15)
     assert module.num_data == 3000  # N read off the training dataloader: minibatches scaled by N/B

@@ -38,7 +38,7 @@ from pyro import poutine
 from torch.distributions import kl_divergence
 
 from pyro_vae.errors import check_positive
-from pyro_vae.inference.sites import SiteError, frame_named, latent_sites, model_sites
+from pyro_vae.inference.sites import SiteError, check_latent_match, frame_named, latent_sites, model_sites
 
 
 class ELBOTerms(NamedTuple):
@@ -118,20 +118,8 @@ def elbo_terms(
             *args, **kwargs
         )
         sites = model_sites(model_trace, plate)
-        guide_latent = latent_sites(guide_trace)
-        missing = [name for name in sites.latent if name not in guide_latent]
-        if missing:
-            raise SiteError(
-                f"the guide does not sample the model's latent sites {missing} (its latent sites: "
-                f"{guide_latent}); the ELBO needs q for every latent site of the model"
-            )
-        extra = [name for name in guide_latent if name not in sites.latent]
-        if extra:
-            raise SiteError(
-                f"the guide samples latent sites {extra} that the model does not sample as latent "
-                f"(its latent sites: {list(sites.latent)}); remove them from the guide"
-            )
-        allowed = analytic_kl_allowed(sites.latent, guide_latent)
+        check_latent_match(model_trace, guide_trace)
+        allowed = analytic_kl_allowed(sites.latent, latent_sites(guide_trace))
         particle_recon = 0.0
         for name in sites.observed:
             site = model_trace.nodes[name]

@@ -41,7 +41,7 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vae.errors import PyroVAEError
-from pyro_vae.inference.sites import frame_named, latent_sites, model_sites
+from pyro_vae.inference.sites import frame_named, full_size, latent_sites, model_sites
 
 PLATE_HINT = (
     'wrap the sample in `with pyro.plate("data", ...)` or '
@@ -217,10 +217,7 @@ def _check_scale(model: Callable[..., Any], guide: Callable[..., Any], small: to
     for name in sites.latent:
         if frame_named(model_trace.nodes[name], sites.plate) is None:
             continue  # outside the plate: no N/B scale to match
-        q_frame = frame_named(sub_guide.nodes[name], sites.plate)
-        p_frame = frame_named(sub_model.nodes[name], sites.plate)
-        q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)
-        p_full = None if p_frame is None else (p_frame.full_size or p_frame.size)
+        q_full, p_full = full_size(sub_guide.nodes[name], sites.plate), full_size(sub_model.nodes[name], sites.plate)
         if q_full != p_full:
             raise GuideError(
                 f"rule 2 (plate {sites.plate!r}): called as guide(x, num_data={num_data}) on a minibatch of "

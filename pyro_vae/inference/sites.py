@@ -72,6 +72,13 @@ def frame_named(site: Dict[str, Any], name: str) -> Optional[Any]:
     return frames[0] if frames else None
 
 
+def full_size(site: Dict[str, Any], name: str) -> Optional[int]:
+    """The full size of plate ``name`` around ``site`` (the data set's :math:`N` when a minibatch
+    is subsampled, else the batch), or ``None`` outside that plate."""
+    frame = frame_named(site, name)
+    return None if frame is None else (frame.full_size or frame.size)
+
+
 class ModelSites(NamedTuple):
     """The roles of a model's sites, read off one trace of it."""
 
@@ -118,6 +125,30 @@ def model_sites(trace, plate: Optional[str] = None) -> ModelSites:
     """The observed and latent sites and the data plate of a model's ``trace``."""
     name = data_plate_name(trace, plate)
     return ModelSites(tuple(observed_sites(trace)), tuple(latent_sites(trace)), name)
+
+
+def check_latent_match(model_trace, guide_trace, enumerated_in_model: bool = False) -> None:
+    """Refuse a guide that lacks a latent site of the model, or samples one the model does not
+    sample as latent: the ELBO needs q for every latent site of p, and only for those.
+
+    :param enumerated_in_model: a site the model marks for enumeration
+        (``infer={"enumerate": ...}``, summed out by ``TraceEnum_ELBO``) needs no guide site.
+    :raises SiteError: naming the sites on either side.
+    """
+    model_latent, guide_latent = latent_sites(model_trace), latent_sites(guide_trace)
+    missing = [name for name in model_latent if name not in guide_latent
+               and not (enumerated_in_model and model_trace.nodes[name]["infer"].get("enumerate"))]
+    if missing:
+        raise SiteError(
+            f"the guide does not sample the model's latent sites {missing} (its latent sites: "
+            f"{guide_latent}); the ELBO needs q for every latent site of the model"
+        )
+    extra = [name for name in guide_latent if name not in model_latent]
+    if extra:
+        raise SiteError(
+            f"the guide samples latent sites {extra} that the model does not sample as latent "
+            f"(its latent sites: {model_latent}); remove them from the guide"
+        )
 
 
 def choose_latent(trace, site: Optional[str], role: str = "guide") -> str:

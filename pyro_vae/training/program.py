@@ -29,7 +29,7 @@ from pyro_vae.data.images import check_finite, check_pixels
 from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.rng import rng_fork
-from pyro_vae.inference.sites import SiteError, frame_named, latent_sites, model_sites
+from pyro_vae.inference.sites import SiteError, check_latent_match, full_size, model_sites
 from pyro_vae.data.batches import Batch, check_tensors
 
 
@@ -131,10 +131,9 @@ class Program:
                 f"batch (batch_size={num_data})", settings=("batch_size",))
         n = num_data if scaled else None
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(True):
-            guide_trace = _run("guide", lambda: poutine.trace(self.guide).get_trace(
-                *rows.args, **rows.kwargs, **({"num_data": n} if n is not None else {})), n)
-            model_trace = _run("model", lambda: poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(
-                *rows.args, **rows.kwargs, **({"num_data": n} if n is not None else {})), n)
+            guide_trace = _run("guide", lambda: rows.call(poutine.trace(self.guide).get_trace, n), n)
+            model_trace = _run("model", lambda: rows.call(
+                poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace, n), n)
         _check_sites(model_trace, guide_trace)
         if scaled:
             _check_scale(model_trace, guide_trace, num_data, batch.size)
@@ -154,17 +153,10 @@ def _run(role: str, fn: Callable[[], Any], num_data: Optional[int]) -> Any:
 
 def _check_sites(model_trace: Any, guide_trace: Any) -> None:
     """Every latent site of the model the guide samples (or the model enumerates), and no other."""
-    model_latent = latent_sites(model_trace)
-    guide_latent = latent_sites(guide_trace)
-    missing = [name for name in model_latent if name not in guide_latent
-               and model_trace.nodes[name]["infer"].get("enumerate") is None]
-    if missing:
-        raise GuideError(f"the guide does not sample the model's latent sites {missing} (its latent sites: "
-                         f"{guide_latent}); the ELBO needs q for every latent site of the model, under its name")
-    extra = [name for name in guide_latent if name not in model_latent]
-    if extra:
-        raise GuideError(f"the guide samples latent sites {extra} that the model does not sample as latent "
-                         f"(its latent sites: {model_latent}); remove them from the guide, or add them to the model")
+    try:
+        check_latent_match(model_trace, guide_trace, enumerated_in_model=True)
+    except SiteError as err:
+        raise GuideError(str(err)) from None
 
 
 def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) -> None:
@@ -174,8 +166,7 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
         sites = model_sites(model_trace)
     except SiteError:  # no plate over datapoints to be found: nothing to compare
         return
-    observed_full = {(f.full_size or f.size) for name in sites.observed
-                     for f in [frame_named(model_trace.nodes[name], sites.plate)] if f is not None}
+    observed_full = {full_size(model_trace.nodes[name], sites.plate) for name in sites.observed} - {None}
     if observed_full and num_data not in observed_full:
         raise ConfigError(
             f"the Trainer called the model with num_data={num_data} on a minibatch of {batch}, but its plate "
@@ -183,12 +174,10 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
             f"the whole data set; build the plate from num_data, e.g. "
             f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`", settings=("batch_size",))
     for name in sites.latent:
-        p_frame = frame_named(model_trace.nodes[name], sites.plate)
-        if p_frame is None or name not in guide_trace.nodes:
-            continue
-        q_frame = frame_named(guide_trace.nodes[name], sites.plate)
-        p_full = p_frame.full_size or p_frame.size
-        q_full = None if q_frame is None else (q_frame.full_size or q_frame.size)
+        p_full = full_size(model_trace.nodes[name], sites.plate)
+        if p_full is None or name not in guide_trace.nodes:
+            continue  # outside the plate: no N/B scale to match
+        q_full = full_size(guide_trace.nodes[name], sites.plate)
         if q_full != p_full:
             raise GuideError(
                 f"the Trainer called the guide with num_data={num_data} on a minibatch of {batch}: at site "
