@@ -33,7 +33,16 @@ from pyro_vae.inference.objectives import IWAE_ELBO, get_objective, kl_weighted
 from pyro_vae.models.plate import data_plate, register_module
 from pyro_vae.models.priors import VampPrior
 from pyro_vae.inference.reparameterization import reparameterize
-from pyro_vae.training import Callback, ConsoleLog, EarlyStopping, MetricsFile, ProgressBar, TrainConfig, Trainer
+from pyro_vae.training import (
+    Callback,
+    ConsoleLog,
+    EarlyStopping,
+    MetricsFile,
+    ProgressBar,
+    TrainConfig,
+    Trainer,
+    WeightAveraging,
+)
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.inference.sites import SiteError
 from pyro_vae.models.ssvae import SSVAE
@@ -66,6 +75,7 @@ __all__ = [
     "ConsoleLog",
     "MetricsFile",
     "EarlyStopping",
+    "WeightAveraging",
     "get_objective",
     "IWAE_ELBO",
     "kl_weighted",

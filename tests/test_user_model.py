@@ -406,3 +406,58 @@ def test_a_transform_of_ones_own_draws_from_the_epochs_stream_and_resumes_to_the
     assert all(torch.equal(jittered[k], resumed[k]) for k in jittered)
     with pytest.raises(ConfigError, match=r"binarize='dynamic' and a transform were both given"):
         new_tabular_trainer(transform=NoisyCopies(), binarize="dynamic")
+
+
+class EpochWeights(Callback):
+    """Each epoch's end weights, before any callback after it swaps them."""
+
+    def __init__(self, net):
+        self.net, self.weights = net, {}
+
+    def on_pass_end(self, trainer):
+        if trainer.position is None:
+            self.weights[trainer.epoch + 1] = weights(self.net)
+
+
+def test_weight_averaging_scores_and_keeps_the_plain_mean_and_resumes_to_the_bit(tmp_path):
+    """WeightAveraging(start_epoch=2) over 4 epochs: training is the plain run's (the same weights
+    at every epoch's end); epoch 3's held-out ELBO is the evaluation of the mean of epochs 2 and
+    3 formed by hand, the run ends with the mean of epochs 2-4, and the checkpoint holds the last
+    weights. A run stopped in epoch 3 and resumed ends with the same mean to the bit."""
+    from pyro_vae import WeightAveraging
+
+    data, held_out = tabular(300), tabular(100, seed=1)
+
+    def run(averaging=True, resume=None, checkpoint=None, stop_at=None):
+        trainer, net = new_tabular_trainer()
+        if resume:
+            trainer.resume(resume)
+        seen = EpochWeights(net)
+        callbacks = [seen, *([WeightAveraging(start_epoch=2)] if averaging else []), *([stop_at] if stop_at else [])]
+        try:
+            trainer.fit(data, held_out, epochs=4, batch_size=64, checkpoint=checkpoint, callbacks=callbacks, **quiet)
+        except TrainingInterrupted:
+            pass
+        return trainer, net, seen
+
+    plain, _, plain_seen = run(averaging=False)
+    averaged, net, seen = run(checkpoint=str(tmp_path / "straight.pt"))
+    for epoch in range(1, 5):  # averaging does not change the training
+        assert all(torch.equal(plain_seen.weights[epoch][k], v) for k, v in seen.weights[epoch].items())
+    mean = {k: sum(seen.weights[e][k] for e in (2, 3, 4)) / 3 for k in seen.weights[4]}
+    assert all(torch.allclose(v, mean[k], atol=1e-6) for k, v in weights(net).items())
+    assert [r.get("averaged_epochs") for r in averaged.history] == [None, 1, 2, 3]
+    assert averaged.history[0]["test_elbo"] == plain.history[0]["test_elbo"]  # before averaging: the same
+
+    scorer, scorer_net = new_tabular_trainer()  # evaluate the mean of epochs 2 and 3, formed by hand
+    scorer_net.load_state_dict({k: (seen.weights[2][k] + seen.weights[3][k]) / 2 for k in mean})
+    by_hand = scorer.evaluate(scorer.prepare_test(held_out))["elbo"]
+    assert averaged.history[2]["test_elbo"] == pytest.approx(by_hand, abs=1e-4)
+    saved = torch.load(tmp_path / "straight.pt", weights_only=True)
+    assert all(torch.equal(saved["model"][k], seen.weights[4][k]) for k in mean)  # the last weights
+
+    path = str(tmp_path / "stopped.pt")
+    run(checkpoint=path, stop_at=StopAt(3, 1))
+    resumed, resumed_net, _ = run(resume=path)
+    assert all(torch.equal(v, weights(net)[k]) for k, v in weights(resumed_net).items())
+    assert [r["test_elbo"] for r in resumed.history] == [r["test_elbo"] for r in averaged.history]

@@ -13,6 +13,7 @@
 :mod:`.callbacks`           hooks to observe and extend training; progress bar, log, metrics
 :mod:`.tensorboard`         a TensorBoard callback (optional ``tensorboard`` extra)
 :mod:`.early_stopping`      a callback: stop when the held-out metric stops improving, keep the best
+:mod:`.averaging`           a callback: the running mean of the weights (torch.optim.swa_utils)
 :mod:`.checkpoint`          checkpoint files: written atomically, versioned, read weights-only
 :mod:`.distributed`         data parallelism over a torch.distributed process group
 :mod:`.lightning`           an adapter to PyTorch Lightning (optional ``lightning`` extra)
@@ -21,8 +22,9 @@
 """
 
 from pyro_vae.training.callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
+from pyro_vae.training.averaging import WeightAveraging
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.early_stopping import EarlyStopping
 from pyro_vae.training.trainer import Trainer
 
-__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile", "EarlyStopping"]
+__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile", "EarlyStopping", "WeightAveraging"]
