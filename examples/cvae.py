@@ -19,13 +19,11 @@ import os
 import sys
 
 import torch
-from tqdm.auto import tqdm
 
-from pyro_vae import cli
-from pyro_vae.models.cvae import CVAE, Baseline, conditional_log_likelihood, split_quadrants
-from pyro_vae.training.cvae_training import FitConfig, fit_conditional
+from pyro_vae import EarlyStopping, TrainConfig, Trainer, cli
 from pyro_vae.data.images import binarize
-from pyro_vae.errors import ConfigError, check_positive
+from pyro_vae.errors import ConfigError, check_count, check_positive
+from pyro_vae.models.cvae import CVAE, Baseline, QuadrantPairs, conditional_log_likelihood, split_quadrants
 
 #: Pyro's CVAE tutorial, test -log p(y|x) for 1 / 2 / 3 input quadrants (its authors' measurement).
 ANCHORS = {"baseline": {1: 100.4, 2: 61.9, 3: 25.4}, "cvae": {1: 71.8, 2: 51.0, 3: 24.2}}
@@ -50,7 +48,6 @@ def parse_args(argv=None):
                         "the lowest loss on them (default 0: none; Pyro's tutorial holds out 10000)")
     p.add_argument("--patience", type=int, default=None,
                    help="with --validation: stop a network after this many epochs without a better one")
-    p.add_argument("--max-steps", type=int, default=None, help="stop each training after this many steps")
     p.add_argument("--binarize", default="dynamic", choices=["dynamic", "none"],
                    help="dynamic: binary pixels (train: drawn afresh each epoch; test: threshold 0.5; default); "
                         "none: grey levels as Bernoulli targets (cross-entropy), as Pyro's tutorial")
@@ -61,10 +58,11 @@ def parse_args(argv=None):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
-    for name, example in (("z_dim", 20), ("num_samples", 100)):
+    for name, example in (("z_dim", 20), ("num_samples", 100), ("epochs", 10), ("batch_size", 128)):
         check_positive(name, getattr(args, name), example=example)
-    if args.max_steps is not None:
-        check_positive("max_steps", args.max_steps, example=300)
+    check_count("validation", args.validation, example=10000, unit="images")
+    if args.patience is not None:
+        check_positive("patience", args.patience, example=3)
     for k in args.quadrants:
         if k not in (1, 2, 3):
             raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {k}; pass one of 1, 2, 3",
@@ -74,8 +72,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       binarize=args.binarize, validation=args.validation, patience=args.patience)  # checked now
+    config = TrainConfig(lr=args.lr, seed=args.seed)  # checked now, before any data is read
     checkpoints = [f"{name}_{k}.pt" for name in ("baseline", "cvae") for k in args.quadrants]
     out = cli.output_dir(args.out, checkpoints, args.resume, args.overwrite, program=PROGRAM)
 
@@ -83,7 +80,14 @@ def main(argv=None) -> int:
     #    (or, with --binarize none, grey levels throughout).
     data = cli.load_data(args).subset(args.train_size, args.test_size)
     test = binarize(data.test_images, "fixed" if args.binarize == "dynamic" else "none")
-    print(f"data: {data.source}: {len(data.train_images)} train / {len(test)} test images", flush=True)
+    train, held_out = data.train_images, None
+    if args.validation:  # the last training images, to pick each network's best epoch on
+        if args.validation >= len(train):
+            raise ConfigError(f"validation={args.validation} held-out images asked of {len(train)} training images; "
+                              f"pass fewer (e.g. {len(train) // 6}) or 0 for none", settings=("validation",))
+        train, held_out = train[:-args.validation], train[-args.validation:]
+    print(f"data: {data.source}: {len(train)} train / {len(test)} test images"
+          + (f" ({args.validation} training images held out)" if args.validation else ""), flush=True)
     # Rows of other quadrant counts that earlier commands left in OUT stay in its record, each with its settings.
     earlier = cli.earlier_rows(out, PROGRAM, "table", replaced=[str(k) for k in args.quadrants])
     metrics = {**cli.metrics_fields(PROGRAM, data, vars(args)), "anchors": ANCHORS, "table": earlier}
@@ -95,20 +99,22 @@ def main(argv=None) -> int:
         for name in ("baseline", "cvae"):
             torch.manual_seed(args.seed)  # before the network: the seed governs its initial weights too
             net = Baseline(k, tuple(args.hidden_dims)) if name == "baseline" else CVAE(k, args.z_dim, tuple(args.hidden_dims))
-            steps = args.epochs * (len(data.train_images) // min(args.batch_size, len(data.train_images)))
-            steps = min(steps, args.max_steps or steps)
-            # 3. SVI on the conditional ELBO (for the baseline, exactly -log p(y|x)), checkpointed
-            #    after every epoch; --resume continues from the last one.
-            with tqdm(total=steps, desc=f"{name}, {k} quadrant(s)", unit="step",
-                      disable=True if args.no_progress else None) as bar:
-                history = fit_conditional(net, data.train_images, config, max_steps=args.max_steps,
-                                          checkpoint=os.path.join(out, f"{name}_{k}.pt"), resume=args.resume,
-                                          on_step=lambda s: bar.update(s - bar.n))
+            # 3. SVI on the conditional ELBO (for the baseline, exactly -log p(y|x)) through the
+            #    Trainer: each batch of digits binarized and split into (x, y) on the data side,
+            #    checkpointed after every epoch (--resume continues from the last one); with
+            #    --validation, early stopping keeps the epoch of the best held-out ELBO.
+            trainer = Trainer(net.model, net.guide, config=config, transform=QuadrantPairs(k, args.binarize))
+            checkpoint = os.path.join(out, f"{name}_{k}.pt")
+            if args.resume and os.path.exists(checkpoint):
+                trainer.resume(checkpoint)
+            callbacks = [EarlyStopping(args.patience)] if held_out is not None else []
+            history = trainer.fit(train, held_out, epochs=args.epochs, batch_size=args.batch_size,
+                                  checkpoint=checkpoint, progress=not args.no_progress, log=None, callbacks=callbacks)
             wall = sum(r["seconds"] for r in history)
             # 4. -log p(y|x) per test digit: exact for the baseline, importance-sampled for the CVAE.
             nll = -float(conditional_log_likelihood(net.model, net.guide, x, y, num_samples=args.num_samples).mean())
-            row[name] = {"test_nll": nll, "epochs": len(history), "steps": history[-1]["steps"],
-                         "wall_seconds": wall, "history": history}
+            row[name] = {"test_nll": nll, "epochs": len(history), "wall_seconds": wall, "history": history,
+                         **({"best_epoch": callbacks[0].best_epoch} if callbacks else {})}
             nets[(name, k)] = net
             print(f"{k} quadrant(s), {name}: test -log p(y|x) = {nll:.1f} nats ({len(history)} epochs, {wall:.0f} s)",
                   flush=True)

@@ -37,8 +37,7 @@ from pyro_vae.errors import (
     OutputDirError,
     TrainingInterrupted,
 )
-from pyro_vae.models.cvae import CVAE, Baseline
-from pyro_vae.training.cvae_training import FitConfig, fit_conditional
+from pyro_vae.models.cvae import CVAE, Baseline, QuadrantPairs
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.training.ssvae_training import SSConfig, check_num_labels, labelled_split, train_ssvae
@@ -249,8 +248,10 @@ def _cli_garbage_checkpoint(tmp: Path) -> None:
 def _cli_cvae_checkpoint(tmp: Path) -> None:
     """A finished epoch of examples/cvae.py's baseline for 1 quadrant, hidden layer of 16."""
     (tmp / "run").mkdir()
-    fit_conditional(Baseline(1, (16,)), torch.bernoulli(torch.full((128, 784), 0.2)), FitConfig(epochs=1),
-                    checkpoint=str(tmp / "run" / "baseline_1.pt"))
+    net = Baseline(1, (16,))
+    Trainer(net.model, net.guide, transform=QuadrantPairs(1)).fit(
+        torch.bernoulli(torch.full((128, 784), 0.2)), None, epochs=1, checkpoint=str(tmp / "run" / "baseline_1.pt"),
+        progress=False, log=None)
 
 
 def _cli_other_record(tmp: Path) -> None:
@@ -388,11 +389,8 @@ CASES = [
          r"^shift_labelled=20 would move a 28x28 digit out of its frame; pass at most a few pixels \(e\.g\. 2\)$"),
     Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
          ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
-    Case("cvae-config-validation-negative", lambda c: FitConfig(validation=-5), ConfigError,
-         r"^validation must be an integer >= 0, got -5; pass e\.g\. validation=10000, or 0 for none$"),
-    Case("cvae-max-steps-0",
-         lambda c: fit_conditional(Baseline(1, (8,)), pixels(8, 784), FitConfig(epochs=1), max_steps=0),
-         ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
+    Case("cvae-transform-5-quadrants", lambda c: QuadrantPairs(5), ConfigError,
+         r"^num_inputs must be 1, 2 or 3 input quadrants, got 5; pass one of 1, 2, 3$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),
          InvalidDataError, r"^x must be the pixels of 2 input quadrant\(s\), shape \[B, 392\], got \(4, 196\); "
                            r"split images with pyro_vae\.models\.cvae\.split_quadrants\(images, 2\)$"),
@@ -483,15 +481,16 @@ CASES = [
          r"\(command line: --labels"),
     Case("cli-ss-vae-lr-negative", Cli(["--lr", "-1"], program="ss_vae.py"), "exit 2",
          r"^error: lr must be a positive number, got -1\.0; pass e\.g\. lr=0\.001 \(command line: --lr\)$"),
-    Case("cli-cvae-max-steps-0", Cli(["--max-steps", "0"], program="cvae.py"), "exit 2",
-         r"^error: max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300 "
-         r"\(command line: --max-steps\)$"),
+    Case("cli-cvae-validation-negative", Cli(["--validation", "-5"], program="cvae.py"), "exit 2",
+         r"^error: validation must be a whole number of images >= 0, got -5; pass e\.g\. validation=10000, or 0 "
+         r"for none \(command line: --validation\)$"),
     Case("cli-cvae-4-quadrants", Cli(["--quadrants", "4"], program="cvae.py"), "exit 2",
          r"^error: num_inputs must be 1, 2 or 3 input quadrants, got 4; pass one of 1, 2, 3 \(command line: --quadrants\)$"),
     Case("cli-cvae-resume-other-hidden",
          Cli(["--quadrants", "1", "--hidden", "32", "--resume"], _cli_cvae_checkpoint, program="cvae.py"), "exit 2",
-         r"^error: .*run/baseline_1\.pt was written with other settings \(hidden_dims: checkpoint \[16\] vs now \[32\]\); "
-         r"pass the settings it was written with, or start afresh in another directory \(command line: --hidden\)$"),
+         r"^error: the checkpoint was written for another configuration \(hidden_dims: checkpoint \[16\] vs now \[32\]\); "
+         r"build the model and Trainer with the checkpoint's settings, or start a new run elsewhere "
+         r"\(command line: --hidden\)$"),
     Case("cli-distributed-without-torchrun", Cli(["--distributed"]), "exit 2",
          r"^error: distributed training needs the process group variables that torchrun sets \(RANK, WORLD_SIZE, .*\); "
          r"launch the program with torchrun, e\.g\. 'torchrun --nproc_per_node=2 PROGRAM' \(command line: --distributed\)$"),

@@ -7,7 +7,6 @@ import pyro
 import pytest
 
 from pyro_vae import Callback, MetricsFile, TrainConfig, Trainer, VAE
-from pyro_vae.training.cvae_training import FitConfig
 from pyro_vae.errors import ConfigError, TrainingInterrupted
 from pyro_vae.training.ssvae_training import SSConfig
 
@@ -145,8 +144,8 @@ def test_train_config_is_validated_frozen_and_diffed():
         assert setting in err.value.settings, (bad, err.value.settings)
 
 
-@pytest.mark.parametrize("config_class", [SSConfig, FitConfig])
-def test_the_m2_and_cvae_configs_are_checked_when_made_and_frozen(config_class):
+@pytest.mark.parametrize("config_class", [SSConfig])
+def test_the_m2_config_is_checked_when_made_and_frozen(config_class):
     config = config_class(lr=1, validation=0)
     assert config.lr == 1.0 and isinstance(config.lr, float)
     with pytest.raises(dataclasses.FrozenInstanceError):

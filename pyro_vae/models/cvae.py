@@ -31,7 +31,8 @@ The baseline (:class:`Baseline`) is one deterministic network :math:`f(x)`, trai
 :math:`-\log \mathrm{Bernoulli}(y; f(x))`: it predicts the conditional *mean* of the missing
 pixels, a blur of all the digits that agree with the input.
 
-Both are trained by :func:`pyro_vae.training.cvae_training.fit_conditional`.
+Both are trained by :class:`~pyro_vae.training.trainer.Trainer`, each batch of digits split into
+``(x, y)`` on the data side by :class:`QuadrantPairs`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.data.batches import Batch, Source
+from pyro_vae.data.images import binarize as binarize_images
 from pyro_vae.data.images import flatten_images
 from pyro_vae.errors import ConfigError, InvalidDataError, check_positive
 from pyro_vae.inference.importance import log_importance_weights
@@ -87,6 +90,31 @@ def join_quadrants(x: torch.Tensor, y: torch.Tensor, num_inputs: int) -> torch.T
     images[:, mask] = x
     images[:, ~mask] = y
     return images
+
+
+class QuadrantPairs:
+    """The CVAE's data-side transform (:mod:`pyro_vae.data.transforms`): each batch of images,
+    binarized as ``binarize`` says, split into ``(x, y)``, the pixels of its ``num_inputs`` input
+    quadrants and of the missing ones (:func:`split_quadrants`). Training images are binarized
+    afresh at every step (``"dynamic"``), held-out images thresholded at 0.5, once (or, with
+    ``"none"``, grey levels throughout)."""
+
+    def __init__(self, num_inputs: int, binarize: str = "dynamic") -> None:
+        quadrant_mask(num_inputs)  # 1, 2 or 3, else a ConfigError naming num_inputs
+        if binarize not in ("dynamic", "none"):
+            raise ConfigError(f"binarize must be 'dynamic' or 'none' for the CVAE, got {binarize!r}",
+                              settings=("binarize",))
+        self.num_inputs, self.binarize = num_inputs, binarize
+
+    def _split(self, batch: Batch, images: torch.Tensor) -> Batch:
+        return Batch(split_quadrants(images, self.num_inputs), {})
+
+    def train(self, batch: Batch, generator: torch.Generator) -> Batch:
+        return self._split(batch, binarize_images(batch.first, self.binarize, generator))
+
+    def evaluation(self, data: Source) -> Source:
+        mode = "fixed" if self.binarize == "dynamic" else "none"
+        return data.map(lambda batch: self._split(batch, binarize_images(batch.first, mode)))
 
 
 class QuadrantDoor(nn.Module):

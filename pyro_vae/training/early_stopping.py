@@ -24,12 +24,15 @@ class EarlyStopping(Callback):
     ELBO, by default) has gone ``patience`` epochs without improving, and restore the weights of
     the model's and guide's modules from its best epoch when training ends.
 
+    :param patience: epochs without a better value before training stops; None never stops
+        early, and still ends with the best epoch's weights.
     :param mode: ``"max"`` (an ELBO: higher is better) or ``"min"`` (a loss).
     :param restore_best: end with the best epoch's weights (True) or the last epoch's.
     """
 
-    def __init__(self, patience: int, monitor: str = "test_elbo", mode: str = "max", restore_best: bool = True) -> None:
-        self.patience = check_positive("patience", patience, int, 5)
+    def __init__(self, patience: Optional[int], monitor: str = "test_elbo", mode: str = "max",
+                 restore_best: bool = True) -> None:
+        self.patience = None if patience is None else check_positive("patience", patience, int, 5)
         if mode not in ("max", "min"):
             raise ConfigError(f"mode must be 'max' (higher is better, an ELBO) or 'min' (a loss), got {mode!r}",
                               settings=("mode",))
@@ -45,7 +48,8 @@ class EarlyStopping(Callback):
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
     def _patience_ran_out(self, trainer: "Trainer") -> bool:
-        return self.best_epoch is not None and trainer.epoch - self.best_epoch >= self.patience
+        return (self.patience is not None and self.best_epoch is not None
+                and trainer.epoch - self.best_epoch >= self.patience)
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         if self._patience_ran_out(trainer):  # resumed after the stop: train no further

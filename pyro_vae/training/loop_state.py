@@ -1,6 +1,5 @@
-"""The state of a training loop at an epoch boundary, for the programs that drive
-:class:`~pyro_vae.training.step.CheckedStep` themselves (M2, :func:`pyro_vae.training.ssvae_training.train_ssvae`;
-the CVAE and its baseline, :func:`pyro_vae.training.cvae_training.fit_conditional`).
+"""The state of a training loop at an epoch boundary, for M2's loop, which drives
+:class:`~pyro_vae.training.step.CheckedStep` itself (:func:`pyro_vae.training.ssvae_training.train_ssvae`).
 
 :class:`~pyro_vae.training.trainer.Trainer` saves and resumes the VAE (:mod:`pyro_vae.training.state`); these
 loops save, after every epoch, what continuing needs to be bit-identical to never having

@@ -99,8 +99,12 @@ class Program:
 
     @property
     def config(self) -> Dict[str, Any]:
-        """What identifies the program in a checkpoint: the names of model and guide and the
-        shapes of the module's parameters."""
+        """What identifies the program in a checkpoint: the names of model and guide, and the
+        module's own ``config`` (its constructor's settings) where it has one, else the shapes of
+        its parameters; a resume names what differs."""
+        own = getattr(self.module, "config", None)
+        if isinstance(own, dict):
+            return {"model": _name(self.model), "guide": _name(self.guide), **own}
         return {"model": _name(self.model), "guide": _name(self.guide),
                 "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()}}
 
