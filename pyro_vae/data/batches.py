@@ -166,8 +166,9 @@ class DatasetSource:
         return mapped
 
     @property
-    def data(self) -> Dataset:
-        return self.dataset
+    def data(self) -> "DatasetSource":
+        """Itself: a dataset's batches are prepared as they are read."""
+        return self
 
 
 Source = Union[TensorSource, DatasetSource]

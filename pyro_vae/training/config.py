@@ -119,6 +119,11 @@ class TrainConfig:
             return self.objective.startswith("jit_")
         return is_jit(self.objective)
 
+    def warmed_beta(self, epochs_done: float) -> float:
+        """The KL weight after ``epochs_done`` epochs (a fraction inside one): rising linearly from
+        0 to ``beta`` over ``kl_warmup`` epochs, then ``beta``."""
+        return self.beta * min(1.0, epochs_done / self.kl_warmup) if self.kl_warmup else self.beta
+
     @property
     def analytic_kl(self) -> bool:
         """Whether the objective takes each latent site's KL in closed form (the mean-field ELBOs)."""

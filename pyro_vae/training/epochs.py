@@ -10,9 +10,13 @@ from its next step (:meth:`EpochPass.from_state`) with the very same batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
+
+from pyro_vae.data.batches import Batch, Source
+from pyro_vae.data.transforms import Transform
+from pyro_vae.training.distributed import shard
 
 from pyro_vae.errors import CheckpointError
 from pyro_vae.rng import data_order_generator
@@ -52,6 +56,27 @@ class EpochPass:
     def batches(self) -> List[torch.Tensor]:
         """The indices of every minibatch of the pass (the last may be smaller)."""
         return list(self.order.split(self.batch_size))
+
+    @property
+    def num_steps(self) -> int:
+        return -(-self.num_data // self.batch_size)
+
+    def batch(self, idx: torch.Tensor, source: Source, transform: Transform, rank: int = 0,
+              world_size: int = 1) -> Tuple[Batch, float]:
+        """The minibatch ``idx``, transformed with this pass's stream; in a distributed run this
+        process's rows of it (every process transformed the global batch alike) and the weight that
+        makes uneven shards average to the full batch's gradient."""
+        batch = transform.train(source.take(idx), self.generator)
+        if world_size == 1:
+            return batch, 1.0
+        batch = batch.map(lambda t: shard(t, rank, world_size))
+        return batch, world_size * batch.size / len(idx)
+
+    def warmup_batch(self, source: Source, transform: Transform, size: int) -> Batch:
+        """A batch of the first ``size`` datapoints, transformed on a fixed stream, not the pass's
+        (JIT warm-up)."""
+        device = self.generator.device
+        return transform.train(source.take(torch.arange(size, device=device)), torch.Generator(device).manual_seed(0))
 
     def state(self) -> Dict[str, Any]:
         """What a mid-epoch checkpoint saves (plain tensors and numbers)."""

@@ -197,10 +197,7 @@ class Trainer:
         """The evaluation copy of held-out ``data``: checked and binarized once, with a fixed seed
         if dynamic (:meth:`Binarize.evaluation <pyro_vae.data.transforms.Binarize.evaluation>`);
         a tensor where ``data`` is one."""
-        return self._prepare_test(data).data
-
-    def _prepare_test(self, data: Data) -> Source:
-        return self.transform.evaluation(self.check_data(data, "test data")).to(self.device)
+        return self.transform.evaluation(self.check_data(data, "test data")).to(self.device).data
 
     @torch.no_grad()
     def evaluate(self, data: Data, batch_size: int = 1000) -> Dict[str, float]:
@@ -253,11 +250,9 @@ class Trainer:
             self.position = None
         batches = epoch_pass.batches
         if self.objective.jit:  # every (shard) size this pass uses: the batch and the last, smaller one
-            sizes = {len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])}
-            warmup = lambda b: self.transform.train(  # noqa: E731
-                source.take(torch.arange(b, device=self.device)), torch.Generator(self.device).manual_seed(0))
-            self.objective.compile_for(warmup, self.program.num_data_arg(num_data), sorted(sizes),
-                                       self.step_fn.zero_grads)
+            sizes = sorted({len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])})
+            self.objective.compile_for(lambda b: epoch_pass.warmup_batch(source, self.transform, b),
+                                       self.program.num_data_arg(num_data), sizes, self.step_fn.zero_grads)
         self.program.module.train()
         hooks.on_epoch_start(self, len(batches), epoch_pass.step)
         try:
@@ -276,13 +271,8 @@ class Trainer:
         """Step ``step`` of ``epoch_pass``: warm-up's KL weight, the batch, the checked step."""
         config, num_data = self.config, epoch_pass.num_data
         if config.kl_warmup:
-            num_steps = -(-num_data // epoch_pass.batch_size)
-            self.set_beta(config.beta * min(1.0, (self.epoch + step / num_steps) / config.kl_warmup))
-        batch = self.transform.train(source.take(idx), epoch_pass.generator)
-        weight = 1.0
-        if self.world_size > 1:  # every process binarized the global batch alike; keep our rows
-            batch = batch.map(lambda t: dist_util.shard(t, self.rank, self.world_size))
-            weight = self.world_size * batch.size / len(idx)
+            self.set_beta(config.warmed_beta(self.epoch + step / epoch_pass.num_steps))
+        batch, weight = epoch_pass.batch(idx, source, self.transform, self.rank, self.world_size)
         noise = torch.get_rng_state()  # ~1 us; lets a diagnosis replay the step's draws
         try:
             loss = self.step(batch, num_data, weight)
@@ -319,7 +309,7 @@ class Trainer:
             first = torch.arange(min(batch_size, source.num_data), device=self.device)
             self._check_model(self.transform.train(source.take(first), torch.Generator(self.device).manual_seed(0)),
                               source.num_data)
-            self._test = self._prepare_test(test) if test is not None else None
+            self._test = as_source(self.prepare_test(test)) if test is not None else None
             hooks.on_fit_start(self)
             error: Optional[BaseException] = None
             try:
