@@ -307,6 +307,8 @@ def test_a_non_finite_gradient_in_a_user_model_stops_before_the_update():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: Trainer(lambda x: None), r"Trainer\(model, guide\) needs a guide"),
+    (lambda: Trainer((lambda x: None, lambda x: None)), r"^pass the model and the guide as two arguments, "
+                                                         r"Trainer\(model, guide\), not as one tuple$"),
     (lambda: Trainer(lambda x: None, "guide"), r"the guide must be callable"),
     (lambda: Trainer(VAE(z_dim=2, hidden_dims=(8,)), TrainConfig()), r"pass the settings as Trainer\(vae, config="),
 ])

@@ -240,6 +240,9 @@ def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Progra
     if guide is None:
         if isinstance(model, VAEBase):
             return VAEProgram(model)
+        if isinstance(model, (tuple, list)) and len(model) == 2:
+            raise ConfigError("pass the model and the guide as two arguments, Trainer(model, guide), not as one "
+                              f"{type(model).__name__}")
         raise ConfigError(f"Trainer(model, guide) needs a guide: {type(model).__name__} is not one of "
                           f"pyro_vae's VAEs, which bring their own; pass Trainer(model, guide)")
     owner = getattr(model, "__self__", None)
