@@ -25,7 +25,7 @@ import torch
 from pyro_vae.training import distributed
 from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint
 from pyro_vae.data.images import MNISTData, fallback_notice, load_mnist
-from pyro_vae.errors import ConfigError, OutputDirError, PyroVAEError, check_count, check_positive
+from pyro_vae.errors import ConfigError, OutputDirError, PyroVAEError, TrainingInterrupted, check_count, check_positive
 from pyro_vae.models.guides import GUIDES
 from pyro_vae.inference.objectives import OBJECTIVES
 from pyro_vae.training import TrainConfig, Trainer
@@ -252,6 +252,10 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
     except KeyboardInterrupt:
         print("interrupted; nothing more was written (an earlier checkpoint, if any, is intact)", file=sys.stderr)
         return 130
+    except TrainingInterrupted as stop:  # SIGINT/SIGTERM in a Trainer's fit: its checkpoint is written
+        where = f"checkpoint at {stop.checkpoint}: rerun with --resume" if stop.checkpoint else "no checkpoint"
+        print(f"interrupted at epoch {stop.epoch}, step {stop.step}; {where}", file=sys.stderr)
+        return stop.exit_code
     except Exception as err:  # noqa: BLE001 -- the CLI's promise: one line, exit code 2
         if "--debug" in argv:
             traceback.print_exc()

@@ -147,3 +147,29 @@ def test_cli_sigint_mid_epoch_then_resume_equals_two_straight_epochs(tmp_path, m
     final = load_checkpoint(tmp_path / "checkpoint.pt")
     assert final["version"] == 3 and "partial" not in final
     same_run(straight_run, final)
+
+
+def test_cvae_example_stops_on_sigint_with_its_checkpoint_and_resumes_from_it(tmp_path, mnist_source):
+    """examples/cvae.py trains through the Trainer: Ctrl-C writes the network's checkpoint, exits
+    130 with one line saying where it is, and --resume continues from that epoch."""
+    cvae = EXAMPLE.parent / "cvae.py"
+    data = ["--data-dir", mnist_source] if mnist_source else []
+    args = [sys.executable, str(cvae), *data, "--no-download", "--no-progress", "--quadrants", "1", "--train-size",
+            "500", "--test-size", "50", "--epochs", "5000", "--z-dim", "2", "--hidden", "16", "--samples", "2",
+            "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_new_checkpoint(tmp_path / "run" / "baseline_1.pt", proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    (line,) = message_lines(stderr)
+    match = re.fullmatch(rf"interrupted at epoch (\d+), step (\d+); checkpoint at {tmp_path}/run/baseline_1\.pt: "
+                         r"rerun with --resume", line)
+    assert match, line
+    saved = load_checkpoint(tmp_path / "run" / "baseline_1.pt")
+    assert saved["epoch"] == int(match[1]) - 1 and (saved.get("partial") or {"step": 0})["step"] == int(match[2])
+    args[args.index("5000")] = str(saved["epoch"] + 1)  # resumed: one more epoch for each network
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["table"]["1"]["baseline"]["epochs"] == saved["epoch"] + 1
