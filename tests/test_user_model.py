@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pyro_vae import VAE, elbo_terms
-from pyro_vae.errors import ConfigError, NonFiniteError, TrainingInterrupted
+from pyro_vae.errors import ConfigError, InvalidDataError, NonFiniteError, TrainingInterrupted
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from pyro_vae.training import Callback, TrainConfig, Trainer
@@ -303,6 +303,15 @@ def test_a_non_finite_gradient_in_a_user_model_stops_before_the_update():
         trainer.fit(tabular(100), None, epochs=1, batch_size=50, **quiet)
     after = weights(net)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nan_in_a_users_data_is_refused_in_one_line_about_values_and_rows():
+    x, c = tabular(100)
+    x[3, 5], x[7, 0] = float("nan"), float("inf")
+    trainer, _ = new_tabular_trainer()
+    with pytest.raises(InvalidDataError, match=r"^the training data holds 1 NaN and 1 infinite values \(in 2 of 100 "
+                                               r"rows\); clean or drop those rows$"):
+        trainer.fit((x, c), None, epochs=1, batch_size=50, **quiet)
 
 
 @pytest.mark.parametrize("call, match", [

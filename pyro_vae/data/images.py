@@ -305,17 +305,18 @@ def flatten_images(x: torch.Tensor, x_dim: int) -> torch.Tensor:
     return x.reshape(x.shape[0], x_dim)
 
 
-def check_finite(x: torch.Tensor, what: str = "x") -> None:
-    """Refuse NaN and infinite pixels, counting them, in one line (never a tensor dump)."""
+def check_finite(x: torch.Tensor, what: str = "x", value: str = "pixel value", rows: str = "images") -> None:
+    """Refuse NaN and infinite values (pixels, by default), counting them and the ``rows``
+    that hold them, in one line (never a tensor dump)."""
     finite = torch.isfinite(x)
     if bool(finite.all()):
         return
     n_nan, n_inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
     kinds = " and ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "infinite")) if n)
-    images = int((~finite).reshape(x.shape[0], -1).any(1).sum()) if x.dim() > 1 else 1
+    bad_rows = int((~finite).reshape(x.shape[0], -1).any(1).sum()) if x.dim() > 1 else 1
     raise InvalidDataError(
-        f"{what} holds {kinds} pixel value{'s' if n_nan + n_inf > 1 else ''} (in {images} of "
-        f"{x.shape[0] if x.dim() > 1 else 1} images); clean or drop those images"
+        f"{what} holds {kinds} {value}{'s' if n_nan + n_inf > 1 else ''} (in {bad_rows} of "
+        f"{x.shape[0] if x.dim() > 1 else 1} {rows}); clean or drop those {rows}"
     )
 
 

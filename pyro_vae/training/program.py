@@ -115,8 +115,8 @@ class Program:
         if binarize not in (None, "none"):
             check_pixels(batch.first, what)
         for t in batch.tensors:
-            if t.is_floating_point():
-                check_finite(t, what)
+            if t.is_floating_point():  # not pixels: any model's data
+                check_finite(t, f"the {what}", value="value", rows="rows")
         return batch
 
     def check(self, batch: Batch, num_data: int) -> None:
