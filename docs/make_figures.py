@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO, TraceGraph_ELBO  # noqa: E402
+from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 
 from pyro_vae import VAE, elbo_terms  # noqa: E402
 from pyro_vae.data.images import binarize, load_embedded  # noqa: E402

@@ -7,9 +7,9 @@ when known, summed out exactly by enumeration when not.
 
 The story, top to bottom: the data, split into a class-balanced labelled subset (fixed seed,
 recorded in metrics.json) and the unlabelled rest; the model p(y) p(z) p(x|y,z) and the guide
-q(y|x) q(z|x,y) (pyro_vae.SSVAE, see docs/ssvae.md); SVI with TraceEnum_ELBO plus alpha times
-the classification loss, alternating a labelled and an unlabelled minibatch; the test accuracy
-of q(y|x) per label count; the figures. Errors print one line and exit with code 2.
+q(y|x) q(z|x,y) (pyro_vae.SSVAE, see docs/ssvae.md); SVI through the library's Trainer on
+TraceEnum_ELBO plus alpha times the classification loss, each step an unlabelled minibatch with a
+labelled one beside it; the test accuracy of q(y|x) per label count; the figures. Errors print one line and exit with code 2.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import pyro
-from tqdm.auto import tqdm
 
 from pyro_vae import cli
-from pyro_vae.errors import check_positive
-from pyro_vae.models.ssvae import SSVAE
-from pyro_vae.training.ssvae_training import LABEL_SEED, SSConfig, check_num_labels, train_ssvae
+from pyro_vae.data.semi_supervised import LABEL_SEED, LabelledBatches, check_num_labels, labelled_split
+from pyro_vae.errors import check_count, check_positive
+from pyro_vae.models.ssvae import SSVAE, SemiSupervisedELBO
+from pyro_vae.training import EarlyStopping, TrainConfig, Trainer, WeightAveraging
+from pyro_vae.training.accuracy import ClassifierAccuracy
 
 
 #: the name this example's metrics.json carries: another program's record in --out is not replaced
@@ -64,17 +64,24 @@ def parse_args(argv=None):
                    help="show each labelled digit translated by a random -PIXELS..PIXELS along each axis, afresh "
                         "every step: augmentation of the few labels (default 0: never)")
     p.add_argument("--label-seed", type=int, default=LABEL_SEED, help=f"seed of the labelled subset (default {LABEL_SEED})")
-    p.add_argument("--max-steps", type=int, default=None, help="stop each run after this many steps (short runs)")
     p.add_argument("--out", default="runs/ss_vae", help="output directory (default runs/ss_vae)")
     cli.add_resume_options(p, "continue each label count from its checkpoint in OUT (written after every epoch); "
                               "finished counts are kept, a larger --epochs trains them further (--lr may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     args = p.parse_args(argv)
-    check_positive("z_dim", args.z_dim, example=50)
-    if args.max_steps is not None:
-        check_positive("max_steps", args.max_steps, example=300)
+    for name, example in (("z_dim", 50), ("epochs", 10), ("batch_size", 100)):
+        check_positive(name, getattr(args, name), example=example)
+    for count in args.labels:
+        check_positive("num_labels", count, example=100)
+    check_count("validation", args.validation, example=10000, unit="images")
+    check_count("average_from", args.average_from, example=90, unit="epochs")
     return args
+
+
+def labelled_counts(labels) -> list:
+    """Labelled images per class."""
+    return labels.bincount(minlength=10).tolist()
 
 
 def averaged(record) -> str:
@@ -87,21 +94,23 @@ def averaged(record) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    configs = {count: SSConfig(num_labels=count, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               binarize=args.binarize, seed=args.seed, label_seed=args.label_seed,
-                               validation=args.validation, average_from=args.average_from,
-                               shift_labelled=args.shift_labelled)
-               for count in args.labels}  # every setting checked before any work
+    config = TrainConfig(lr=args.lr, seed=args.seed)  # checked now, before any data is read
     out = cli.output_dir(args.out, [f"checkpoint_{count}.pt" for count in args.labels], args.resume, args.overwrite,
                          program=PROGRAM)
 
-    # 1. The data; each run splits the training half into labelled and unlabelled images.
+    # 1. The data: the last --validation training images held out (their labels pick the epoch),
+    #    each run's labelled subset drawn class-balanced from the rest, the others unlabelled.
     data = cli.load_data(args).subset(args.train_size, args.test_size)
     n = len(data.train_images)
     for count in args.labels:  # before any run starts: one line, not after the first runs' minutes
         check_num_labels(count, n, args.validation)
-    alpha = 0.1 * (n - args.validation) if args.alpha is None else args.alpha  # 0.1 x the images trained on
-    held = f" ({n - args.validation} trained on, the last {args.validation} held out)" if args.validation else ""
+    images, labels = data.train_images, data.train_labels
+    held_out = {"test": (data.test_images, data.test_labels)}
+    if args.validation:
+        held_out["validation"] = images[-args.validation:], labels[-args.validation:]
+        images, labels = images[:-args.validation], labels[:-args.validation]
+    alpha = 0.1 * len(images) if args.alpha is None else args.alpha  # 0.1 x the images trained on
+    held = f" ({len(images)} trained on, the last {args.validation} held out)" if args.validation else ""
     print(f"data: {data.source}: {n} train{held} / {len(data.test_images)} test images; alpha={alpha:g}", flush=True)
 
     settings = {**vars(args), "alpha": alpha}
@@ -110,39 +119,45 @@ def main(argv=None) -> int:
     metrics = {**cli.metrics_fields(PROGRAM, data, settings), "runs": earlier}
     models = {}
     for count in args.labels:
+        labelled, unlabelled = labelled_split(labels, count, args.label_seed)
+        # The labelled minibatch that joins every unlabelled one: drawn afresh each step, binarized
+        # like the unlabelled images (and with --shift-labelled translated a few pixels).
+        batches = LabelledBatches(images[labelled], labels[labelled], args.batch_size, args.binarize,
+                                  args.shift_labelled)
         # 2. Model p(y) p(z) p(x|y,z) and guide q(y|x) q(z|x,y), a fresh pair per label count.
         pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
         vae = SSVAE(z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), alpha=alpha, classifier=args.classifier,
                     grey_targets=args.binarize == "none")
-        config = configs[count]
-        # 3. SVI: an unlabelled step (y enumerated) and a labelled step (y observed, + alpha * -log q(y|x)),
-        #    checkpointed after every epoch; --resume continues a run from its last epoch.
+        # 3. SVI on J^alpha: each step the unlabelled ELBO (y enumerated) plus the labelled ELBO and
+        #    alpha times the classification loss, checkpointed after every epoch (--resume continues);
+        #    the classifier's accuracy after every epoch; the epoch of the best held-out accuracy kept;
+        #    with --average-from, the running mean of the weights scored and kept.
+        trainer = Trainer(vae, lr=config.lr, seed=config.seed, objective=SemiSupervisedELBO(vae, batches.num_labelled),
+                          transform=batches)
         saved = os.path.join(out, f"checkpoint_{count}.pt")
-        unlabelled = n - args.validation - count
-        steps = args.epochs * max(unlabelled // min(args.batch_size, unlabelled), count // min(args.batch_size, count))
-        if args.max_steps is not None:
-            steps = min(steps, args.max_steps)
-        start = time.perf_counter()
-        with tqdm(total=steps, desc=f"{count} labels", unit="step", disable=True if args.no_progress else None) as bar:
-            run = train_ssvae(vae, data, config, max_steps=args.max_steps, checkpoint=saved, resume=args.resume,
-                              on_step=lambda s: bar.update(s - bar.n),
-                              on_epoch=lambda r, count=count: bar.write(
-                                  f"{count} labels, epoch {r['epoch']}: test accuracy {r['test_accuracy']:.4f}"
-                                  + (f" (held-out {r['validation_accuracy']:.4f})" if "validation_accuracy" in r else "")
-                                  + averaged(r)))
-        wall = time.perf_counter() - start
+        if args.resume and os.path.exists(saved):
+            trainer.resume(saved)
+        averaging = WeightAveraging(args.average_from) if args.average_from else None
+        picking = EarlyStopping(None, monitor="validation_accuracy") if args.validation else None
+        callbacks = [ClassifierAccuracy(vae.classify, held_out, averaging), picking, averaging]
+        history = trainer.fit(images[unlabelled], None, epochs=args.epochs, batch_size=args.batch_size,
+                              checkpoint=saved, progress=not args.no_progress,
+                              log=lambda line, count=count: print(f"{count} labels, {line}", flush=True),
+                              callbacks=[c for c in callbacks if c is not None])
         # 4. The test accuracy of the classifier q(y|x): at the last epoch, or at the best on validation.
-        accuracy, last = run.reported["test_accuracy"], run.history[-1]
-        seconds = sum(r["seconds"] for r in run.history)
-        chosen = (f" at epoch {run.best_epoch}, the best of {len(run.history)} on {args.validation} held-out "
-                  f"images ({run.reported['validation_accuracy']:.4f}; last epoch {last['test_accuracy']:.4f})"
-                  if run.best_epoch is not None else f" after {len(run.history)} epochs")
-        chosen += averaged(run.reported)
-        print(f"{count} labels: test accuracy {accuracy:.4f}{chosen} ({last['steps']} steps of each kind, "
-              f"{seconds:.0f} s of training{f'; {wall:.0f} s in this run' if abs(wall - seconds) > 1 else ''})",
-              flush=True)
-        metrics["runs"][str(count)] = {**run.as_dict(), "test_accuracy": accuracy, "reported_epoch": run.reported["epoch"],
-                                       "wall_seconds": seconds, "settings": settings}
+        best = picking.best_epoch if picking is not None else None
+        reported, last = history[best - 1] if best is not None else history[-1], history[-1]
+        seconds = sum(r["seconds"] for r in history)
+        chosen = (f" at epoch {best}, the best of {len(history)} on {args.validation} held-out images "
+                  f"({reported['validation_accuracy']:.4f}; last epoch {last['test_accuracy']:.4f})"
+                  if best is not None else f" after {len(history)} epochs")
+        steps = len(history) * -(-len(unlabelled) // args.batch_size)
+        print(f"{count} labels: test accuracy {reported['test_accuracy']:.4f}{chosen}{averaged(reported)} "
+              f"({steps} steps, {seconds:.0f} s of training)", flush=True)
+        metrics["runs"][str(count)] = {
+            "labelled_indices": labelled.tolist(), "labelled_class_counts": labelled_counts(labels[labelled]),
+            "best_epoch": best, "history": history, "test_accuracy": reported["test_accuracy"],
+            "reported_epoch": reported["epoch"], "steps": steps, "wall_seconds": seconds, "settings": settings}
         models[count] = vae
         cli.write_record(out, metrics)
 
@@ -155,7 +170,7 @@ def main(argv=None) -> int:
     )
 
     metrics["runs"] = {c: metrics["runs"][c] for c in sorted(metrics["runs"], key=int)}
-    shown = max(models, key=lambda c: (metrics["runs"][str(c)]["history"][-1]["steps"], c))
+    shown = max(models, key=lambda c: (metrics["runs"][str(c)]["steps"], c))
     best = models[shown]
     figures = {
         "accuracy": plot_accuracy(metrics["runs"], os.path.join(out, "accuracy.png")),

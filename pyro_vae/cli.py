@@ -46,9 +46,10 @@ SETTING_FLAGS = {
     "num_pseudo_inputs": "--pseudo-inputs", "eval_samples": "--eval-samples",
     # examples/ss_vae.py and examples/cvae.py
     "num_labels": "--labels", "alpha": "--alpha", "num_inputs": "--quadrants", "num_samples": "--samples",
-    "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed", "max_steps": "--max-steps",
-    "average_from": "--average-from",
-    "shift_labelled": "--shift-labelled", "data_dir": "--data-dir",
+    "validation": "--validation", "patience": "--patience", "label_seed": "--label-seed",
+    "average_from": "--average-from", "start_epoch": "--average-from", "num_labelled": "--labels",
+    "labelled_data": "--label-seed", "labelled_batch_size": "--batch-size",
+    "shift_labelled": "--shift-labelled", "shift": "--shift-labelled", "data_dir": "--data-dir",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

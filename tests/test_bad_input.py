@@ -40,7 +40,8 @@ from pyro_vae.errors import (
 from pyro_vae.models.cvae import CVAE, Baseline, QuadrantPairs
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.ssvae import SSVAE
-from pyro_vae.training.ssvae_training import SSConfig, check_num_labels, labelled_split, train_ssvae
+from pyro_vae.data.semi_supervised import LabelledBatches, check_num_labels, labelled_split
+from pyro_vae.models.ssvae import SemiSupervisedELBO
 
 from conftest import message_lines
 
@@ -272,6 +273,15 @@ class Case:
     match: str  # regex searched in the message (CLI: in the stderr line)
 
 
+def _m2_trainer(binarize="dynamic", transform=True):
+    """M2's Trainer on 4 labelled images of noise."""
+    vae = SSVAE(z_dim=2, hidden_dims=(8,))
+    labelled = LabelledBatches(torch.rand(4, 784), torch.arange(4), 2, binarize)
+    if not transform:
+        return Trainer(vae, objective=SemiSupervisedELBO(vae, 4), binarize="dynamic")
+    return Trainer(vae, objective=SemiSupervisedELBO(vae, 4), transform=labelled)
+
+
 CASES = [
     # data: shape, dtype, values, support
     Case("data-shape-783-pixels", lambda c: fit(pixels(4, 783)), InvalidDataError,
@@ -373,22 +383,25 @@ CASES = [
     Case("ssvae-conv-classifier-not-28x28", lambda c: SSVAE(z_dim=2, hidden_dims=(8,), x_dim=100, classifier="conv"),
          ConfigError, r"^classifier='conv' reads 28x28 images \(x_dim=784\), got x_dim=100; pass classifier='mlp' "
                       r"for other inputs$"),
-    Case("ssvae-config-lr-negative", lambda c: SSConfig(lr=-1), ConfigError,
-         r"^lr must be a positive number, got -1; pass e\.g\. lr=0\.001$"),
-    Case("ssvae-label-seed-negative", lambda c: SSConfig(label_seed=-1), ConfigError,
-         r"^label_seed must be an integer in \[0, 2\*\*32 - 1\], got -1; pass e\.g\. label_seed=0$"),
+    Case("ssvae-label-seed-negative", lambda c: labelled_split(torch.arange(500) % 10, 100, label_seed=-1),
+         ConfigError, r"^label_seed must be an integer in \[0, 2\*\*32 - 1\], got -1; pass e\.g\. label_seed=0$"),
     Case("ssvae-grey-x", lambda c: SSVAE(z_dim=2, hidden_dims=(8,)).model(torch.full((2, 784), 0.5)), InvalidDataError,
          r"^x must be binary \(0 or 1\) for the Bernoulli likelihood; binarize it first, .*grey_targets=True"),
-    Case("ssvae-grey-run-without-grey-targets",
-         lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(binarize="none")), ConfigError,
-         r"^binarize='none' trains on grey levels, which this SSVAE's Bernoulli refuses; pass binarize='dynamic', "
-         r"or build SSVAE\(grey_targets=True\)"),
-    Case("ssvae-average-from-negative", lambda c: SSConfig(average_from=-1), ConfigError,
-         r"^average_from must be an integer >= 0, got -1; pass e\.g\. average_from=90"),
-    Case("ssvae-shift-labelled-too-far", lambda c: SSConfig(shift_labelled=20), ConfigError,
-         r"^shift_labelled=20 would move a 28x28 digit out of its frame; pass at most a few pixels \(e\.g\. 2\)$"),
-    Case("ssvae-max-steps-0", lambda c: train_ssvae(SSVAE(z_dim=2, hidden_dims=(8,)), None, SSConfig(), max_steps=0),
-         ConfigError, r"^max_steps must be a positive integer, got 0; pass e\.g\. max_steps=300$"),
+    Case("ssvae-grey-run-without-grey-targets", lambda c: _m2_trainer(binarize="none").fit(
+        torch.rand(20, 784), None, epochs=1, batch_size=10, progress=False, log=None), InvalidDataError,
+         r"^x must be binary \(0 or 1\) for the Bernoulli likelihood; .*or build SSVAE\(grey_targets=True\)"),
+    Case("ssvae-labelled-shift-too-far", lambda c: LabelledBatches(torch.rand(4, 784), torch.arange(4), shift=20),
+         ConfigError, r"^shift=20 needs square images at least 41 pixels wide; pass a few pixels \(e\.g\. 2\) for "
+                      r"28x28 digits, or 0$"),
+    Case("ssvae-labels-not-one-per-image", lambda c: LabelledBatches(torch.rand(4, 784), torch.arange(3)),
+         InvalidDataError, r"^the labels must be a tensor of shape \[4\], one per labelled image; got \(3,\)$"),
+    Case("ssvae-trained-on-the-elbo", lambda c: Trainer(SSVAE(z_dim=2, hidden_dims=(8,))), ConfigError,
+         r"^M2 trains on the semi-supervised objective of this very model, got Trace_ELBO; pass "
+         r"objective=SemiSupervisedELBO\(vae, labelled\.num_labelled\) with transform=labelled, a LabelledBatches$"),
+    Case("ssvae-without-labelled-batches", lambda c: _m2_trainer(transform=False).fit(
+        torch.rand(20, 784), None, epochs=1, batch_size=10, progress=False, log=None), ConfigError,
+         r"^M2 steps on unlabelled images each beside a labelled minibatch, \(x, x_labelled, y_labelled\), got 1 "
+         r"tensor\(s\); pass transform=LabelledBatches"),
     Case("cvae-transform-5-quadrants", lambda c: QuadrantPairs(5), ConfigError,
          r"^num_inputs must be 1, 2 or 3 input quadrants, got 5; pass one of 1, 2, 3$"),
     Case("cvae-input-quadrants-shape", lambda c: CVAE(2, z_dim=2, hidden_dims=(8,)).model(torch.zeros(4, 196)),

@@ -8,7 +8,6 @@ import pytest
 
 from pyro_vae import Callback, MetricsFile, TrainConfig, Trainer, VAE
 from pyro_vae.errors import ConfigError, TrainingInterrupted
-from pyro_vae.training.ssvae_training import SSConfig
 
 from conftest import assert_same_tensors
 
@@ -142,20 +141,6 @@ def test_train_config_is_validated_frozen_and_diffed():
         with pytest.raises(ConfigError) as err:
             TrainConfig(**bad)
         assert setting in err.value.settings, (bad, err.value.settings)
-
-
-@pytest.mark.parametrize("config_class", [SSConfig])
-def test_the_m2_config_is_checked_when_made_and_frozen(config_class):
-    config = config_class(lr=1, validation=0)
-    assert config.lr == 1.0 and isinstance(config.lr, float)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.epochs = 3
-    for bad in (dict(epochs=0), dict(batch_size=True), dict(lr=float("inf")), dict(seed=2**32), dict(seed=-1),
-                dict(seed="0"), dict(binarize="otsu"), dict(validation=-1), dict(validation=1.5)):
-        with pytest.raises(ConfigError) as err:
-            config_class(**bad)
-        assert tuple(bad) == err.value.settings, (bad, err.value.settings)
-    assert config_class(seed=2**32 - 1, validation=10).seed == 2**32 - 1
 
 
 def test_a_trainer_takes_one_config_or_keywords_not_both():

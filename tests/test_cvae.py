@@ -191,23 +191,23 @@ def test_the_cvae_transform_binarizes_then_splits_and_holds_out_thresholded_digi
         QuadrantPairs(4)
 
 
-def test_keep_best_scores_both_ways_keeps_the_first_of_a_tie_and_survives_a_checkpoint(tmp_path):
-    """M2's loop rule (highest held-out accuracy), both ways."""
-    from pyro_vae.training.loop_state import LoopState, load_loop, save_loop
-    from pyro_vae.training.ssvae_training import SSConfig
+def test_early_stopping_keeps_the_best_both_ways_the_first_of_a_tie_and_survives_a_checkpoint():
+    """The rule that picks M2's epoch (highest held-out accuracy) and the CVAE's (lowest loss)."""
+    from types import SimpleNamespace
+
+    from pyro_vae.training import EarlyStopping
 
     net = torch.nn.Linear(1, 1, bias=False)
-    optimizer = torch.optim.Adam(net.parameters())
-    config = SSConfig()
-    for higher, scores in ((True, [0.5, 0.7, 0.7, 0.6]), (False, [3.0, 2.0, 2.0, 2.5])):
-        state = LoopState()
+    trainer = SimpleNamespace(program=SimpleNamespace(module=net), epoch=0, should_stop=False)
+    for mode, scores in (("max", [0.5, 0.7, 0.7, 0.6]), ("min", [3.0, 2.0, 2.0, 2.5])):
+        keep = EarlyStopping(None, monitor="score", mode=mode)
         for epoch, score in enumerate(scores, 1):
-            state.epoch = epoch
+            trainer.epoch = epoch
             with torch.no_grad():
                 net.weight.fill_(epoch)  # the weights tell which epoch they are
-            state.keep_best(net, score, higher_is_better=higher)
-        save_loop(tmp_path / "loop.pt", net, {}, config, optimizer, torch.Generator(), state)
-        loaded = load_loop(tmp_path / "loop.pt", net, {}, config, optimizer, torch.Generator())
-        assert net.weight.item() == 4  # the last epoch's, until restored
-        assert loaded.restore_best(net) == 2 and net.weight.item() == 2
-    assert LoopState().restore_best(net) is None and net.weight.item() == 2
+            keep.on_epoch_end(trainer, {"epoch": epoch, "score": score})
+        again = EarlyStopping(None, monitor="score", mode=mode)
+        again.load_state_dict(keep.state_dict())  # as a checkpoint carries it
+        assert net.weight.item() == 4 and not trainer.should_stop  # the last epoch's, until training ends
+        again.on_fit_end(trainer, None)
+        assert again.best_epoch == 2 and net.weight.item() == 2

@@ -1,9 +1,11 @@
 """Data: where MNIST is found, and data in any form made into minibatches for training.
 
-==================  ==============================================================
-:mod:`.images`      MNIST: look-up, the embedded sample, binarization, checks, shifts
-:mod:`.batches`     a tensor, a tuple or dict of tensors, a Dataset or DataLoader as
-                    minibatches of a model's arguments
-:mod:`.transforms`  data-side transforms: the images' binarization, per batch
-==================  ==============================================================
+=======================  ==============================================================
+:mod:`.images`           MNIST: look-up, the embedded sample, binarization, checks, shifts
+:mod:`.batches`          a tensor, a tuple or dict of tensors, a Dataset or DataLoader as
+                         minibatches of a model's arguments
+:mod:`.transforms`       data-side transforms: the images' binarization, per batch
+:mod:`.semi_supervised`  partly labelled data: the labelled split, and a labelled
+                         minibatch beside every unlabelled one (M2)
+=======================  ==============================================================
 """

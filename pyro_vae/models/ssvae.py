@@ -39,7 +39,8 @@ A labelled minibatch of :math:`B_l` out of :math:`N_l` and an unlabelled one of
 :math:`B_u` out of :math:`N_u` are each scaled by their own :math:`N/B`
 (:func:`pyro_vae.models.plate.data_plate`): each part's minibatch loss is unbiased for its sum, so
 one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`
-(:class:`SSObjective`; :func:`pyro_vae.training.ssvae_training.train_ssvae` alternates them).
+(:class:`SemiSupervisedELBO`, on the minibatches of
+:class:`~pyro_vae.data.semi_supervised.LabelledBatches`, sums one of each per step).
 
 Kingma et al. (their Eq. 9) put :math:`\alpha` on the *average* over the labelled images,
 so their :math:`\alpha = 0.1N` is :math:`0.1N/N_l` here (60 per image for 100 labels). The
@@ -50,21 +51,23 @@ better classifier than theirs at every epoch measured (docs/ssvae.md).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.infer.util import is_validation_enabled
 from torch import nn
 from torch.nn import functional as F
 
-from pyro_vae.data.images import check_finite, flatten_images
+from pyro_vae.data.batches import Batch
+from pyro_vae.data.images import check_finite, check_pixels, flatten_images
 from pyro_vae.errors import ConfigError, InvalidDataError, check_positive
 from pyro_vae.models.networks import check_hidden_dims, mlp, strided_convolutions
 from pyro_vae.models.plate import data_plate, register_module
+from pyro_vae.training.program import Program
 
 
 def check_labels(y: torch.Tensor, num_classes: int, batch: int) -> torch.Tensor:
@@ -249,28 +252,110 @@ class SSVAE(nn.Module):
         return torch.sigmoid(self._with_label(self.decoder, y, z))
 
 
-class SSObjective:
-    r"""The loss of one minibatch of :class:`SSVAE`, in the form
-    :class:`~pyro_vae.training.step.CheckedStep` takes: ``module(batch, num_data)`` with
-    ``batch`` either ``(x, y)`` (labelled: :math:`\mathcal L + \alpha` classification loss) or
-    ``x`` (unlabelled: :math:`\mathcal U`, the label enumerated), both at the scale ``N/B``."""
+class SemiSupervisedELBO(ELBO):
+    r"""The semi-supervised objective :math:`\mathcal J^\alpha` of :class:`SSVAE`, as a
+    :class:`pyro.infer.ELBO` the :class:`~pyro_vae.training.trainer.Trainer` optimizes: one step
+    on an unlabelled minibatch ``x`` of :math:`N_u` images and a labelled one ``(x_labelled,
+    y_labelled)`` of :math:`N_l` (:class:`~pyro_vae.data.semi_supervised.LabelledBatches`) has the loss
 
-    skip_registration = True  #: the step optimizes the module's parameters itself
+    .. math::
 
-    def __init__(self, ssvae: SSVAE) -> None:
-        self.vae = ssvae
-        #: ``TraceEnum_ELBO`` sums the enumerated label out exactly (unlabelled batches)
-        self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        #: labelled batches have nothing to enumerate: their ELBO and the classification loss
+        \frac{N_u}{B_u} \sum_{x \in \text{batch}_u} \mathcal U(x)
+        + \frac{N_l}{B_l} \sum_{(x,y) \in \text{batch}_l} \bigl[\mathcal L(x,y) - \alpha \log q_\phi(y|x)\bigr],
+
+    unbiased for :math:`\mathcal J^\alpha`: :class:`pyro.infer.TraceEnum_ELBO` sums the unlabelled
+    label out (the guide's ``"y"`` enumerated in parallel), :class:`pyro.infer.Trace_ELBO` scores the
+    labelled pairs and the classification loss (:meth:`SSVAE.classifier_model`). Kingma et al.
+    (2014) take their gradient steps on the same sum of both kinds of data.
+
+    :param vae: the M2 whose classifier the :math:`\alpha` term scores.
+    :param num_labelled: :math:`N_l`, the size of the labelled set (``LabelledBatches.num_labelled``).
+    """
+
+    #: not an ELBO: the classification loss is added (the Trainer records ``train_objective``)
+    is_elbo = False
+
+    def __init__(self, vae: SSVAE, num_labelled: int) -> None:
+        super().__init__(max_plate_nesting=1)
+        self.vae = vae
+        self.num_labelled = check_positive("num_labelled", num_labelled, example=100)
+        #: sums the unlabelled label out exactly (the guide's ``"y"`` enumerated in parallel)
+        self.unlabelled_elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        #: the labelled pairs have nothing to enumerate: their ELBO and the classification loss
         self.labelled_elbo = Trace_ELBO(max_plate_nesting=1)
-        self.guide = config_enumerate(ssvae.guide, "parallel")
 
-    def module(self, batch: Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]], num_data: int) -> torch.Tensor:
-        if isinstance(batch, tuple):
-            x, y = batch
-            loss = self.labelled_elbo.differentiable_loss(self.vae.model, self.vae.guide, x, y, num_data=num_data)
-            if self.vae.alpha > 0:
-                loss = loss + self.labelled_elbo.differentiable_loss(self.vae.classifier_model, self.vae.classifier_guide,
-                                                                x, y, num_data=num_data)
-            return loss
-        return self.elbo.differentiable_loss(self.vae.model, self.guide, batch, num_data=num_data)
+    def parts(self, model: Any, guide: Any, x: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor,
+              num_data: Optional[int] = None) -> Dict[str, torch.Tensor]:
+        r"""The loss's three terms, each differentiable: ``"unlabelled"`` (the label summed out),
+        ``"labelled"`` (the labelled ELBO) and ``"classifier"`` (:math:`-\alpha \log q_\phi(y|x)`),
+        each at its own scale :math:`N/B`."""
+        n_l = self.num_labelled
+        out = {"unlabelled": self.unlabelled_elbo.differentiable_loss(model, config_enumerate(guide, "parallel"), x,
+                                                                  num_data=num_data),
+               "labelled": self.labelled_elbo.differentiable_loss(model, guide, x_labelled, y_labelled, num_data=n_l)}
+        if self.vae.alpha > 0:
+            out["classifier"] = self.labelled_elbo.differentiable_loss(
+                self.vae.classifier_model, self.vae.classifier_guide, x_labelled, y_labelled, num_data=n_l)
+        return out
+
+    def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if len(args) != 3:
+            raise ConfigError(f"M2's objective reads each step's data as (x, x_labelled, y_labelled), got "
+                              f"{len(args)} tensor(s); train with transform=LabelledBatches(labelled images, "
+                              f"labels) (pyro_vae.data.semi_supervised)", settings=("transform",))
+        return sum(self.parts(model, guide, *args, **kwargs).values())
+
+    def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
+        raise NotImplementedError("the objective is a sum of two ELBOs, each with its own traces; see parts()")
+
+    def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
+        return float(self.differentiable_loss(model, guide, *args, **kwargs).detach())
+
+    def loss_and_grads(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return float(loss.detach())
+
+
+class SSVAEProgram(Program):
+    """M2 as the :class:`~pyro_vae.training.trainer.Trainer` trains it (``Trainer(ssvae, ...)``):
+    the training data are the unlabelled images, each minibatch joined by a labelled one
+    (``transform=LabelledBatches(...)``), the objective :class:`SemiSupervisedELBO`."""
+
+    def __init__(self, vae: SSVAE) -> None:
+        super().__init__(vae.model, vae.guide)
+        self.vae = vae
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return self.vae.config
+
+    def check_objective(self, elbo: Any) -> None:
+        if not isinstance(elbo, SemiSupervisedELBO) or elbo.vae is not self.vae:
+            raise ConfigError(f"M2 trains on the semi-supervised objective of this very model, got "
+                              f"{type(elbo).__name__}; pass objective=SemiSupervisedELBO(vae, "
+                              f"labelled.num_labelled) with transform=labelled, a LabelledBatches",
+                              settings=("objective",))
+
+    def parts(self, batch: Batch, num_data: int) -> List[Tuple[str, Batch, int]]:
+        if len(batch.tensors) != 3:
+            raise ConfigError(f"M2 steps on unlabelled images each beside a labelled minibatch, (x, x_labelled, "
+                              f"y_labelled), got {len(batch.tensors)} tensor(s); pass transform=LabelledBatches("
+                              f"labelled images, labels) (pyro_vae.data.semi_supervised)", settings=("transform",))
+        x, x_labelled, y_labelled = batch.tensors
+        return [("unlabelled", Batch((x,), {}), num_data),
+                ("labelled", Batch((x_labelled, y_labelled), {}), len(x_labelled))]
+
+    def prepare(self, batch: Batch, what: str, binarize: Optional[str]) -> Batch:
+        """The unlabelled images alone, flattened, their pixels in [0, 1] (the transform binarizes)."""
+        if len(batch.tensors) != 1:
+            raise InvalidDataError(f"the {what} of M2 are its unlabelled images alone, one tensor (the labelled "
+                                   f"ones come with the transform, LabelledBatches); got {len(batch.tensors)} tensors")
+        x = flatten_images(batch.first, self.vae.x_dim)
+        check_pixels(x, what)
+        return Batch((x,), {})
+
+    def check(self, batch: Batch, num_data: int) -> None:
+        """Model and guide run on both parts, with matching sites, the unlabelled part scaled by N/B."""
+        for _, part, n in self.parts(batch, num_data):
+            super().check(part, n)

@@ -14,6 +14,7 @@
 :mod:`.tensorboard`         a TensorBoard callback (optional ``tensorboard`` extra)
 :mod:`.early_stopping`      a callback: stop when the held-out metric stops improving, keep the best
 :mod:`.averaging`           a callback: the running mean of the weights (torch.optim.swa_utils)
+:mod:`.accuracy`            a callback: a classifier's held-out accuracy after every epoch
 :mod:`.checkpoint`          checkpoint files: written atomically, versioned, read weights-only
 :mod:`.distributed`         data parallelism over a torch.distributed process group
 :mod:`.lightning`           an adapter to PyTorch Lightning (optional ``lightning`` extra)

@@ -15,7 +15,8 @@ model keeps the mean.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+import contextlib
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -64,10 +65,32 @@ class WeightAveraging(Callback):
         self._last = [p.detach().clone() for p in self._params(trainer)]
         _copy_into(self._params(trainer), list(average.module.parameters()))  # evaluated with the mean
 
+    @property
+    def holds_mean(self) -> bool:
+        """Whether the modules hold the mean now (between the end of a pass and its epoch's end)."""
+        return self._last is not None
+
+    @contextlib.contextmanager
+    def last_weights(self, trainer: "Trainer") -> Iterator[None]:
+        """While the mean is in (:attr:`holds_mean`), put the last training weights back for the
+        duration of the block: to score what averaging changed."""
+        if self._last is None:
+            yield
+            return
+        mean = [p.detach().clone() for p in self._params(trainer)]
+        _copy_into(self._params(trainer), self._last)
+        try:
+            yield
+        finally:
+            _copy_into(self._params(trainer), mean)
+
+    def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
+        if self._last is not None:
+            record["averaged_epochs"] = int(self.averaged.n_averaged)
+
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self._last is None:
             return
-        record["averaged_epochs"] = int(self.averaged.n_averaged)
         _copy_into(self._params(trainer), self._last)  # training and its checkpoint go on from the last weights
         self._last = None
 
@@ -93,3 +116,7 @@ class WeightAveraging(Callback):
         if self._pending is not None:
             self._average(trainer).load_state_dict(self._pending)
             self._pending = None
+        elif self.averaged is None and trainer.epoch >= self.start_epoch:
+            raise ConfigError(f"start_epoch={self.start_epoch} is not after the checkpoint's epoch {trainer.epoch}, "
+                              f"whose earlier weights are gone; pass start_epoch={trainer.epoch + 1} or later",
+                              settings=("start_epoch",))

@@ -5,9 +5,11 @@ A :class:`Callback` overrides any of the hooks below; :meth:`Trainer.fit
 
     on_fit_start
     per epoch:  on_epoch_start, on_step_end (every step), on_pass_end,
-                on_evaluate (when the test set is evaluated), on_epoch_end,
-                on_checkpoint (after each checkpoint written)
-    on_fit_end  (always, also when training stops on an error or a signal)
+                on_evaluate (when the test set is evaluated),
+                on_epoch_metrics (the epoch's record is assembled: add to it),
+                on_epoch_end, on_checkpoint (after each checkpoint written)
+    on_fit_end  (always, also when training stops on an error or a signal; in reverse
+                order, as exits unwind: the last callback given ends first)
 
 The progress bar (:class:`ProgressBar`), the console log (:class:`ConsoleLog`) and the
 metrics file (:class:`MetricsFile`) are callbacks; so is TensorBoard logging
@@ -53,6 +55,11 @@ class Callback:
         <pyro_vae.training.trainer.Trainer.test_data>`) was evaluated: ``metrics`` holds its
         per-datapoint ``elbo``, ``recon``, ``kl`` and, for a model of pixels, ``bits_per_dim``."""
 
+    def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
+        """Epoch ``record["epoch"]``'s training and held-out evaluation are done: add what you
+        measure to ``record`` (a classifier's accuracy, say), before it is appended to
+        ``trainer.history`` and every callback's :meth:`on_epoch_end` sees it."""
+
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         """Epoch ``record["epoch"]`` is done and ``record`` appended to ``trainer.history``."""
 
@@ -89,10 +96,16 @@ class CallbackList(Callback):
     on_step_end = _each("on_step_end")
     on_pass_end = _each("on_pass_end")
     on_evaluate = _each("on_evaluate")
+    on_epoch_metrics = _each("on_epoch_metrics")
     on_epoch_end = _each("on_epoch_end")
     on_checkpoint = _each("on_checkpoint")
-    on_fit_end = _each("on_fit_end")
     del _each
+
+    def on_fit_end(self, trainer: "Trainer", error: Optional[BaseException]) -> None:
+        # Reverse order: weight averaging (given after early stopping) puts its mean in first,
+        # then early stopping restores the best epoch's weights, which are a mean if it scored one.
+        for callback in reversed(self.callbacks):
+            callback.on_fit_end(trainer, error)
 
     def _stateful(self) -> Dict[str, Callback]:
         """The callbacks with state, by class name (numbered when a class appears twice)."""
@@ -136,7 +149,10 @@ class ProgressBar(Callback):
 
 def format_record(record: Dict[str, float], epochs: int) -> str:
     """One log line per epoch: train ELBO, test ELBO = reconstruction - KL, bits/dim."""
-    line = f"epoch {int(record['epoch']):>3}/{epochs}  train ELBO {record['train_elbo']:9.3f}"
+    if "train_elbo" in record:
+        line = f"epoch {int(record['epoch']):>3}/{epochs}  train ELBO {record['train_elbo']:9.3f}"
+    else:  # an objective that is not an ELBO
+        line = f"epoch {int(record['epoch']):>3}/{epochs}  train objective {record['train_objective']:9.3f}"
     if "test_elbo" in record:
         line += (
             f"  test ELBO {record['test_elbo']:9.3f} = recon {record['test_recon']:9.3f}"
@@ -144,6 +160,11 @@ def format_record(record: Dict[str, float], epochs: int) -> str:
         )
         if "test_bits_per_dim" in record:  # a model of pixels
             line += f"  ({record['test_bits_per_dim']:.4f} bits/dim)"
+    for key in sorted(k for k in record if k.endswith("_accuracy") and not k.startswith("unaveraged_")):
+        line += f"  {key.replace('_', ' ')} {record[key]:.4f}"
+    if "averaged_epochs" in record:
+        first = int(record["epoch"]) - int(record["averaged_epochs"]) + 1
+        line += f" (weights averaged over epochs {first}-{int(record['epoch'])})"
     return line + f"  {record['seconds']:.1f} s"
 
 

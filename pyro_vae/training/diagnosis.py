@@ -105,6 +105,23 @@ def diagnose(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
     return term, f"{detail}, with gradient norms {sizes} that overflow together: the {term} term dominates"
 
 
+def diagnose_parts(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
+                   analytic_kl: bool) -> Tuple[Optional[str], str]:
+    """:func:`diagnose` of each part of a step's batch (:meth:`Program.parts
+    <pyro_vae.training.program.Program.parts>`: one for most models; M2's unlabelled and labelled
+    minibatches), naming the first part whose term went bad."""
+    parts = program.parts(batch, num_data)
+    if len(parts) == 1:
+        return diagnose(program, parts[0][1], parts[0][2], noise, analytic_kl)
+    details = []
+    for name, part, n in parts:
+        term, detail = diagnose(program, part, n, noise, analytic_kl)
+        if term is not None:
+            return term, f"on its {name} minibatch, {detail}"
+        details.append(f"on its {name} minibatch, {detail}")
+    return None, "; ".join(details)
+
+
 def non_finite_error(reason: str, term: Optional[str], detail: str, epoch: int, step: int,
                      last_checkpoint: Optional[Tuple[str, int, int]], checkpoint_path: Optional[str]) -> NonFiniteError:
     """The error training stops with: the step, what went bad, and the last good checkpoint."""

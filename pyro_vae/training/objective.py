@@ -56,6 +56,7 @@ class Objective:
     def __init__(self, program: Program, config: TrainConfig) -> None:
         given = config.objective
         elbo = get_objective(given, config.num_particles) if isinstance(given, str) else given
+        program.check_objective(elbo)
         self.program = program
         self.config = config
         self._pristine = copy.copy(elbo)  # uncompiled: what a JIT objective recompiles from

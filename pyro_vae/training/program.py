@@ -18,7 +18,7 @@ it adds the model's own input checks and its guide contract (:mod:`pyro_vae.infe
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyro
 import torch
@@ -107,6 +107,15 @@ class Program:
             return {"model": _name(self.model), "guide": _name(self.guide), **own}
         return {"model": _name(self.model), "guide": _name(self.guide),
                 "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()}}
+
+    def check_objective(self, elbo: Any) -> None:
+        """Refuse an objective this program cannot be trained with (any ELBO can, here)."""
+
+    def parts(self, batch: Batch, num_data: int) -> List[Tuple[str, Batch, int]]:
+        """A step's batch as separate calls ``(name, arguments, num_data)`` of model and guide, for
+        checks and diagnoses: the one call ``model(*batch, num_data)`` here; M2's unlabelled and
+        labelled minibatches (:class:`~pyro_vae.models.ssvae.SSVAEProgram`)."""
+        return [("", batch, num_data)]
 
     def prepare(self, batch: Batch, what: str, binarize: Optional[str]) -> Batch:
         """Check data before training: every floating tensor finite; the first one, the images,
@@ -234,12 +243,16 @@ class VAEProgram(Program):
 
 def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Program:
     """``Trainer(vae)`` or ``Trainer(vae.model, vae.guide)``: a :class:`VAEProgram`;
-    ``Trainer(model, guide)``: a :class:`Program`."""
-    from pyro_vae.models.vae import VAEBase  # the models import training's parts, not the other way round
+    ``Trainer(ssvae)``: M2's :class:`~pyro_vae.models.ssvae.SSVAEProgram`; ``Trainer(model, guide)``:
+    a :class:`Program`."""
+    from pyro_vae.models.ssvae import SSVAE, SSVAEProgram  # the models import training's parts, not the other way round
+    from pyro_vae.models.vae import VAEBase
 
     if guide is None:
         if isinstance(model, VAEBase):
             return VAEProgram(model)
+        if isinstance(model, SSVAE):
+            return SSVAEProgram(model)
         if isinstance(model, (tuple, list)) and len(model) == 2:
             raise ConfigError("pass the model and the guide as two arguments, Trainer(model, guide), not as one "
                               f"{type(model).__name__}")

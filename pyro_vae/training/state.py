@@ -1,8 +1,9 @@
 """The training state as a checkpoint saves and restores it (one format: see :mod:`pyro_vae.training.checkpoint`).
 
 A checkpoint holds everything a resumed run needs to continue bit-identically: the program's
-identity (a VAE's settings; a model and guide's names and parameter shapes) and the trainer's
-settings, the weights of the program's modules, the optimizer's state, the history, every random
+identity (a VAE's settings; a model and guide's names and parameter shapes), the trainer's
+settings and the data transform's (its ``config``, if it has one: M2's labelled data), the
+weights of the program's modules, the optimizer's state, the history, every random
 generator's state (each process's own latent-noise stream, in a distributed run), the
 position inside an epoch that a signal stopped, and the parameters model or guide keep in
 Pyro's param store only.
@@ -51,6 +52,7 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
     state = {
         "config": trainer.program.config,
         "trainer": trainer.config.settings(),
+        "transform": getattr(trainer.transform, "config", None),  # M2's labelled data, say
         "epoch": trainer.epoch,
         "model": trainer.program.module.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -94,6 +96,8 @@ def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:
               if key not in CHANGEABLE_ON_RESUME}
     differ.update({key: (state["config"].get(key), now) for key, now in trainer.program.config.items()
                    if state["config"].get(key) != now})
+    saved, now = state.get("transform") or {}, getattr(trainer.transform, "config", None) or {}
+    differ.update({key: (saved.get(key), now.get(key)) for key in {**saved, **now} if saved.get(key) != now.get(key)})
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
         raise CheckpointError(

@@ -60,7 +60,10 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self.writer is None:
             return
-        self.writer.add_scalar("train/objective", record["train_elbo"], record["epoch"])
+        self.writer.add_scalar("train/objective", record.get("train_elbo", record.get("train_objective")),
+                               record["epoch"])
+        for key in (k for k in record if k.endswith("_accuracy")):  # a classifier's, held out
+            self.writer.add_scalar(f"held_out/{key}", record[key], record["epoch"])
         self.writer.add_scalar("train/beta", record["beta"], record["epoch"])
         self.writer.flush()
 

@@ -48,7 +48,7 @@ from pyro_vae.training import state as training_state
 from pyro_vae.data.batches import Batch, Data, Source, as_source
 from pyro_vae.training.callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.diagnosis import diagnose, non_finite_error
+from pyro_vae.training.diagnosis import diagnose_parts, non_finite_error
 from pyro_vae.training.epochs import EpochPass
 from pyro_vae.training.evaluation import test_elbo
 from pyro_vae.training.objective import Objective
@@ -277,7 +277,7 @@ class Trainer:
         try:
             loss = self.step(batch, num_data, weight)
         except NonFiniteStep as err:
-            term, detail = diagnose(self.program, batch, num_data, noise, config.analytic_kl)
+            term, detail = diagnose_parts(self.program, batch, num_data, noise, config.analytic_kl)
             raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
                                    self._checkpoint_path) from err.__cause__
         epoch_pass.record(step, loss * len(idx) / num_data, loss)
@@ -335,12 +335,15 @@ class Trainer:
                    checkpoint: Optional[str], hooks: CallbackList) -> None:
         start = time.perf_counter()
         train_elbo = self.train_epoch(source, batch_size, hooks)
-        record = {"epoch": self.epoch, "train_elbo": train_elbo, "seconds": time.perf_counter() - start,
+        # an objective that is not an ELBO (M2's adds a classification loss) is not called one
+        name = "train_elbo" if getattr(self.loss, "is_elbo", True) else "train_objective"
+        record = {"epoch": self.epoch, name: train_elbo, "seconds": time.perf_counter() - start,
                   "beta": self.current_beta}
         if self._test is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
             test = self.evaluate(self._test)
             hooks.on_evaluate(self, test, self.test_data)
             record.update({f"test_{key}": value for key, value in test.items()})
+        hooks.on_epoch_metrics(self, record)
         self.history.append(record)
         hooks.on_epoch_end(self, record)
         if checkpoint is not None:
