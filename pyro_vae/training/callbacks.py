@@ -58,7 +58,7 @@ class Callback:
     def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         """Epoch ``record["epoch"]``'s training and held-out evaluation are done: add what you
         measure to ``record`` (a classifier's accuracy, say), before it is appended to
-        ``trainer.history`` and every callback's :meth:`on_epoch_end` sees it."""
+        ``trainer.history`` and every callback's :meth:`~pyro_vae.training.callbacks.Callback.on_epoch_end` sees it."""
 
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         """Epoch ``record["epoch"]`` is done and ``record`` appended to ``trainer.history``."""
