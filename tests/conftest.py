@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pyro_vae import load_mnist
+from pyro_vae.training.callbacks import Callback
 from pyro_vae.data.images import DATA_ENV, MNIST_FILES, _IDX_MAGIC, load_embedded
 
 
@@ -137,3 +138,14 @@ def headless_chromium(window: str, *flags: str, logs: bool = False):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+class StopAt(Callback):
+    """Ask training to stop after step ``step`` of epoch ``epoch``, as SIGINT would."""
+
+    def __init__(self, epoch, step):
+        self.epoch, self.step = epoch, step
+
+    def on_step_end(self, trainer, step, loss):
+        if trainer.epoch + 1 == self.epoch and step == self.step:
+            trainer.stop.request(2)

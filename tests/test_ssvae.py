@@ -22,6 +22,8 @@ from pyro_vae.training import EarlyStopping, Trainer, WeightAveraging
 from pyro_vae.training.accuracy import ClassifierAccuracy
 from pyro_vae.training.callbacks import Callback
 
+from conftest import StopAt
+
 
 class FixedZ(Messenger):
     """The guide's draws of ``"z"`` replaced by given values, the enumerated one (``[K, B, z]``,
@@ -423,17 +425,6 @@ def test_m2_refuses_other_objectives_and_data_without_labelled_batches(mnist):
             mnist.train_images[:100], None, epochs=1, progress=False, log=None)
     with pytest.raises(InvalidDataError, match=r"^the labels must be a tensor of shape \[10\]"):
         LabelledBatches(mnist.train_images[:10], mnist.train_labels[:9])
-
-
-class StopAt(Callback):
-    """Ask training to stop after step ``step`` of epoch ``epoch``, as SIGINT would."""
-
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer, step, loss):
-        if trainer.epoch + 1 == self.epoch and step == self.step:
-            trainer.stop.request(2)
 
 
 def test_m2_stopped_mid_epoch_with_its_callbacks_resumes_bit_identically(mnist, tmp_path):

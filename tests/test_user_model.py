@@ -17,6 +17,8 @@ from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from pyro_vae.training import Callback, TrainConfig, Trainer
 
+from conftest import StopAt
+
 quiet = dict(progress=False, log=None)
 D, Z, C = 13, 2, 3  # features, latent size, classes of the covariate
 
@@ -125,17 +127,6 @@ def test_trace_enum_elbo_trains_a_mixture_and_its_loss_is_the_enumerated_sum():
     assert expected < start - 20
     assert trainer.step(x, num_data=len(x)) == pytest.approx(expected, rel=1e-6)  # loss before its update
     assert sorted(pyro.param("locs").tolist()) == pytest.approx([-3, 2], abs=0.5)
-
-
-class StopAt(Callback):
-    """Ask training to stop after step ``step`` of epoch ``epoch``, as SIGINT would."""
-
-    def __init__(self, epoch, step):
-        self.epoch, self.step = epoch, step
-
-    def on_step_end(self, trainer, step, loss):
-        if trainer.epoch + 1 == self.epoch and step == self.step:
-            trainer.stop.request(2)
 
 
 def test_a_user_model_stopped_mid_epoch_resumes_bit_identically(tmp_path):
