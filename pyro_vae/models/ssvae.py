@@ -38,9 +38,9 @@ labelled image, in Pyro through :class:`pyro.poutine.scale`:
 A labelled minibatch of :math:`B_l` out of :math:`N_l` and an unlabelled one of
 :math:`B_u` out of :math:`N_u` are each scaled by their own :math:`N/B`
 (:func:`pyro_vae.models.plate.data_plate`): each part's minibatch loss is unbiased for its sum, so
-one labelled step plus one unlabelled step is unbiased for :math:`\mathcal J^\alpha`
-(:class:`SemiSupervisedELBO`, on the minibatches of
-:class:`~pyro_vae.data.semi_supervised.LabelledBatches`, sums one of each per step).
+the sum of one labelled and one unlabelled minibatch loss is unbiased for :math:`\mathcal J^\alpha`
+(:class:`SemiSupervisedELBO`, the loss of each step, on the minibatches of
+:class:`~pyro_vae.data.semi_supervised.LabelledBatches`).
 
 Kingma et al. (their Eq. 9) put :math:`\alpha` on the *average* over the labelled images,
 so their :math:`\alpha = 0.1N` is :math:`0.1N/N_l` here (60 per image for 100 labels). The
@@ -303,6 +303,10 @@ class SemiSupervisedELBO(ELBO):
             raise ConfigError(f"M2's objective reads each step's data as (x, x_labelled, y_labelled), got "
                               f"{len(args)} tensor(s); train with transform=LabelledBatches(labelled images, "
                               f"labels) (pyro_vae.data.semi_supervised)", settings=("transform",))
+        if len(args[1]) > self.num_labelled:
+            raise ConfigError(f"a labelled minibatch of {len(args[1])} images, but num_labelled={self.num_labelled}; "
+                              f"pass SemiSupervisedELBO(vae, labelled.num_labelled) for the LabelledBatches "
+                              f"given as the transform", settings=("num_labelled",))
         return sum(self.parts(model, guide, *args, **kwargs).values())
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:

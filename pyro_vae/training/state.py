@@ -46,13 +46,19 @@ def _rank_rng_states(device: torch.device) -> List[Dict[str, torch.Tensor]]:
     return ranks
 
 
+def _transform_config(trainer: "Trainer") -> Dict[str, Any]:
+    """What identifies the data transform (its ``config`` dict; none for most)."""
+    config = getattr(trainer.transform, "config", None)
+    return dict(config) if isinstance(config, dict) else {}
+
+
 def state_dict(trainer: "Trainer") -> Dict[str, Any]:
     """The trainer's state; in a distributed run a collective, which every process calls."""
     optimizer = trainer.step_fn.optimizer
     state = {
         "config": trainer.program.config,
         "trainer": trainer.config.settings(),
-        "transform": getattr(trainer.transform, "config", None),  # M2's labelled data, say
+        "transform": _transform_config(trainer),  # M2's labelled data, say
         "epoch": trainer.epoch,
         "model": trainer.program.module.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -96,7 +102,7 @@ def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:
               if key not in CHANGEABLE_ON_RESUME}
     differ.update({key: (state["config"].get(key), now) for key, now in trainer.program.config.items()
                    if state["config"].get(key) != now})
-    saved, now = state.get("transform") or {}, getattr(trainer.transform, "config", None) or {}
+    saved, now = state.get("transform") or {}, _transform_config(trainer)
     differ.update({key: (saved.get(key), now.get(key)) for key in {**saved, **now} if saved.get(key) != now.get(key)})
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
