@@ -17,8 +17,11 @@ precision settings and its own checkpoints. What it does not give, and
 the bit, mid-epoch included; the finite guard that refuses a non-finite step before the
 optimizer applies it and names the ELBO term that went bad; the guide contract checked on the
 call that is made; parameters kept in Pyro's param store only (here every parameter must live
-in the modules that model and guide are or belong to); data-side binarization (here the
-batches are taken as they come). ``docs/training.md`` gives the measured comparison.
+in the modules that model and guide are or belong to). A data-side transform
+(:mod:`pyro_vae.data.transforms`: a VAE's binarization, the CVAE's quadrants, M2's labelled
+minibatches) is applied to each training batch with the module's own generator, seeded once:
+reproducible from a fresh start, not across Lightning's resume. ``docs/training.md`` gives the
+measured comparison.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pyro.infer.elbo import ELBO
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.models.plate import registration_skipped
 from pyro_vae.data.batches import Batch, as_batch
+from pyro_vae.data.transforms import Transform
 from pyro_vae.training.program import Program, as_program
 from pyro_vae.training.step import make_optimizer
 
@@ -55,14 +59,21 @@ class SVIModule(lightning.LightningModule):
     :param validate: run the training steps with Pyro's argument and support validation on (the
         default: nothing else checks the batches Lightning hands over); off is
         :class:`~pyro_vae.training.trainer.Trainer`'s setting, which checks the data once instead.
+    :param transform: done to every training batch before its step, drawing from a generator
+        seeded with ``seed`` (:mod:`pyro_vae.data.transforms`); validation batches are taken as
+        they come.
     """
 
     def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None, objective: Optional[ELBO] = None,
-                 lr: float = 1e-3, num_data: Optional[int] = None, validate: bool = True) -> None:
+                 lr: float = 1e-3, num_data: Optional[int] = None, validate: bool = True,
+                 transform: Optional[Transform] = None, seed: int = 0) -> None:
         super().__init__()
         self.program: Program = as_program(model, guide)
         self.body = self.program.module  # registered: Lightning optimizes and saves its parameters
         self.elbo = objective if objective is not None else Trace_ELBO()
+        self.program.check_objective(self.elbo)  # M2 needs its own
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(seed)
         self.lr = lr
         self.num_data = num_data
         self.validate = validate
@@ -78,6 +89,8 @@ class SVIModule(lightning.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """The negative ELBO of the minibatch at the full-data scale; logs ``train_elbo`` per datapoint."""
         batch, n = as_batch(batch), self._num_data()
+        if self.transform is not None:
+            batch = self.transform.train(batch, self.generator)
         # Lightning's optimizer steps the modules' parameters: Pyro's param-store registration is not needed.
         with pyro.validation_enabled(self.validate), registration_skipped():
             loss = self._call(lambda *a, **k: self.elbo.differentiable_loss(self.program.model, self.program.guide,
