@@ -27,6 +27,7 @@ from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint
 from pyro_vae.data.images import MNISTData, fallback_notice, load_mnist
 from pyro_vae.errors import ConfigError, OutputDirError, PyroVAEError, TrainingInterrupted, check_count, check_positive
 from pyro_vae.models.guides import GUIDES
+from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.inference.objectives import OBJECTIVES
 from pyro_vae.training import TrainConfig, Trainer
 from pyro_vae.training.callbacks import write_json
@@ -101,8 +102,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"hidden layer widths (default {' '.join(map(str, default(VAE, 'hidden_dims')))})")
     p.add_argument("--activation", default=None, choices=["softplus", "relu", "tanh", "elu"],
                    help=f"hidden nonlinearity (default {default(VAE, 'activation')})")
-    p.add_argument("--likelihood", default=None, choices=["bernoulli", "continuous_bernoulli"],
-                   help="p(x|z): bernoulli for binarized pixels (default), continuous_bernoulli for grey levels")
+    p.add_argument("--likelihood", default=None, choices=sorted(LIKELIHOODS),
+                   help="p(x|z): bernoulli for binarized pixels (default), continuous_bernoulli for grey levels, "
+                        "discretized_logistic for 8-bit grey levels; normal, normal_heteroscedastic, laplace, "
+                        "student_t for real values; poisson, negative_binomial for counts")
     p.add_argument("--guide", default=None, choices=sorted(GUIDES),
                    help="q(z|x): diagonal Normal MLP (default), conv, full_covariance, iaf")
 

@@ -340,7 +340,26 @@ CASES = [
          r"num_particles must be a positive integer, got 0"),
     # names: unknown ones list the valid ones
     Case("unknown-likelihood", lambda c: VAE(likelihood="gaussian"), ConfigError,
-         r"unknown likelihood 'gaussian'; choose one of \['bernoulli', 'continuous_bernoulli'\]"),
+         r"unknown likelihood 'gaussian'; choose one of \['bernoulli', 'continuous_bernoulli', "
+         r"'discretized_logistic', 'laplace', 'negative_binomial', 'normal', 'normal_heteroscedastic', 'poisson', "
+         r"'student_t'\]"),
+    Case("counts-negative", lambda c: fit(torch.tensor([[1.0, 2.0], [0.0, -1.0]]),
+                                          vae=VAE(x_dim=2, z_dim=2, hidden_dims=(4,), likelihood="poisson"), binarize="none"),
+         InvalidDataError, r"^the 'poisson' likelihood needs counts, whole numbers >= 0, but 1 value of the data is "
+                           r"not \(e\.g\. -1\); pass the raw counts \(not normalized or log-transformed\), or "
+                           r"choose likelihood='normal'$"),
+    Case("counts-not-whole", lambda c: fit(torch.tensor([[1.0, 2.5], [0.0, 1.0]]),
+                                           vae=VAE(x_dim=2, z_dim=2, hidden_dims=(4,), likelihood="negative_binomial"), binarize="none"),
+         InvalidDataError, r"^the 'negative_binomial' likelihood needs counts, whole numbers >= 0, but 1 value of "
+                           r"the data is not \(e\.g\. 2\.5\)"),
+    Case("table-features-nan", lambda c: fit(torch.tensor([[1.5, -2.0], [float("nan"), 0.3]]),
+                                             vae=VAE(x_dim=2, z_dim=2, hidden_dims=(4,), likelihood="normal"), binarize="none"),
+         InvalidDataError, r"^the training data holds 1 NaN value \(in 1 of 2 rows\); clean or drop those rows$"),
+    Case("pixels-not-8-bit", lambda c: fit(torch.tensor([[0.5, 1.0], [0.0, 0.2]]),
+                                           vae=VAE(x_dim=2, z_dim=2, hidden_dims=(4,),
+                                                   likelihood="discretized_logistic"), binarize="none"),
+         InvalidDataError, r"^the 'discretized_logistic' likelihood needs 8-bit grey levels k/255 in \[0, 1\], but "
+                           r"1 value of the data is not \(e\.g\. 0\.5\); divide uint8 pixels by 255"),
     Case("unknown-guide", lambda c: VAE(guide="flow"), ConfigError,
          r"unknown guide 'flow'; choose one of \['conv', 'diagonal', 'full_covariance', 'iaf'\]"),
     Case("unknown-objective", lambda c: Trainer(small_vae(), objective="vi"), ConfigError,

@@ -109,12 +109,12 @@ class HVAE(VAEBase):
                 f"pass e.g. hidden_dims=((200, 200), (100, 100))", settings=("hidden_dims",)
             )
         self.hidden_dims = (check_hidden_dims(hidden_dims[0]), check_hidden_dims(hidden_dims[1]))
-        self.likelihood = get_likelihood(likelihood)
+        self.likelihood = get_likelihood(likelihood, self.x_dim)
         self.activation = check_activation(activation)
         self.name = name
         (k1, k2), (h1, h2) = self.z_dims, self.hidden_dims
         # the generative networks, top-down, then the guide's, bottom-up
-        self.decoder = mlp([k1, *h1[::-1], self.x_dim], activation)  # p(x|z1)
+        self.decoder = mlp([k1, *h1[::-1], self.x_dim * self.likelihood.params_per_feature], activation)  # p(x|z1)
         self.decoder_z1 = GaussianEncoder(k2, k1, h2[::-1], activation)  # p(z1|z2)
         self.encoder_z1 = GaussianEncoder(self.x_dim, k1, h1, activation)  # q(z1|x)
         self.encoder_z2 = GaussianEncoder(k1, k2, h2, activation)  # q(z2|z1)

@@ -1,8 +1,10 @@
 r"""The likelihood :math:`p_\theta(x|z)` of the VAE (seed items 5 and 10).
 
-The decoder network maps a latent code ``z`` to one logit per pixel; a
-likelihood turns those logits into a distribution over the image with event
-shape ``(x_dim,)`` (pixels are conditionally independent given ``z``).
+The decoder network maps a latent code ``z`` to :attr:`Likelihood.params_per_feature` outputs
+per feature (pixel, or column of a table); a likelihood turns them into a distribution over the
+datapoint with event shape ``(x_dim,)`` (features are conditionally independent given ``z``).
+Parameters that do not depend on ``z`` (a feature's noise scale, a count's dispersion) are the
+likelihood's own, learned with the decoder. Each is chosen by name (:data:`LIKELIHOODS`):
 
 * ``"bernoulli"`` -- :math:`x_d \in \{0, 1\}`, for binarized images. Pyro's
   argument validation stays on: grey-level pixels are *not* in the support and
@@ -15,14 +17,32 @@ shape ``(x_dim,)`` (pixels are conditionally independent given ``z``).
   (``tests/test_continuous_bernoulli.py``). A density can exceed 1, so its bits/dim is not a
   code length and can be negative. Feeding grey pixels to a Bernoulli, as many VAE examples do with validation
   switched off, optimizes a quantity that is not a log-likelihood.
+* ``"normal"`` -- :math:`x_d \in \mathbb R`, :math:`\mathcal N(\mu_d(z), \sigma_d^2)` with one learned
+  scale per feature (standardized tables); ``"normal_heteroscedastic"`` -- the scale too from
+  the decoder, per datapoint.
+* ``"laplace"`` and ``"student_t"`` -- heavy tails, a learned scale per feature (and, for
+  Student's t, learned degrees of freedom per feature, above 1 so that the mean exists).
+* ``"poisson"`` and ``"negative_binomial"`` -- counts :math:`x_d \in \{0, 1, 2, \dots\}`; the
+  negative binomial's dispersion (its ``total_count``) learned per feature, as in models of
+  single-cell counts.
+* ``"discretized_logistic"`` -- 8-bit pixels :math:`x_d \in \{0, \frac1{255}, \dots, 1\}`: the mass
+  of a logistic over each pixel value's bin of width :math:`1/255`, the tails going to the end
+  bins (Salimans et al., 2017, "PixelCNN++"), so that bits/dim is a code length of 8-bit images
+  comparable with the literature.
+
+On continuous data (:attr:`Likelihood.discrete` False) :math:`\log p(x|z)` is a *density*: it can be
+positive, and so can the ELBO; bits/dim is then no code length and is not reported.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Dict, Optional
 
 import torch
 import pyro.distributions as dist
+from torch import nn
+from torch.distributions import constraints
 from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError, InvalidDataError
@@ -67,30 +87,63 @@ class BernoulliPixels(dist.Independent):
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
 
 
-class Likelihood:
-    """A pixel-wise likelihood family parameterized by decoder logits."""
+class Likelihood(nn.Module):
+    """A feature-wise likelihood family parameterized by the decoder's outputs (and, for some,
+    parameters of its own, learned with them).
+
+    :param x_dim: the number of features, for the parameters kept per feature.
+    """
 
     name: str = ""
     support: str = ""
+    #: decoder outputs per feature (a location, or a location and a scale)
+    params_per_feature: int = 1
+    #: whether ``log p(x|z)`` is a probability (bits/dim a code length) rather than a density
+    discrete: bool = True
+    #: whether the data are pixel intensities in [0, 1] (images), rather than a table's features
+    pixels: bool = False
 
-    def __call__(self, logits: torch.Tensor) -> dist.TorchDistribution:
-        """The distribution :math:`p(x|z)` with event shape ``(x_dim,)``."""
+    def __init__(self, x_dim: Optional[int] = None) -> None:
+        super().__init__()
+        self.x_dim = x_dim
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution :math:`p(x|z)` with event shape ``(x_dim,)``, from the decoder's ``out``."""
         raise NotImplementedError
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        r""":math:`\mathbb{E}[x|z]`, the image a decoder "draws" for ``z``."""
-        return self(logits).mean
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        r""":math:`\mathbb{E}[x|z]`, the datapoint a decoder "draws" for ``z``."""
+        return self(out).mean
 
     def check_support(self, x: torch.Tensor) -> None:
         """Raise :class:`~pyro_vae.errors.InvalidDataError` if ``x`` lies outside the support."""
         raise NotImplementedError
 
+    def _per_feature(self, init: float) -> nn.Parameter:
+        if self.x_dim is None:
+            raise ConfigError(f"the {self.name!r} likelihood learns a parameter per feature: build it with "
+                              f"get_likelihood({self.name!r}, x_dim)", settings=("likelihood",))
+        return nn.Parameter(torch.full((self.x_dim,), float(init)))
+
+    def _split(self, out: torch.Tensor) -> tuple:
+        """A decoder output of ``params_per_feature * x_dim`` as that many ``[..., x_dim]`` tensors."""
+        return out.chunk(self.params_per_feature, dim=-1)
+
+    def _refuse(self, bad: torch.Tensor, x: torch.Tensor, needs: str, fix: str) -> None:
+        if bool(bad.any()):
+            example = float(x[bad].flatten()[0])
+            n = int(bad.sum())
+            raise InvalidDataError(f"the {self.name!r} likelihood needs {needs}, but {n} value{'s' if n > 1 else ''} of "
+                                   f"the data {'are' if n > 1 else 'is'} not (e.g. {example:.4g}); {fix}",
+                                   settings=("likelihood",))
+
 
 class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
+    pixels = True
     support = "{0, 1}"
 
-    def __call__(self, logits: torch.Tensor) -> dist.TorchDistribution:
+    def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return BernoulliPixels(logits)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
@@ -111,9 +164,10 @@ class BernoulliLikelihood(Likelihood):
 
 class ContinuousBernoulliLikelihood(Likelihood):
     name = "continuous_bernoulli"
+    pixels = True
     support = "[0, 1]"
 
-    def __call__(self, logits: torch.Tensor) -> dist.TorchDistribution:
+    def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=logits).to_event(1)
 
     def check_support(self, x: torch.Tensor) -> None:
@@ -127,16 +181,192 @@ class ContinuousBernoulliLikelihood(Likelihood):
             )
 
 
-LIKELIHOODS: Dict[str, Callable[[], Likelihood]] = {
-    BernoulliLikelihood.name: BernoulliLikelihood,
-    ContinuousBernoulliLikelihood.name: ContinuousBernoulliLikelihood,
+class RealLikelihood(Likelihood):
+    """Real-valued features: every finite value is in the support."""
+
+    support = "real numbers"
+    discrete = False
+
+    def check_support(self, x: torch.Tensor) -> None:
+        self._refuse(~torch.isfinite(x), x, "finite real values", "drop or impute NaN and infinite features")
+
+
+def _scale(raw: torch.Tensor) -> torch.Tensor:
+    """A positive scale from an unconstrained parameter, bounded away from 0 (a density's
+    log can otherwise grow without bound on a feature the decoder fits exactly)."""
+    return F.softplus(raw) + 1e-3
+
+
+class NormalLikelihood(RealLikelihood):
+    r""":math:`x_d \sim \mathcal N(\mu_d(z), \sigma_d^2)`, one learned :math:`\sigma_d` per feature."""
+
+    name = "normal"
+
+    def __init__(self, x_dim: Optional[int] = None) -> None:
+        super().__init__(x_dim)
+        self.raw_scale = self._per_feature(math.log(math.e - 1))  # softplus: 1, standardized data's scale
+
+    def forward(self, loc: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(loc, _scale(self.raw_scale)).to_event(1)
+
+
+class HeteroscedasticNormalLikelihood(RealLikelihood):
+    r""":math:`x_d \sim \mathcal N(\mu_d(z), \sigma_d(z)^2)`: the decoder gives both, per datapoint."""
+
+    name = "normal_heteroscedastic"
+    params_per_feature = 2
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw = self._split(out)
+        return dist.Normal(loc, _scale(raw)).to_event(1)
+
+
+class LaplaceLikelihood(RealLikelihood):
+    r""":math:`x_d \sim \mathrm{Laplace}(\mu_d(z), b_d)`, one learned :math:`b_d` per feature: heavier tails."""
+
+    name = "laplace"
+
+    def __init__(self, x_dim: Optional[int] = None) -> None:
+        super().__init__(x_dim)
+        self.raw_scale = self._per_feature(math.log(math.e - 1))
+
+    def forward(self, loc: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Laplace(loc, _scale(self.raw_scale)).to_event(1)
+
+
+class StudentTLikelihood(RealLikelihood):
+    r""":math:`x_d \sim t_{\nu_d}(\mu_d(z), s_d)`, a learned scale and degrees of freedom
+    :math:`\nu_d > 1` per feature (starting at :math:`\nu = 5`)."""
+
+    name = "student_t"
+
+    def __init__(self, x_dim: Optional[int] = None) -> None:
+        super().__init__(x_dim)
+        self.raw_scale = self._per_feature(math.log(math.e - 1))
+        self.raw_df = self._per_feature(math.log(math.exp(4.0) - 1))  # 1 + softplus: 5
+
+    def forward(self, loc: torch.Tensor) -> dist.TorchDistribution:
+        return dist.StudentT(1 + F.softplus(self.raw_df), loc, _scale(self.raw_scale)).to_event(1)
+
+
+class CountLikelihood(Likelihood):
+    """Counts: every whole number >= 0 is in the support."""
+
+    support = "counts {0, 1, 2, ...}"
+
+    def check_support(self, x: torch.Tensor) -> None:
+        self._refuse(~((x >= 0) & (x == x.round())), x, "counts, whole numbers >= 0",
+                     "pass the raw counts (not normalized or log-transformed), or choose likelihood='normal'")
+
+
+class PoissonLikelihood(CountLikelihood):
+    r""":math:`x_d \sim \mathrm{Poisson}(\lambda_d(z))`, :math:`\lambda_d = \mathrm{softplus}` of the decoder's output."""
+
+    name = "poisson"
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Poisson(F.softplus(out) + 1e-6).to_event(1)
+
+
+class NegativeBinomialLikelihood(CountLikelihood):
+    r""":math:`x_d \sim \mathrm{NB}(r_d, p_d(z))`: over-dispersed counts, variance
+    :math:`\mu + \mu^2/r`, the dispersion :math:`r_d` learned per feature, the success logits from
+    the decoder."""
+
+    name = "negative_binomial"
+
+    def __init__(self, x_dim: Optional[int] = None) -> None:
+        super().__init__(x_dim)
+        self.raw_total_count = self._per_feature(math.log(math.e - 1))
+
+    def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
+        return dist.NegativeBinomial(total_count=_scale(self.raw_total_count), logits=logits).to_event(1)
+
+
+class DiscretizedLogistic(dist.TorchDistribution):
+    r"""Independent 8-bit pixels :math:`x \in \{0, \frac1{255}, \dots, 1\}`, each the mass of a logistic
+    :math:`(\mu, s)` over its bin :math:`[x - \frac1{510}, x + \frac1{510}]`, the bins of 0 and 1
+    reaching to :math:`-\infty` and :math:`+\infty`:
+
+    .. math::
+
+        P(x) = \sigma\!\left(\tfrac{x + 1/510 - \mu}{s}\right) - \sigma\!\left(\tfrac{x - 1/510 - \mu}{s}\right).
+
+    Batch shape that of ``loc`` without its last dimension, event shape ``(x_dim,)``.
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.independent(constraints.unit_interval, 1)
+    half_bin = 1 / 510
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: Optional[bool] = None) -> None:
+        self.loc, self.scale = torch.broadcast_tensors(loc, scale)
+        super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> "DiscretizedLogistic":
+        """The same pixels with batch shape ``batch_shape``."""
+        shape = (*batch_shape, *self.event_shape)
+        return DiscretizedLogistic(self.loc.expand(shape), self.scale.expand(shape), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log-mass of the 8-bit image ``value``, summed over its pixels."""
+        upper = (value + self.half_bin - self.loc) / self.scale
+        lower = (value - self.half_bin - self.loc) / self.scale
+        # The bin's mass without cancellation: sigma(u) - sigma(l) = sigma(u) sigma(-l) (1 - e^(l - u)).
+        middle = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
+        first = F.logsigmoid(upper)  # x = 0: everything below its upper edge
+        last = F.logsigmoid(-lower)  # x = 1: everything above its lower edge
+        log_p = torch.where(value < self.half_bin, first, torch.where(value > 1 - self.half_bin, last, middle))
+        return log_p.sum(-1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The exact mean over the 256 values."""
+        values = torch.arange(256, dtype=self.loc.dtype, device=self.loc.device) / 255
+        edges = torch.cat([values - self.half_bin, values[-1:] + self.half_bin])
+        cdf = torch.sigmoid((edges - self.loc.unsqueeze(-1)) / self.scale.unsqueeze(-1))
+        cdf = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., 1:-1], torch.ones_like(cdf[..., :1])], -1)
+        return ((cdf[..., 1:] - cdf[..., :-1]) * values).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """A logistic draw rounded to its 8-bit bin (the tails into 0 and 1): exactly this distribution."""
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+        y = self.loc.expand(shape) + self.scale.expand(shape) * (u.log() - (-u).log1p())
+        return (y * 255).round().clamp(0, 255) / 255
+
+
+class DiscretizedLogisticLikelihood(Likelihood):
+    r"""8-bit images: :class:`DiscretizedLogistic` with a location and a scale per pixel from the
+    decoder (the location through a sigmoid into [0, 1])."""
+
+    name = "discretized_logistic"
+    pixels = True
+    support = "8-bit grey levels {0, 1/255, ..., 1}"
+    params_per_feature = 2
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        loc, raw = self._split(out)
+        return DiscretizedLogistic(torch.sigmoid(loc), F.softplus(raw) + 1e-4)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        levels = x * 255
+        self._refuse(~((x >= 0) & (x <= 1) & ((levels - levels.round()).abs() < 1e-3)), x,
+                     "8-bit grey levels k/255 in [0, 1]", "divide uint8 pixels by 255 (not re-scaled, not binarized)")
+
+
+#: Every likelihood by name: ``get_likelihood(name, x_dim)`` builds one.
+LIKELIHOODS: Dict[str, Callable[[Optional[int]], Likelihood]] = {
+    cls.name: cls for cls in (BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood,
+                              HeteroscedasticNormalLikelihood, LaplaceLikelihood, StudentTLikelihood,
+                              PoissonLikelihood, NegativeBinomialLikelihood, DiscretizedLogisticLikelihood)
 }
 
 
-def get_likelihood(name: str) -> Likelihood:
-    """Look a likelihood up by name; unknown names list the valid ones."""
+def get_likelihood(name: str, x_dim: Optional[int] = None) -> Likelihood:
+    """Look a likelihood up by name, for data of ``x_dim`` features; unknown names list the valid ones."""
     try:
-        return LIKELIHOODS[name]()
+        return LIKELIHOODS[name](x_dim)
     except (KeyError, TypeError):
         raise ConfigError(
             f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}"

@@ -257,10 +257,10 @@ class VAE(VAEBase):
         self._contract_z_dim = self.z_dim
         self.prior = check_prior(prior)
         self.hidden_dims = check_hidden_dims(hidden_dims)
-        self.likelihood = get_likelihood(likelihood)
+        self.likelihood = get_likelihood(likelihood, self.x_dim)
         self.activation = activation
         self.name = name
-        self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim], activation)
+        self.decoder = mlp([self.z_dim, *self.hidden_dims, self.x_dim * self.likelihood.params_per_feature], activation)
         if guide is None or isinstance(guide, str):
             # A built-in guide by name (see pyro_vae.models.guides.GUIDES): an nn.Module encoder.
             self.guide_name = guide or "diagonal"

@@ -213,7 +213,7 @@ class VAEProgram(Program):
             )
         super().__init__(vae.model, vae.guide)
         self.vae = vae
-        self.x_dim = vae.x_dim
+        self.x_dim = vae.x_dim if vae.likelihood.discrete else None  # bits/dim: a code length only of discrete data
         self.natural_binarization = {"bernoulli": "dynamic"}.get(vae.likelihood.name, "none")
 
     @property
@@ -231,7 +231,10 @@ class VAEProgram(Program):
         if binarize is None:
             check_finite(x, f"the {what}")
             return Batch((x,), {})
-        check_pixels(x, what)
+        if binarize == "none" and not self.vae.likelihood.pixels:  # a table's features, counts
+            check_finite(x, f"the {what}", value="value", rows="rows")
+        else:  # pixel intensities in [0, 1]
+            check_pixels(x, what)
         if binarize == "none":
             self.vae.likelihood.check_support(x)
         return Batch((x,), {})
