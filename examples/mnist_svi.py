@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     seconds = [r["seconds"] for r in trainer.history]
     metrics.update(
         epochs=trainer.epoch, test_elbo=final["elbo"], test_recon=final["recon"], test_kl=final["kl"],
-        test_bits_per_dim=final["bits_per_dim"], train_elbo=trainer.history[-1]["train_elbo"],
+        test_bits_per_dim=final.get("bits_per_dim"), train_elbo=trainer.history[-1]["train_elbo"],
         seconds_per_epoch=sum(seconds) / len(seconds), wall_seconds_this_run=wall, history=trainer.history,
     )
 
@@ -133,8 +133,9 @@ def main(argv=None) -> int:
         print(f"explorer.html not written: {' '.join(str(error).split())}", flush=True)
     metrics.update(figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn,
                    explorer=explorer)
+    bits = f"{final['bits_per_dim']:.4f} bits/dim" if "bits_per_dim" in final else "a density: no bits/dim"
     print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
-          f"({final['bits_per_dim']:.4f} bits/dim); figures, {'explorer.html, ' if explorer else ''}metrics.json and "
+          f"({bits}); figures, {'explorer.html, ' if explorer else ''}metrics.json and "
           f"checkpoint.pt in {out}")
     return 0
 

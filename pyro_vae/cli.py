@@ -51,6 +51,8 @@ SETTING_FLAGS = {
     "average_from": "--average-from", "start_epoch": "--average-from", "num_labelled": "--labels",
     "labelled_data": "--label-seed", "labelled_batch_size": "--batch-size",
     "shift_labelled": "--shift-labelled", "shift": "--shift-labelled", "data_dir": "--data-dir",
+    # examples/your_data.py
+    "data": "--data", "label_column": "--label-column", "test_fraction": "--test-fraction",
 }
 #: The options that build the model (VAE's keywords) and the training run (TrainConfig's).
 MODEL_SETTINGS = ("model", "z_dim", "hidden_dims", "likelihood", "activation", "guide", "prior", "num_pseudo_inputs")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -33,17 +33,30 @@ class FigureUnavailable(Exception):
     """This figure cannot be drawn from the given input; the message says why, in one line."""
 
 
-def _image_side(vae: VAE) -> int:
-    """Side of the square images the VAE models (28 for MNIST)."""
+#: One datapoint's shape: ``(channels, height, width)`` for images, ``(features,)`` for a table.
+Shape = Optional[Tuple[int, ...]]
+
+
+def _image_shape(vae: VAE, shape: Shape = None) -> Tuple[int, int, int]:
+    """``(channels, height, width)`` of the images the VAE models: ``shape`` where given, else
+    square grey images (28x28 for MNIST)."""
+    if shape is not None:
+        if len(shape) != 3:
+            raise FigureUnavailable(f"a table of {math.prod(shape)} features has no image figures")
+        return tuple(shape)  # type: ignore[return-value]
     side = math.isqrt(vae.x_dim)
     if side * side != vae.x_dim:
         raise FigureUnavailable(f"image figures need square images; x_dim={vae.x_dim} is not a perfect square")
-    return side
+    return (1, side, side)
 
 
-def _image_grid(images: torch.Tensor, side: int, nrow: int) -> "np.ndarray":
-    grid = make_grid(images.reshape(-1, 1, side, side).clamp(0, 1).cpu(), nrow=nrow, padding=PADDING, pad_value=1.0)
-    return grid[0].numpy()  # one channel for imshow
+def _image_grid(images: torch.Tensor, shape: Tuple[int, int, int], nrow: int) -> "np.ndarray":
+    grid = make_grid(images.reshape(-1, *shape).clamp(0, 1).cpu(), nrow=nrow, padding=PADDING, pad_value=1.0)
+    return grid[0].numpy() if shape[0] == 1 else grid.permute(1, 2, 0).numpy()  # grey: one channel for imshow
+
+
+def _show(ax: "plt.Axes", grid: "np.ndarray") -> None:
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
 
 
 def _cell_centres(count: int, side: int) -> List[float]:
@@ -90,9 +103,10 @@ def plot_elbo_curves(history: List[Dict[str, float]], path: str) -> str:
 
 
 @torch.no_grad()
-def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16) -> str:
+def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16, shape: Shape = None) -> str:
     """Rows of up to 8 test images, each above its mean reconstruction E[x | z = μ(x)]."""
-    side = _image_side(vae)
+    shape = _image_shape(vae, shape)
+    size = math.prod(shape)
     n = min(n, len(x))
     if n == 0:
         raise FigureUnavailable("reconstructions need at least 1 test image; got 0")
@@ -102,12 +116,12 @@ def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16) -> s
     pairs = []
     for start in range(0, n, columns):
         # make_grid fills rows left to right: pad a short last row with white images
-        data, mean = x[start:start + columns].reshape(-1, side * side), recon[start:start + columns]
-        blank = torch.ones(columns - len(data), side * side, device=data.device)
+        data, mean = x[start:start + columns].reshape(-1, size), recon[start:start + columns]
+        blank = torch.ones(columns - len(data), size, device=data.device)
         pairs += [torch.cat([data, blank]), torch.cat([mean, blank])]
     fig, ax = plt.subplots(figsize=(max(3.0, columns), 1.1 * len(pairs)))
-    ax.imshow(_image_grid(torch.cat(pairs), side, nrow=columns), cmap="gray", vmin=0, vmax=1)
-    ax.set_yticks(_cell_centres(len(pairs), side))
+    _show(ax, _image_grid(torch.cat(pairs), shape, nrow=columns))
+    ax.set_yticks(_cell_centres(len(pairs), shape[1]))
     ax.set_yticklabels(["data", "reconstruction"] * (len(pairs) // 2))
     ax.set_xticks([])
     caption = f"{n} test images and their mean reconstructions" if n > 1 else "1 test image and its mean reconstruction"
@@ -116,10 +130,10 @@ def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16) -> s
 
 
 @torch.no_grad()
-def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0) -> str:
+def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0, shape: Shape = None) -> str:
     """Decoder means E[x|z] for codes drawn from the model's prior: N(0, I), the VampPrior, or,
     for the two-layer HVAE, ancestrally from p(z2) p(z1|z2)."""
-    side = _image_side(vae)
+    shape = _image_shape(vae, shape)
     model, prior = vae.config.get("model", "vae"), vae.config.get("prior", "standard")
     if model == "vae" and prior == "standard":
         generator = torch.Generator().manual_seed(seed)
@@ -131,27 +145,27 @@ def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0) -> str:
         top = r"\frac{1}{K}\sum_k q(\cdot|u_k)" if prior == "vamp" else r"\mathcal{N}(0, I)"
         law = (rf"$z_2 \sim {top}$, $z_1 \sim p(z_1|z_2)$" if model == "hvae" else rf"$z \sim {top}$ (VampPrior)")
     fig, ax = plt.subplots(figsize=(7, 7))
-    ax.imshow(_image_grid(images, side, nrow=8), cmap="gray", vmin=0, vmax=1)
+    _show(ax, _image_grid(images, shape, nrow=8))
     ax.axis("off")
     ax.set_title(r"Samples from the prior: $\mathbb{E}[x|z]$, " + law)
     return _save(fig, path)
 
 
 @torch.no_grad()
-def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str) -> str:
-    """Posterior means E_q[z|x] of test digits, coloured by label: z itself when z_dim is
-    1 (against the label) or 2, else projected on its first two principal axes."""
+def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, noun: str = "digit") -> str:
+    """Posterior means E_q[z|x] of test digits (or other ``noun``\ s), coloured by label: z itself
+    when z_dim is 1 (against the label) or 2, else projected on its first two principal axes."""
     needed = 2 if vae.z_dim > 2 else 1  # PCA needs 2 points to find an axis
     if len(x) < needed:
         images = "2 test images for PCA" if needed == 2 else "1 test image"
         raise FigureUnavailable(f"latent map needs at least {images} (z_dim={vae.z_dim}); got {len(x)}")
     mu, labels = vae.posterior_mean(x).cpu(), labels.cpu()
-    title = rf"Posterior means $\mu(x)$ of {len(x)} test digit{'s' if len(x) > 1 else ''}"
+    title = rf"Posterior means $\mu(x)$ of {len(x)} test {noun}{'s' if len(x) > 1 else ''}"
     if vae.z_dim == 1:
         # The label on the y-axis, jittered so that equal codes of one digit stay apart.
         jitter = 0.12 * torch.randn(len(mu), generator=torch.Generator().manual_seed(0))
         coords = torch.stack([mu[:, 0], labels.float() + jitter], 1)
-        xlabel, ylabel, title = "z", "digit label (jittered)", f"{title} (z_dim=1: z itself)"
+        xlabel, ylabel, title = "z", f"{noun} label (jittered)", f"{title} (z_dim=1: z itself)"
     elif vae.z_dim == 2:
         coords, xlabel, ylabel, title = mu, r"$z_1$", r"$z_2$", f"{title} (z_dim=2: z itself)"
     else:
@@ -164,21 +178,27 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str) 
         title = f"{title} (z_dim={vae.z_dim}, PCA)"
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     size = 6 if len(x) > 500 else 24  # small dots only where there are many
-    points = ax.scatter(*coords.T.numpy(), c=labels.numpy(), cmap="tab10", s=size, alpha=0.8, vmin=-0.5, vmax=9.5)
+    classes = max(10, int(labels.max()) + 1) if len(labels) else 10
+    cmap = plt.get_cmap("tab10" if classes == 10 else "tab20" if classes <= 20 else "viridis", classes)
+    shown = 10 if noun == "digit" else max(int(labels.max()) + 1, 1)  # a colour bar of the classes there are
+    points = ax.scatter(*coords.T.numpy(), c=labels.numpy(), cmap=cmap, s=size, alpha=0.8, vmin=-0.5,
+                        vmax=classes - 0.5)
     if vae.z_dim == 1:
         ax.set_yticks(sorted(set(labels.tolist())))
     else:
-        fig.colorbar(points, ax=ax, ticks=range(10)).set_label("digit label")
+        bar = fig.colorbar(points, ax=ax, ticks=range(shown), boundaries=[b - 0.5 for b in range(shown + 1)])
+        bar.set_label("digit label" if noun == "digit" else "class")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
 
 @torch.no_grad()
-def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, steps: int = 10) -> str:
+def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, steps: int = 10,
+                       shape: Shape = None) -> str:
     """Decoder means along straight lines between the posterior means of pairs of test
     images: pairs of different digits where the labels allow, else of different images."""
-    side = _image_side(vae)
+    shape = _image_shape(vae, shape)
     if len(x) < 2:
         raise FigureUnavailable(f"interpolation needs at least 2 test images; got {len(x)}")
     pairs = _distinct_label_pairs(labels, 5)
@@ -190,13 +210,45 @@ def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: st
     t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
     rows = [vae.decoded_mean(mu[2 * k] * (1 - t) + mu[2 * k + 1] * t) for k in range(len(pairs))]
     fig, ax = plt.subplots(figsize=(9, 1.0 * len(pairs) + 0.8))
-    ax.imshow(_image_grid(torch.cat(rows), side, nrow=steps), cmap="gray", vmin=0, vmax=1)
-    ax.set_yticks(_cell_centres(len(pairs), side))
+    _show(ax, _image_grid(torch.cat(rows), shape, nrow=steps))
+    ax.set_yticks(_cell_centres(len(pairs), shape[1]))
     ax.set_yticklabels([f"{int(labels[a])} → {int(labels[b])}" for a, b in pairs])
-    ax.set_xticks(_cell_centres(steps, side))
+    ax.set_xticks(_cell_centres(steps, shape[2]))
     ax.set_xticklabels([f"{v:.2f}" for v in torch.linspace(0, 1, steps).tolist()])
     ax.set_xlabel(r"$t$ in $z = (1-t)\,\mu(x_a) + t\,\mu(x_b)$")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def plot_feature_reconstructions(vae: VAE, x: torch.Tensor, path: str, names: Optional[Sequence[str]] = None,
+                                 most: int = 12) -> str:
+    """For a table: each feature's test values against their mean reconstructions E[x | z = μ(x)],
+    one panel per feature (the first ``most``), the diagonal where they would agree."""
+    if len(x) == 0:
+        raise FigureUnavailable("feature reconstructions need at least 1 test row; got 0")
+    recon = vae.reconstruct(x).cpu()
+    x = x.reshape(len(x), -1).cpu()
+    count = min(most, x.shape[1])
+    columns = min(4, count)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 2.8 * rows), squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        if j >= count:
+            ax.axis("off")
+            continue
+        ax.scatter(x[:, j].numpy(), recon[:, j].numpy(), s=8, alpha=0.6)
+        low, high = float(min(x[:, j].min(), recon[:, j].min())), float(max(x[:, j].max(), recon[:, j].max()))
+        ax.plot([low, high], [low, high], color="0.5", lw=1)
+        ax.set_title(names[j] if names is not None and j < len(names) else f"feature {j}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("test value")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("reconstruction")
+    shown = f"the first {count} of {x.shape[1]} features" if count < x.shape[1] else f"all {count} features"
+    fig.suptitle(rf"{len(x)} test rows and their mean reconstructions $\mathbb{{E}}[x\,|\,z=\mu(x)]$, {shown}")
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -211,22 +263,36 @@ def _distinct_label_pairs(labels: torch.Tensor, n: int) -> Sequence[Tuple[int, i
 
 
 def plot_all(
-    vae: VAE, history: List[Dict[str, float]], x: torch.Tensor, labels: torch.Tensor, out: str
+    vae: VAE, history: List[Dict[str, float]], x: torch.Tensor, labels: Optional[torch.Tensor], out: str,
+    shape: Shape = None, feature_names: Optional[Sequence[str]] = None, noun: str = "digit",
 ) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """Every figure of a run into directory ``out``; never raises.
+    """Every figure of a run into directory ``out``; never raises. Images (``shape`` of three
+    dimensions, or None: square grey images) get the image figures; a table (``shape`` of one)
+    its features' reconstructions instead. The latent map and the interpolation need ``labels``.
 
     Returns ``(written, not_drawn)``: name -> path of each figure written, and name ->
     one-line reason for each one that was not. A figure that fails unexpectedly is
     reported as ``"unexpected TYPE: message (please report)"``, so that a bug in a figure
     never costs the run its metrics and checkpoint.
     """
-    draw: Dict[str, Callable[[str], str]] = {
-        "elbo_curves": lambda path: plot_elbo_curves(history, path),
-        "reconstructions": lambda path: plot_reconstructions(vae, x, path),
-        "prior_samples": lambda path: plot_prior_samples(vae, path),
-        "latent_map": lambda path: plot_latent_map(vae, x[:2000], labels[:2000], path),
-        "interpolation": lambda path: plot_interpolation(vae, x, labels, path),
-    }
+    def labelled(plot: Callable[[str], str]) -> Callable[[str], str]:
+        if labels is not None:
+            return plot
+
+        def unavailable(path: str) -> str:
+            raise FigureUnavailable("the data has no labels to colour or pair the datapoints by")
+        return unavailable
+
+    table = shape is not None and len(shape) == 1
+    draw: Dict[str, Callable[[str], str]] = {"elbo_curves": lambda path: plot_elbo_curves(history, path)}
+    if table:
+        draw["feature_reconstructions"] = lambda path: plot_feature_reconstructions(vae, x, path, feature_names)
+    else:
+        draw["reconstructions"] = lambda path: plot_reconstructions(vae, x, path, shape=shape)
+        draw["prior_samples"] = lambda path: plot_prior_samples(vae, path, shape=shape)
+    draw["latent_map"] = labelled(lambda path: plot_latent_map(vae, x[:2000], labels[:2000], path, noun))
+    if not table:
+        draw["interpolation"] = labelled(lambda path: plot_interpolation(vae, x, labels, path, shape=shape))
     written: Dict[str, str] = {}
     not_drawn: Dict[str, str] = {}
     was_training = vae.training

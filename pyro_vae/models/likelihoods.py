@@ -14,8 +14,8 @@ likelihood's own, learned with the decoder. Each is chosen by name (:data:`LIKEL
   continuous Bernoulli: fixing a pervasive error in variational autoencoders"):
   :math:`p(x|\lambda) = C(\lambda) \lambda^x (1-\lambda)^{1-x}` with
   :math:`C(\lambda) = 2\,\mathrm{artanh}(1-2\lambda)/(1-2\lambda)` and :math:`C(1/2) = 2`
-  (``tests/test_continuous_bernoulli.py``). A density can exceed 1, so its bits/dim is not a
-  code length and can be negative. Feeding grey pixels to a Bernoulli, as many VAE examples do with validation
+  (``tests/test_continuous_bernoulli.py``). A density can exceed 1, so its "bits/dim" would be no
+  code length and could be negative: it is not reported. Feeding grey pixels to a Bernoulli, as many VAE examples do with validation
   switched off, optimizes a quantity that is not a log-likelihood.
 * ``"normal"`` -- :math:`x_d \in \mathbb R`, :math:`\mathcal N(\mu_d(z), \sigma_d^2)` with one learned
   scale per feature (standardized tables); ``"normal_heteroscedastic"`` -- the scale too from
@@ -165,6 +165,7 @@ class BernoulliLikelihood(Likelihood):
 class ContinuousBernoulliLikelihood(Likelihood):
     name = "continuous_bernoulli"
     pixels = True
+    discrete = False  # a density on [0, 1]
     support = "[0, 1]"
 
     def forward(self, logits: torch.Tensor) -> dist.TorchDistribution:
