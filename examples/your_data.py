@@ -40,6 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--data", default="digits",
                    help=f"a .npy/.npz/.pt/.csv file, a folder of images, or one of {', '.join(NAMED)} (default digits)")
     p.add_argument("--data-dir", default=None, help="where mnist, fashion_mnist and kmnist are found or downloaded")
+    p.add_argument("--no-download", action="store_true", help="never download (mnist then falls back to its sample)")
     p.add_argument("--label-column", default=None, help="the CSV column of class labels (taken out of the features)")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of the rows held out for testing, for data without a split (default 0.1)")
@@ -69,7 +70,8 @@ def main(argv=None) -> int:
     out = cli.output_dir(args.out, ["checkpoint.pt"], args.resume, args.overwrite, program=PROGRAM)
 
     # 1. The data: rows of features or pixels, and the shape of one datapoint.
-    data = load_data(args.data, args.data_dir, args.test_fraction, args.seed, args.label_column)
+    data = load_data(args.data, args.data_dir, args.test_fraction, args.seed, args.label_column,
+                     download=not args.no_download)
     likelihood = args.likelihood or suggested_likelihood(data)
     print(f"data: {data.source}: {len(data.train)} train / {len(data.test)} test rows of shape {data.shape} "
           f"({data.value_kind} values); likelihood {likelihood}", flush=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, List, Optional
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -41,6 +42,7 @@ from pyro_vae.models.cvae import CVAE, Baseline, QuadrantPairs
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.data.semi_supervised import LabelledBatches, check_num_labels, labelled_split
+from pyro_vae.data.sources import load_data
 from pyro_vae.models.ssvae import SemiSupervisedELBO
 
 from conftest import message_lines
@@ -273,6 +275,19 @@ class Case:
     match: str  # regex searched in the message (CLI: in the stderr line)
 
 
+def _write(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+def _mixed_png_folder(tmp: Path) -> str:
+    from PIL import Image
+
+    for i, size in enumerate([(6, 6), (6, 6), (8, 6)]):
+        Image.fromarray(np.zeros(size, dtype=np.uint8)).save(tmp / f"{i}.png")
+    return str(tmp)
+
+
 def _m2_trainer(binarize="dynamic", transform=True):
     """M2's Trainer on 4 labelled images of noise."""
     vae = SSVAE(z_dim=2, hidden_dims=(8,))
@@ -343,6 +358,19 @@ CASES = [
          r"unknown likelihood 'gaussian'; choose one of \['bernoulli', 'continuous_bernoulli', "
          r"'discretized_logistic', 'laplace', 'negative_binomial', 'normal', 'normal_heteroscedastic', 'poisson', "
          r"'student_t'\]"),
+    # your data (pyro_vae.data.sources.load_data)
+    Case("data-csv-text-column", lambda c: load_data(_write(c.tmp, "t.csv", "a,b\n1,2\n3,red\n")), InvalidDataError,
+         r"^.*t\.csv: column 'b' holds text \('red' on line 3\); give numbers only, or take the column out as the "
+         r"labels \(label_column\)$"),
+    Case("data-csv-ragged-row", lambda c: load_data(_write(c.tmp, "t.csv", "a,b,c\n1,2,3\n4,5\n")), InvalidDataError,
+         r"^.*t\.csv: line 3 has 2 values, but the header has 3; give every row the same columns$"),
+    Case("data-folder-mixed-sizes", lambda c: load_data(_mixed_png_folder(c.tmp)), InvalidDataError,
+         r"^the images in .* differ in size: 2\.png is 6x8, 0\.png 6x6; resize them to one size$"),
+    Case("data-file-empty", lambda c: load_data(_write(c.tmp, "e.npy", "")), InvalidDataError,
+         r"^.*e\.npy is empty \(0 bytes\); give a file with one row per datapoint$"),
+    Case("data-path-missing", lambda c: load_data(str(c.tmp / "nope.csv")), DataNotFoundError,
+         r"^.*nope\.csv does not exist; pass a \.npy, \.npz, \.pt or \.csv file, a folder of images, or one of mnist, "
+         r"fashion_mnist, kmnist, digits, wine$"),
     Case("counts-negative", lambda c: fit(torch.tensor([[1.0, 2.0], [0.0, -1.0]]),
                                           vae=VAE(x_dim=2, z_dim=2, hidden_dims=(4,), likelihood="poisson"), binarize="none"),
          InvalidDataError, r"^the 'poisson' likelihood needs counts, whole numbers >= 0, but 1 value of the data is "
@@ -502,6 +530,8 @@ CASES = [
          r"replace; choose another --out, or replace it with --overwrite$"),
     Case("cli-out-not-writable", Cli(["--out", "{tmp}/a_file/run"], _cli_file), "exit 2",
          r"^error: cannot write to the output directory '.*a_file/run' \(Not a directory\)"),
+    Case("cli-your-data-missing-file", Cli(["--data", "{tmp}/nope.csv"], program="your_data.py", data=False), "exit 2",
+         r"^error: .*nope\.csv does not exist; pass a \.npy, .* \(command line: --data\)$"),
     Case("cli-ss-vae-more-labels-than-images", Cli(["--labels", "100", "99999"], program="ss_vae.py"), "exit 2",
          r"^error: num_labels=99999 labelled images asked of a training set of \d+; pass num_labels below \d+ "
          r"\(or a larger train_size\) "

@@ -163,3 +163,17 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and refused.stderr.startswith(
         "error: the checkpoint was written for another configuration (x_dim: checkpoint 5 vs now 6)"), refused.stderr
+
+
+def test_the_pages_table_is_generated_from_the_committed_records():
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from your_data_runs import PAGE, table
+    finally:
+        sys.path.pop(0)
+    page = PAGE.read_text()
+    assert f"<!-- your_data:start -->\n{table()}\n<!-- your_data:end -->" in page
+    for figure in ("digits/reconstructions.png", "digits/latent_map.png", "wine/feature_reconstructions.png",
+                   "wine/latent_map.png"):
+        assert f"_static/figures/your_data/{figure}" in page
+        assert (ROOT / "docs" / "_static" / "figures" / "your_data" / figure).stat().st_size > 1000

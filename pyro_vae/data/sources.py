@@ -245,13 +245,13 @@ def _read_folder(path: str) -> Tuple[torch.Tensor, Optional[torch.Tensor], Tuple
     return x.reshape(len(x), -1).contiguous(), labels, tuple(x.shape[1:]), classes
 
 
-def _torchvision(name: str, data_dir: Optional[str]) -> Data:
+def _torchvision(name: str, data_dir: Optional[str], download: bool) -> Data:
     from torchvision import datasets
 
     cls, title = {"fashion_mnist": (datasets.FashionMNIST, "Fashion-MNIST"), "kmnist": (datasets.KMNIST, "KMNIST")}[name]
     root = data_dir or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "pyro_vae")
     try:
-        train, test = cls(root, train=True, download=True), cls(root, train=False, download=True)
+        train, test = cls(root, train=True, download=download), cls(root, train=False, download=download)
     except Exception as err:  # noqa: BLE001 -- torchvision raises RuntimeError or URLError, say it in one line
         reason = " ".join(str(err).split())
         reason = reason.rsplit("got: ", 1)[-1][:120]  # torchvision lists every mirror: the last one's error
@@ -264,23 +264,24 @@ def _torchvision(name: str, data_dir: Optional[str]) -> Data:
 
 
 def load_data(source: Union[str, os.PathLike], data_dir: Optional[str] = None, test_fraction: float = 0.1,
-              seed: int = 0, label_column: Optional[str] = None) -> Data:
+              seed: int = 0, label_column: Optional[str] = None, download: bool = True) -> Data:
     """The data of ``source`` (see the module docstring), ready for a model.
 
     :param data_dir: where MNIST, Fashion-MNIST and KMNIST are looked for (and downloaded into).
     :param test_fraction: the share of rows held out, for sources without a split of their own.
     :param seed: the seed of that split.
     :param label_column: the CSV column holding class labels, taken out of the features.
+    :param download: whether MNIST, Fashion-MNIST and KMNIST may be downloaded.
     :raises DataNotFoundError: the path does not exist, or the named data could not be had.
     :raises InvalidDataError: a file that cannot be read as data, in one line naming what and where.
     """
     source = os.fspath(source)
     if source == "mnist":
-        mnist = load_mnist(data_dir, verbose=False)
+        mnist = load_mnist(data_dir, download=download, verbose=False)
         return Data(mnist.train_images, mnist.test_images, mnist.train_labels, mnist.test_labels, (1, 28, 28),
                     mnist.source)
     if source in ("fashion_mnist", "kmnist"):
-        return _torchvision(source, data_dir)
+        return _torchvision(source, data_dir, download)
     if source == "digits":
         from sklearn.datasets import load_digits
 
