@@ -44,9 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--label-column", default=None, help="the CSV column of class labels (taken out of the features)")
     p.add_argument("--test-fraction", type=float, default=0.1,
                    help="share of the rows held out for testing, for data without a split (default 0.1)")
-    p.add_argument("--likelihood", default=None, choices=sorted(LIKELIHOODS),
-                   help="p(x|z) (default: from the values -- bernoulli for 0/1, continuous_bernoulli for [0, 1], "
-                        "negative_binomial for counts, normal otherwise)")
+    p.add_argument("--likelihood", default=None, metavar="NAME",
+                   help=f"p(x|z): one of {', '.join(sorted(LIKELIHOODS))}, or categorical:K (default: from the "
+                        f"values -- bernoulli for 0/1 and for images, continuous_bernoulli for a table in [0, 1], "
+                        f"negative_binomial for counts, normal otherwise)")
     p.add_argument("--z-dim", type=int, default=2, help="latent dimension (default 2: the latent map is z itself)")
     p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=[128],
                    help="hidden widths of encoder and decoder (default 128)")
@@ -105,7 +106,17 @@ def main(argv=None) -> int:
                                   feature_names=data.feature_names, noun="image" if data.is_images else "row")
     for name, reason in not_drawn.items():
         print(f"figure {name}.png not drawn: {reason}", flush=True)
-    metrics.update(figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn)
+    explorer = None
+    if data.is_images and data.test_labels is not None:  # the latent-space explorer, for labelled images
+        from pyro_vae.figures.explorer import write_explorer
+
+        try:  # like a figure, the page must not cost the run its metrics
+            explorer = os.path.basename(write_explorer(vae, trainer.test_data, data.test_labels,
+                                                       os.path.join(out, "explorer.html"), shape=data.shape))
+        except Exception as error:  # noqa: BLE001
+            print(f"explorer.html not written: {' '.join(str(error).split())}", flush=True)
+    metrics.update(figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn,
+                   explorer=explorer)
     print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f}{bits}; "
           f"figures, metrics.json and checkpoint.pt in {out}")
     return 0

@@ -27,7 +27,6 @@ from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint
 from pyro_vae.data.images import MNISTData, fallback_notice, load_mnist
 from pyro_vae.errors import ConfigError, OutputDirError, PyroVAEError, TrainingInterrupted, check_count, check_positive
 from pyro_vae.models.guides import GUIDES
-from pyro_vae.models.likelihoods import LIKELIHOODS
 from pyro_vae.inference.objectives import OBJECTIVES
 from pyro_vae.training import TrainConfig, Trainer
 from pyro_vae.training.callbacks import write_json
@@ -104,10 +103,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help=f"hidden layer widths (default {' '.join(map(str, default(VAE, 'hidden_dims')))})")
     p.add_argument("--activation", default=None, choices=["softplus", "relu", "tanh", "elu"],
                    help=f"hidden nonlinearity (default {default(VAE, 'activation')})")
-    p.add_argument("--likelihood", default=None, choices=sorted(LIKELIHOODS),
+    p.add_argument("--likelihood", default=None, metavar="NAME",
                    help="p(x|z): bernoulli for binarized pixels (default), continuous_bernoulli for grey levels, "
                         "discretized_logistic for 8-bit grey levels; normal, normal_heteroscedastic, laplace, "
-                        "student_t for real values; poisson, negative_binomial for counts")
+                        "student_t for real values; poisson, negative_binomial for counts; categorical:K for features "
+                        "of K categories")
     p.add_argument("--guide", default=None, choices=sorted(GUIDES),
                    help="q(z|x): diagonal Normal MLP (default), conv, full_covariance, iaf")
 

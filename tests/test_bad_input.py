@@ -357,7 +357,7 @@ CASES = [
     Case("unknown-likelihood", lambda c: VAE(likelihood="gaussian"), ConfigError,
          r"unknown likelihood 'gaussian'; choose one of \['bernoulli', 'continuous_bernoulli', "
          r"'discretized_logistic', 'laplace', 'negative_binomial', 'normal', 'normal_heteroscedastic', 'poisson', "
-         r"'student_t'\]"),
+         r"'student_t'\], or 'categorical:K' for features of K categories$"),
     # your data (pyro_vae.data.sources.load_data)
     Case("data-csv-text-column", lambda c: load_data(_write(c.tmp, "t.csv", "a,b\n1,2\n3,red\n")), InvalidDataError,
          r"^.*t\.csv: column 'b' holds text \('red' on line 3\); give numbers only, or take the column out as the "

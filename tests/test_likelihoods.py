@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Laplace, NegativeBinomial, Normal, Poisson, StudentT
+from torch.distributions import Categorical, Laplace, NegativeBinomial, Normal, Poisson, StudentT
 from torch.nn import functional as F
 
 from pyro_vae import VAE
@@ -20,7 +20,7 @@ def softplus_scale(raw):
 
 
 @pytest.mark.parametrize("name", ["normal", "normal_heteroscedastic", "laplace", "student_t", "poisson",
-                                  "negative_binomial"])
+                                  "negative_binomial", "categorical:3"])
 def test_log_density_is_the_torch_distributions_one_with_its_parameters_written_out(name):
     torch.manual_seed(0)
     x_dim, batch = 5, 4
@@ -31,6 +31,8 @@ def test_log_density_is_the_torch_distributions_one_with_its_parameters_written_
     out = torch.randn(batch, x_dim * likelihood.params_per_feature)
     if name in ("poisson", "negative_binomial"):
         x = torch.poisson(torch.full((batch, x_dim), 3.0))
+    elif name == "categorical:3":
+        x = torch.randint(0, 3, (batch, x_dim)).float()
     else:
         x = torch.randn(batch, x_dim)
     by_hand = {
@@ -40,10 +42,12 @@ def test_log_density_is_the_torch_distributions_one_with_its_parameters_written_
         "student_t": lambda: StudentT(1 + F.softplus(likelihood.raw_df), out, softplus_scale(likelihood.raw_scale)),
         "poisson": lambda: Poisson(F.softplus(out) + 1e-6),
         "negative_binomial": lambda: NegativeBinomial(softplus_scale(likelihood.raw_total_count), logits=out),
+        # K logits per feature: out holds the first category's logit of every feature, then the second's, ...
+        "categorical:3": lambda: Categorical(logits=out.reshape(batch, 3, x_dim).transpose(1, 2)),
     }[name]().log_prob(x).sum(-1)
     got = likelihood(out).log_prob(x)
     assert got.shape == (batch,) and torch.allclose(got, by_hand, atol=1e-5), (got, by_hand)
-    assert not likelihood.discrete == (name not in ("poisson", "negative_binomial"))
+    assert likelihood.discrete == (name in ("poisson", "negative_binomial", "categorical:3"))
 
 
 def test_the_discretized_logistic_is_a_distribution_over_the_256_grey_levels():
@@ -81,6 +85,7 @@ def test_the_discretized_logistic_is_a_distribution_over_the_256_grey_levels():
     ("poisson", torch.tensor([[1.0, -1.0]]), "needs counts, whole numbers >= 0"),
     ("negative_binomial", torch.tensor([[1.0, 2.5]]), "needs counts, whole numbers >= 0"),
     ("discretized_logistic", torch.tensor([[0.5, 0.6]]), "needs 8-bit grey levels k/255 in [0, 1]"),
+    ("categorical:3", torch.tensor([[0.0, 3.0]]), "needs categories, whole numbers 0 to 2"),
 ])
 def test_data_outside_the_support_is_refused_in_one_line(name, x, words):
     with pytest.raises(InvalidDataError) as info:
@@ -99,10 +104,13 @@ def _data(name, n, seed=0):
         return torch.poisson(3 * (features + 1), generator=g)
     if name == "discretized_logistic":
         return ((features + 1) / 2 * 255).round() / 255
+    if name.startswith("categorical"):
+        return torch.bucketize(features, torch.tensor([-0.3, 0.3])).float()  # 3 categories
     return features + 0.1 * torch.randn(n, 12, generator=g)
 
 
-@pytest.mark.parametrize("name", [n for n in LIKELIHOODS if n not in ("bernoulli", "continuous_bernoulli")])
+@pytest.mark.parametrize("name", [*(n for n in LIKELIHOODS if n not in ("bernoulli", "continuous_bernoulli")),
+                                  "categorical:3"])
 def test_a_vae_learns_each_likelihood_through_the_trainer(name):
     """Twenty epochs on 600 datapoints of 12 features: the held-out ELBO rises; bits/dim only where the
     data are discrete; the likelihood's own parameters are trained and checkpointed with the decoder."""

@@ -152,6 +152,8 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
         assert (tmp_path / name / "checkpoint.pt").exists()
         assert ("test_bits_per_dim" in record) == (name != "table"), name
         print(name, record["config"]["likelihood"], f"test ELBO {record['test_elbo']:.3f}")
+    digits = json.loads((tmp_path / "digits" / "metrics.json").read_text())
+    assert digits["explorer"] == "explorer.html" and (tmp_path / "digits" / "explorer.html").stat().st_size > 10000
     table = json.loads((tmp_path / "table" / "metrics.json").read_text())
     assert table["shape"] == [5] and table["config"]["likelihood"] == "normal"
     table_args = ["--data", str(tmp_path / "t.csv"), "--label-column", "kind"]
@@ -177,3 +179,17 @@ def test_the_pages_table_is_generated_from_the_committed_records():
                    "wine/latent_map.png"):
         assert f"_static/figures/your_data/{figure}" in page
         assert (ROOT / "docs" / "_static" / "figures" / "your_data" / figure).stat().st_size > 1000
+
+
+def test_the_explorer_draws_grey_images_of_their_own_shape_and_says_what_it_cannot(tmp_path):
+    from pyro_vae import VAE
+    from pyro_vae.figures.explorer import write_explorer
+
+    vae = VAE(x_dim=12, z_dim=2, hidden_dims=(8,))
+    images = torch.bernoulli(torch.full((6, 12), 0.3), generator=torch.Generator().manual_seed(0))
+    page = write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=(1, 3, 4))
+    assert '"imageShape":[3,4]' in Path(page).read_text()
+    for shape, what in (((12,), "a table of 12 features"), ((3, 2, 2), r"images of shape \(3, 2, 2\) \(colour\)")):
+        with pytest.raises(ConfigError, match=rf"^the explorer draws grey images of x_dim=12 pixels, one channel; "
+                                              rf"{what} cannot be drawn there"):
+            write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=shape)

@@ -25,6 +25,8 @@ likelihood's own, learned with the decoder. Each is chosen by name (:data:`LIKEL
 * ``"poisson"`` and ``"negative_binomial"`` -- counts :math:`x_d \in \{0, 1, 2, \dots\}`; the
   negative binomial's dispersion (its ``total_count``) learned per feature, as in models of
   single-cell counts.
+* ``"categorical:K"`` -- discrete features :math:`x_d \in \{0, \dots, K-1\}` (a survey's answers, a
+  genotype), :math:`K` logits per feature from the decoder.
 * ``"discretized_logistic"`` -- 8-bit pixels :math:`x_d \in \{0, \frac1{255}, \dots, 1\}`: the mass
   of a logistic over each pixel value's bin of width :math:`1/255`, the tails going to the end
   bins (Salimans et al., 2017, "PixelCNN++"), so that bits/dim is a code length of 8-bit images
@@ -284,6 +286,36 @@ class NegativeBinomialLikelihood(CountLikelihood):
         return dist.NegativeBinomial(total_count=_scale(self.raw_total_count), logits=logits).to_event(1)
 
 
+class CategoricalLikelihood(Likelihood):
+    r""":math:`x_d \sim \mathrm{Categorical}(\pi_d(z))` over :math:`\{0, \dots, K-1\}`: the decoder gives
+    :math:`K` logits per feature. Named ``"categorical:K"``."""
+
+    name = "categorical"
+    support = "categories {0, ..., K-1}"
+
+    def __init__(self, x_dim: Optional[int] = None, num_categories: int = 2) -> None:
+        super().__init__(x_dim)
+        if isinstance(num_categories, bool) or not isinstance(num_categories, int) or num_categories < 2:
+            raise ConfigError(f"a categorical likelihood needs at least 2 categories, got {num_categories!r}; name it "
+                              f"e.g. 'categorical:3'", settings=("likelihood",))
+        self.num_categories = self.params_per_feature = num_categories
+        self.name = f"categorical:{num_categories}"
+
+    def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
+        logits = torch.stack(self._split(out), -1)  # [..., x_dim, K]
+        return dist.Categorical(logits=logits).to_event(1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack(self._split(out), -1).softmax(-1)
+        return (probs * torch.arange(self.num_categories, dtype=probs.dtype, device=probs.device)).sum(-1)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        k = self.num_categories
+        self._refuse(~((x >= 0) & (x <= k - 1) & (x == x.round())), x, f"categories, whole numbers 0 to {k - 1}",
+                     f"code each feature's categories as 0..{k - 1}, or name the likelihood 'categorical:K' with K "
+                     f"the number of categories")
+
+
 class DiscretizedLogistic(dist.TorchDistribution):
     r"""Independent 8-bit pixels :math:`x \in \{0, \frac1{255}, \dots, 1\}`, each the mass of a logistic
     :math:`(\mu, s)` over its bin :math:`[x - \frac1{510}, x + \frac1{510}]`, the bins of 0 and 1
@@ -365,10 +397,18 @@ LIKELIHOODS: Dict[str, Callable[[Optional[int]], Likelihood]] = {
 
 
 def get_likelihood(name: str, x_dim: Optional[int] = None) -> Likelihood:
-    """Look a likelihood up by name, for data of ``x_dim`` features; unknown names list the valid ones."""
+    """Look a likelihood up by name, for data of ``x_dim`` features (``"categorical:K"`` with its
+    number of categories); unknown names list the valid ones."""
+    if isinstance(name, str) and name.startswith("categorical:"):
+        count = name.split(":", 1)[1]
+        if not count.isdigit():
+            raise ConfigError(f"{name!r}: the number of categories must be a whole number, e.g. 'categorical:3'",
+                              settings=("likelihood",))
+        return CategoricalLikelihood(x_dim, int(count))
     try:
         return LIKELIHOODS[name](x_dim)
     except (KeyError, TypeError):
         raise ConfigError(
-            f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}"
+            f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}, or 'categorical:K' for features "
+            f"of K categories"
         ) from None
