@@ -11,7 +11,8 @@ from torch.nn import functional as F
 
 from pyro_vae import VAE
 from pyro_vae.errors import InvalidDataError
-from pyro_vae.models.likelihoods import LIKELIHOODS, DiscretizedLogistic, get_likelihood
+from pyro_vae.models.discretized_logistic import DiscretizedLogistic
+from pyro_vae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyro_vae.training import Trainer
 
 

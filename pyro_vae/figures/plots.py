@@ -153,7 +153,7 @@ def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0, shape: S
 
 @torch.no_grad()
 def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, noun: str = "digit") -> str:
-    """Posterior means E_q[z|x] of test digits (or other ``noun``\ s), coloured by label: z itself
+    """Posterior means E_q[z|x] of test digits (or rows, images: ``noun``), coloured by label: z itself
     when z_dim is 1 (against the label) or 2, else projected on its first two principal axes."""
     needed = 2 if vae.z_dim > 2 else 1  # PCA needs 2 points to find an axis
     if len(x) < needed:

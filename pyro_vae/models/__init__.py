@@ -8,7 +8,9 @@
 :mod:`.linear_gaussian`        probabilistic PCA: an exact model, log p(x) in closed form
 :mod:`.linear_gaussian_chain`  a hierarchy of linear-Gaussian layers, exact too
 :mod:`.priors`                 the VampPrior
-:mod:`.likelihoods`            Bernoulli and continuous-Bernoulli pixels
+:mod:`.likelihoods`            p(x|z) by name: Bernoulli pixels, Normal, Laplace, Student-t
+                               features, Poisson and negative-binomial counts, categories
+:mod:`.discretized_logistic`   the distribution of 8-bit images, one logistic per pixel
 :mod:`.networks`               the MLPs and the Gaussian encoder
 :mod:`.guides`                 the built-in guides: diagonal, convolutional, full covariance, IAF
 :mod:`.plate`                  the data plate scaled by N/B, and ``pyro.module`` made safe
