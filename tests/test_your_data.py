@@ -109,7 +109,7 @@ def test_a_download_that_cannot_happen_is_one_line(monkeypatch, tmp_path):
     (lambda p: png_folder(p / "mixed", sizes=((6, 6), (6, 6), (8, 6))), InvalidDataError,
      r"the images in .*mixed differ in size: .*002\.png is 6x8, .*000\.png 6x6; resize them to one size"),
     (lambda p: np.save(p / "n.npy", np.array([[1.0, np.nan], [0.0, 1.0]])) or str(p / "n.npy"), InvalidDataError,
-     r"n\.npy holds 1 NaN or infinite value\(s\), the first in row 0; clean or drop those rows"),
+     r"n\.npy holds 1 NaN value \(in 1 of 2 rows\); clean or drop those rows"),
 ])
 def test_a_bad_file_is_one_line(tmp_path, make, error, words):
     with pytest.raises(error, match=words) as info:

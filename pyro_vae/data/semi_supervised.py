@@ -96,6 +96,9 @@ class LabelledBatches:
             raise ConfigError(f"shift={self.shift} needs square images at least {2 * self.shift + 1} pixels wide; "
                               f"pass a few pixels (e.g. 2) for 28x28 digits, or 0", settings=("shift",))
         self._side = side
+        digest = hashlib.sha1(self.images.detach().cpu().numpy().tobytes())  # once: the data do not change
+        digest.update(self.labels.detach().cpu().numpy().tobytes())
+        self._digest = digest.hexdigest()[:16]
 
     @property
     def num_labelled(self) -> int:
@@ -105,10 +108,8 @@ class LabelledBatches:
     @property
     def config(self) -> Dict[str, Any]:
         """What identifies the labelled data in a checkpoint: a resume with other labels is refused."""
-        digest = hashlib.sha1(self.images.detach().cpu().numpy().tobytes())
-        digest.update(self.labels.detach().cpu().numpy().tobytes())
         return {"num_labelled": self.num_labelled, "labelled_batch_size": self.batch_size, "binarize": self.binarize,
-                "shift": self.shift, "labelled_data": digest.hexdigest()[:16]}
+                "shift": self.shift, "labelled_data": self._digest}
 
     def train(self, batch: Batch, generator: torch.Generator) -> Batch:
         """``(x, x_labelled, y_labelled)``: the unlabelled minibatch and a labelled one, drawn with

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pyro_vae.errors import ConfigError, DataNotFoundError, InvalidDataError
-from pyro_vae.data.images import load_mnist
+from pyro_vae.data.images import check_finite, load_mnist
 
 #: Image files a folder source reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -103,11 +103,7 @@ def _split(x: torch.Tensor, y: Optional[torch.Tensor], shape: Tuple[int, ...], s
 
 
 def _check_values(x: torch.Tensor, where: str) -> torch.Tensor:
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        row = int((~finite).reshape(len(x), -1).any(1).nonzero()[0])
-        raise InvalidDataError(f"{where} holds {int((~finite).sum())} NaN or infinite value(s), the first in row "
-                               f"{row}; clean or drop those rows")
+    check_finite(x, where, value="value", rows="rows")
     return x
 
 
