@@ -1,6 +1,6 @@
 """Your data (pyro_vae.data.sources and examples/your_data.py): every source read into rows and a
 shape, each file problem in one line, and the example run end to end on the embedded digits, a
-generated CSV table, a generated folder of PNGs and a generated count matrix."""
+generated CSV table, a generated folder of colour PNGs and a generated count matrix."""
 
 import json
 import os
@@ -137,7 +137,7 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
         "digits": (["--data", "digits", "--epochs", "8"], {"reconstructions", "prior_samples", "latent_map"}),
         "table": (["--data", table_csv(tmp_path / "t.csv", n=300), "--label-column", "kind", "--epochs", "15"],
                   {"feature_reconstructions", "latent_map", "elbo_curves"}),
-        "pngs": (["--data", png_folder(tmp_path / "pngs", sizes=((6, 6),) * 60), "--likelihood",
+        "pngs": (["--data", png_folder(tmp_path / "pngs", sizes=((6, 6),) * 60, colour=True), "--likelihood",
                   "discretized_logistic", "--epochs", "5"], {"reconstructions", "prior_samples"}),
         "counts": (["--data", str(tmp_path / "counts.npy"), "--likelihood", "poisson", "--epochs", "15"],
                    {"feature_reconstructions"}),
@@ -152,8 +152,10 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
         assert (tmp_path / name / "checkpoint.pt").exists()
         assert ("test_bits_per_dim" in record) == (name != "table"), name
         print(name, record["config"]["likelihood"], f"test ELBO {record['test_elbo']:.3f}")
-    digits = json.loads((tmp_path / "digits" / "metrics.json").read_text())
-    assert digits["explorer"] == "explorer.html" and (tmp_path / "digits" / "explorer.html").stat().st_size > 10000
+    for name in ("digits", "pngs"):  # grey 8x8 digits and 6x6 colour images, each in its own shape
+        record = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert record["explorer"] == "explorer.html" and (tmp_path / name / "explorer.html").stat().st_size > 10000
+    assert json.loads((tmp_path / "pngs" / "metrics.json").read_text())["shape"] == [3, 6, 6]
     table = json.loads((tmp_path / "table" / "metrics.json").read_text())
     assert table["shape"] == [5] and table["config"]["likelihood"] == "normal"
     table_args = ["--data", str(tmp_path / "t.csv"), "--label-column", "kind"]
@@ -181,15 +183,16 @@ def test_the_pages_table_is_generated_from_the_committed_records():
         assert (ROOT / "docs" / "_static" / "figures" / "your_data" / figure).stat().st_size > 1000
 
 
-def test_the_explorer_draws_grey_images_of_their_own_shape_and_says_what_it_cannot(tmp_path):
+def test_the_explorer_draws_images_of_their_own_shape_and_says_what_it_cannot(tmp_path):
     from pyro_vae import VAE
     from pyro_vae.figures.explorer import write_explorer
 
     vae = VAE(x_dim=12, z_dim=2, hidden_dims=(8,))
     images = torch.bernoulli(torch.full((6, 12), 0.3), generator=torch.Generator().manual_seed(0))
     page = write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=(1, 3, 4))
-    assert '"imageShape":[3,4]' in Path(page).read_text()
-    for shape, what in (((12,), "a table of 12 features"), ((3, 2, 2), r"images of shape \(3, 2, 2\) \(colour\)")):
-        with pytest.raises(ConfigError, match=rf"^the explorer draws grey images of x_dim=12 pixels, one channel; "
-                                              rf"{what} cannot be drawn there"):
-            write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=shape)
+    assert '"imageShape":[3,4]' in Path(page).read_text() and '"channels":1' in Path(page).read_text()
+    page = write_explorer(vae, images, torch.arange(6), tmp_path / "c.html", shape=(3, 2, 2))
+    assert '"imageShape":[2,2]' in Path(page).read_text() and '"channels":3' in Path(page).read_text()
+    with pytest.raises(ConfigError, match=r"^the explorer draws images of x_dim=12 values, grey or colour \(1 or 3 "
+                                          r"channels of height x width\); a table of 12 features cannot be drawn there"):
+        write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=(12,))

@@ -63,8 +63,8 @@ def write_explorer(
 
     :param test_x: test images ``[N, x_dim]`` or ``[N, ...]``, in the likelihood's support.
     :param test_y: their ``N`` integer labels (colours of the map).
-    :param shape: one image's ``(channels, height, width)`` (:class:`pyro_vae.data.sources.Data`'s
-        ``shape``); None: the most square factoring of ``x_dim``, grey. The page draws grey images.
+    :param shape: one image's ``(channels, height, width)``, 1 or 3 channels (:class:`pyro_vae.data.sources.Data`'s
+        ``shape``); None: grey, the most square factoring of ``x_dim``.
     :param seed: seed of every Monte Carlo draw (posterior moments, sample rows, the
         ELBO's reconstruction term), so the same VAE and data give the same page. The draws
         run on their own stream (:func:`~pyro_vae.rng.rng_fork`): the caller's is untouched.
@@ -81,7 +81,7 @@ def write_explorer(
         raise ConfigError(
             f"the explorer draws one latent layer under the prior N(0, I), but this is model {model!r} with "
             f"prior {prior!r}; write it for a one-layer VAE with prior='standard'", settings=("model", "prior"))
-    image_shape = _image_shape(vae.x_dim) if shape is None else _given_shape(shape, vae.x_dim)
+    channels, image_shape = (1, _image_shape(vae.x_dim)) if shape is None else _given_shape(shape, vae.x_dim)
     x, labels = _checked_test_set(vae, test_x, test_y, max_points)
     check_writable_dir(os.path.dirname(os.path.abspath(path)))
     was_training = vae.training
@@ -91,7 +91,7 @@ def write_explorer(
             data = _page_data(vae, x, labels, seed)
     finally:
         vae.train(was_training)
-    data["imageShape"] = image_shape
+    data["imageShape"], data["channels"] = image_shape, channels
     template = resources.files("pyro_vae.figures").joinpath("explorer.html").read_text(encoding="utf-8")
     # "<" escaped: no "</script>" inside the data can end its <script> element early.
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
@@ -280,14 +280,14 @@ def _elbo_caption(kl_analytic: bool) -> str:
             f"reconstruction term averages {ELBO_PARTICLES} draws of q(z|x); {kl}.")
 
 
-def _given_shape(shape: Sequence[int], x_dim: int) -> List[int]:
-    """Height and width of the grey images of ``shape``; a table or colour images are refused."""
-    if len(shape) != 3 or shape[0] != 1 or math.prod(shape) != x_dim:
-        what = (f"a table of {math.prod(shape)} features" if len(shape) == 1 else
-                f"images of shape {tuple(shape)}" + (" (colour)" if len(shape) == 3 and shape[0] == 3 else ""))
-        raise ConfigError(f"the explorer draws grey images of x_dim={x_dim} pixels, one channel; {what} cannot be "
-                          f"drawn there: read the run's figures instead", settings=("shape",))
-    return [int(shape[1]), int(shape[2])]
+def _given_shape(shape: Sequence[int], x_dim: int) -> Tuple[int, List[int]]:
+    """Channels, and height and width, of the images of ``shape``: grey or colour; a table is refused."""
+    if len(shape) != 3 or shape[0] not in (1, 3) or math.prod(shape) != x_dim:
+        what = f"a table of {math.prod(shape)} features" if len(shape) == 1 else f"data of shape {tuple(shape)}"
+        raise ConfigError(f"the explorer draws images of x_dim={x_dim} values, grey or colour (1 or 3 channels of "
+                          f"height x width); {what} cannot be drawn there: read the run's figures instead",
+                          settings=("shape",))
+    return int(shape[0]), [int(shape[1]), int(shape[2])]
 
 
 def _image_shape(x_dim: int) -> List[int]:
