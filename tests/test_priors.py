@@ -16,7 +16,7 @@ from pyro_vae.inference.evaluate import log_likelihood
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.registry import build_model
 from pyro_vae.inference.objectives import IWAE_ELBO
-from pyro_vae.models.priors import DiagonalNormalMixture, VampPrior
+from pyro_vae.models.priors import DiagonalNormalMixture, VampPrior, cached_priors
 
 F64 = torch.float64
 
@@ -86,6 +86,59 @@ def test_matrix_product_density_in_float32_against_the_float64_brute_force():
     assert fast.sample((3,)).shape == (3, b, d)
     assert fast.log_prob(torch.randn(5, b, d)).shape == (5, b)
     assert fast.log_prob(torch.randn(d)).shape == (b,)  # broadcast over the batch
+
+
+def test_density_in_blocks_is_the_density_in_one_piece(monkeypatch):
+    """Points go through the product in blocks of block_rows; block edges change nothing, and the
+    [2D+1, K] weights built without gradients are kept and shared by every expanded copy."""
+    g = torch.Generator().manual_seed(1)
+    k, d = 30, 5
+    locs, scales = torch.randn(k, d, generator=g), torch.rand(k, d, generator=g) + 0.1
+    z = 2 * torch.randn(7, 11, d, generator=g)
+    mixture = DiagonalNormalMixture.of(dist.Normal(locs, scales).to_event(1))
+    whole = mixture.expand([11]).log_prob(z)
+    monkeypatch.setattr(DiagonalNormalMixture, "block_rows", 4)  # 77 points: 19 blocks of 4 and one of 1
+    with torch.no_grad():
+        first, second = mixture.expand([11]), mixture.expand([11])
+        in_blocks = first.log_prob(z)
+        built = first._built[0]
+        assert built is not None and second._built[0] is built  # built once, seen by every copy
+    assert torch.equal(in_blocks, whole)
+    exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
+    assert (whole.double() - exact).abs().max() < 1e-5
+
+
+def test_cached_priors_encode_the_pseudo_inputs_once_and_change_no_estimate():
+    """Under cached_priors (which log_likelihood enters) the encoder sees the pseudo-inputs once per
+    evaluation, not once per chunk of particles; with gradients on, or outside the block, at every call.
+    The estimate is the one without the cache, particle for particle (the same seed draws the same z)."""
+    vae = vamp_vae(k=6, z_dim=3, seed=5)
+    x = binary(4, seed=6)
+    calls = []
+    encode = vae.encoder.distribution
+    vae.encoder.distribution = lambda u: calls.append(len(u)) or encode(u)
+    pseudo = 6  # the encoder's calls on the K pseudo-inputs, not on data
+    torch.manual_seed(0)
+    cached = log_likelihood(vae.model, vae.guide, x, num_samples=40, batch_size=2, particles_per_chunk=10)
+    assert calls.count(pseudo) == 1  # 2 data chunks x 4 particle chunks: 8 model calls, one encoding
+    calls.clear()
+    with pyro.validation_enabled(False), torch.no_grad():
+        for _ in range(3):
+            vae.prior_distribution(x)
+    assert calls.count(pseudo) == 3  # no block: built at every call
+    calls.clear()
+    with cached_priors():
+        for _ in range(3):
+            vae.prior_distribution(x)  # gradients on: a fresh graph each time
+        with torch.no_grad():
+            for _ in range(3):
+                vae.prior_distribution(x)
+    assert calls.count(pseudo) == 4
+    # the same particles without the cache: what log_likelihood computed before it had one
+    from pyro_vae.inference import evaluate
+    torch.manual_seed(0)
+    plain = evaluate._log_likelihood(vae.model, vae.guide, x, 40, 2, 10, 5000, None, None)
+    assert torch.allclose(cached.log_likelihood, plain.log_likelihood, atol=1e-12, rtol=0)
 
 
 def test_one_pseudo_input_gives_the_closed_form_kl():

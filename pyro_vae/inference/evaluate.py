@@ -13,7 +13,8 @@ stochastic lower bound of :math:`\log p(x_i)` in expectation (the IWAE bound
 through the effective sample size :math:`\mathrm{ESS}_i = (\sum_k w_{ik})^2 / \sum_k w_{ik}^2`
 and the delta-method standard error :math:`\sqrt{1/\mathrm{ESS}_i - 1/K}` of
 :math:`\log \hat p(x_i)`. Memory stays bounded: data and particles are processed in
-chunks, and the chunks' log-weights are merged with running log-sum-exps.
+chunks, and the chunks' log-weights are merged with running log-sum-exps. What depends on
+no particle (a learned prior's mixture) is built once per call (:func:`pyro_vae.models.priors.cached_priors`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch.distributions import kl_divergence
 from pyro_vae.errors import check_positive
 from pyro_vae.inference.importance import log_importance_weights
 from pyro_vae.models.plate import registration_skipped
+from pyro_vae.models.priors import cached_priors
 from pyro_vae.inference.sites import SiteError, choose_latent, is_latent, latent_sites
 
 
@@ -78,6 +80,13 @@ def log_likelihood(
     """
     check_positive("num_samples", num_samples, example=5000)
     check_positive("batch_size", batch_size, example=100)
+    with cached_priors():  # a learned prior depends on no particle: built once, not per chunk
+        return _log_likelihood(model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements,
+                               progress, plate)
+
+
+def _log_likelihood(model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements, progress,
+                    plate) -> LogLikelihood:
     n = x.shape[0]
     out_ll, out_se, out_ess = [], [], []
     for start in range(0, n, batch_size):

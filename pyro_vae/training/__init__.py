@@ -15,6 +15,7 @@
 :mod:`.early_stopping`      a callback: stop when the held-out metric stops improving, keep the best
 :mod:`.averaging`           a callback: the running mean of the weights (torch.optim.swa_utils)
 :mod:`.accuracy`            a callback: a classifier's held-out accuracy after every epoch
+:mod:`.budget`              a callback: train for a budget of minutes, the schedule one rule of it
 :mod:`.checkpoint`          checkpoint files: written atomically, versioned, read weights-only
 :mod:`.distributed`         data parallelism over a torch.distributed process group
 :mod:`.lightning`           an adapter to PyTorch Lightning (optional ``lightning`` extra)
@@ -24,8 +25,10 @@
 
 from pyro_vae.training.callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
 from pyro_vae.training.averaging import WeightAveraging
+from pyro_vae.training.budget import BudgetSchedule, TimeBudget
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.early_stopping import EarlyStopping
 from pyro_vae.training.trainer import Trainer
 
-__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile", "EarlyStopping", "WeightAveraging"]
+__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile", "EarlyStopping", "WeightAveraging",
+           "BudgetSchedule", "TimeBudget"]

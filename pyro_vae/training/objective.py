@@ -88,6 +88,13 @@ class Objective:
         self._compiled_sizes: Set[int] = set()
         self._owned: List[Tuple[str, torch.Tensor]] = []
 
+    def set_elbo(self, elbo: ELBO) -> None:
+        """Optimize ``elbo`` from the next step on: a schedule that changes the objective during a
+        run (:class:`~pyro_vae.training.budget.TimeBudget`'s final phase). The KL weight stays."""
+        self.program.check_objective(elbo)
+        self._pristine = copy.copy(elbo)
+        self._use(elbo)
+
     def set_beta(self, beta: float) -> None:
         """Weight the KL term by ``beta`` from the next step on; a JIT objective, which has the
         weight compiled in, is recompiled from its uncompiled copy."""

@@ -1,0 +1,80 @@
+#!/usr/bin/env python
+"""Minutes of the k = 5000 importance-sampled test NLL, per prior, on one checkpoint.
+
+Evaluates :func:`pyro_vae.inference.evaluate.log_likelihood` on the first ``--test-size`` test
+images (binarized once with the fixed seed of every NLL in this repository) with the weights of
+``--checkpoint`` (any pyro_vae checkpoint: the model is rebuilt from its config), from a fixed
+seed, and writes the NLL, its Monte Carlo standard error, the per-image estimates' digest and
+the minutes to ``--json``. Run it under two trees of pyro_vae to compare them on the same
+checkpoint: the same seed draws the same particles, so the two estimates must agree to far
+below their standard error::
+
+    git worktree add /tmp/before <commit>
+    PYTHONPATH=/tmp/before python bench/prior_eval.py --checkpoint C --json /tmp/before.json
+    python bench/prior_eval.py --checkpoint C --compare /tmp/before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import pyro
+import torch
+
+import pyro_vae
+from pyro_vae import Trainer, load_mnist
+from pyro_vae.inference.evaluate import log_likelihood
+from pyro_vae.models.registry import build_model
+from pyro_vae.training.checkpoint import load_checkpoint
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="full MNIST (default: $PYRO_VAE_DATA, cache, embedded)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--test-size", type=int, default=10_000)
+    p.add_argument("--samples", type=int, default=5000, help="k, importance samples per image")
+    p.add_argument("--json", required=True, help="where to write this run's record")
+    p.add_argument("--compare", default=None, help="a record of the same checkpoint to compare with")
+    args = p.parse_args()
+
+    state = load_checkpoint(args.checkpoint)
+    pyro.clear_param_store()
+    vae = build_model(state["config"])
+    vae.load_state_dict(state["model"])
+    vae.eval()
+    test = Trainer(vae).prepare_test(load_mnist(args.data_dir, verbose=False).test_images)[: args.test_size]
+    torch.manual_seed(1)
+    start = time.perf_counter()
+    ll = log_likelihood(vae.model, vae.guide, test, num_samples=args.samples)
+    minutes = (time.perf_counter() - start) / 60
+    result = {
+        "command": " ".join(["python bench/prior_eval.py", *sys.argv[1:]]),
+        "code": os.path.dirname(os.path.abspath(pyro_vae.__file__)),
+        "config": state["config"], "threads": torch.get_num_threads(), "test_images": len(test),
+        "samples_per_image": args.samples, "minutes": minutes, "nll": ll.nll(),
+        "nll_stderr": float(ll.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+        "per_image": ll.log_likelihood.tolist(),
+    }
+    if args.compare:
+        with open(args.compare) as f:
+            before = json.load(f)
+        diff = (ll.log_likelihood.double() - torch.tensor(before["per_image"], dtype=torch.float64)).abs()
+        result["compared_with"] = {"record": args.compare, "code": before["code"], "minutes": before["minutes"],
+                                   "nll": before["nll"], "nll_difference": result["nll"] - before["nll"],
+                                   "max_per_image_difference": float(diff.max()), "speedup": before["minutes"] / minutes}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, args.json)
+    print(json.dumps({k: v for k, v in result.items() if k != "per_image"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Training for a budget of minutes (pyro_vae.training.budget): the rule's numbers against their
+formulas, one rule for every budget, and the clock of TimeBudget on a fake clock (no timing)."""
+
+import math
+
+import pytest
+import torch
+
+from pyro_vae import VAE, ConfigError, Trainer
+from pyro_vae.training import budget as budget_module
+from pyro_vae.training.budget import BudgetSchedule, TimeBudget
+
+
+def test_the_rule_sets_rate_weight_and_batch_from_the_fraction_spent():
+    hour = BudgetSchedule(60.0, lr=1e-3, lr_final=5e-5, warmup_minutes=3.0, warmup_fraction=0.3,
+                          batch_size=256, batch_doublings=(0.5, 0.8))
+    assert hour.lr_at(0.0) == pytest.approx(1e-3) and hour.lr_at(1.0) == pytest.approx(5e-5)
+    assert hour.lr_at(0.5) == pytest.approx((1e-3 + 5e-5) / 2)
+    assert hour.lr_at(0.25) == pytest.approx(5e-5 + 0.5 * (1e-3 - 5e-5) * (1 + math.cos(math.pi / 4)))
+    assert hour.lr_at(2.0) == pytest.approx(5e-5)  # clamped past the end
+    assert hour.warmup == pytest.approx(0.05)  # 3 of 60 minutes
+    assert hour.beta_at(0.025) == pytest.approx(0.5) and hour.beta_at(0.05) == 1.0 and hour.beta_at(0.9) == 1.0
+    assert [hour.batch_size_at(f) for f in (0.0, 0.49, 0.5, 0.79, 0.8, 1.0)] == [256, 256, 512, 512, 1024, 1024]
+    # the same rule for ten minutes: the warm-up keeps its minutes up to the cap
+    ten = BudgetSchedule(10.0)
+    assert ten.warmup == pytest.approx(min(ten.warmup_fraction, ten.warmup_minutes / 10))
+    two = BudgetSchedule(2.0, warmup_minutes=3.0, warmup_fraction=0.3)
+    assert two.warmup == pytest.approx(0.3)  # capped: a short budget is not all warm-up
+    assert BudgetSchedule(5.0, warmup_minutes=0.0).beta_at(0.0) == 1.0  # no warm-up
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"minutes": 0.0}, "minutes"),
+    ({"minutes": 10.0, "lr_final": 1e-2}, "lr_final"),
+    ({"minutes": 10.0, "warmup_fraction": 1.5}, "warmup_fraction"),
+    ({"minutes": 10.0, "batch_doublings": (0.5, 1.0)}, "batch_doublings"),
+    ({"minutes": 10.0, "batch_size": 0}, "batch_size"),
+])
+def test_a_bad_schedule_is_refused_by_name(settings, named):
+    with pytest.raises(ConfigError, match=named):
+        BudgetSchedule(**settings)
+
+
+class FakeClock:
+    """time.perf_counter for the budget module: advanced by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_time_budget_counts_training_passes_only_sets_the_schedule_and_stops_fit(mnist, tmp_path, monkeypatch):
+    """Each step takes 'one second' of the fake clock and each evaluation an hour that must not
+    count; fit stops at the first epoch end past the budget, the rate and weight in use are the
+    rule's at the fraction spent, and a resumed run continues the budget from the checkpoint."""
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    x = mnist.train_images[:200]
+    steps_per_epoch = 4  # 200 images in batches of 50
+
+    def tick(trainer, step, loss):
+        clock.now += 1.0
+
+    class Tick(budget_module.Callback):
+        on_step_end = staticmethod(tick)
+
+        def on_evaluate(self, trainer, metrics, test_x):
+            clock.now += 3600.0  # evaluation: not training time
+
+    schedule = BudgetSchedule(minutes=10 / 60, lr=1e-3, lr_final=1e-4, warmup_minutes=4 / 60, warmup_fraction=0.5,
+                              batch_size=50, batch_doublings=())
+    seen = []
+
+    class Watch(budget_module.Callback):
+        def on_step_end(self, trainer, step, loss):
+            seen.append((trainer.optimizer.param_groups[0]["lr"], trainer.current_beta))
+
+    budget = TimeBudget(schedule, every=1)
+    trainer = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
+    trainer.fit(x, mnist.test_images[:50], epochs=100, batch_size=50, progress=False, log=None,
+                callbacks=[Tick(), budget, Watch()], checkpoint=str(tmp_path / "c.pt"))
+    assert trainer.epoch == math.ceil(10 / steps_per_epoch)  # 3 epochs: 12 s of steps >= 10 s
+    assert budget.minutes() == pytest.approx(12 / 60)  # the three hours of evaluation not counted
+    assert [r["train_minutes"] for r in trainer.history] == pytest.approx([4 / 60, 8 / 60, 12 / 60])
+    # after each step (one more second) the rule is applied at the seconds spent: step i sets it for i + 1 s
+    lr, beta = seen[4]  # after the 5th step: 5 of 10 s
+    assert lr == pytest.approx(schedule.lr_at(5 / 10)) and beta == 1.0
+    assert seen[1][1] == pytest.approx(schedule.beta_at(2 / 10))  # 2 of the 4 warm-up seconds: 0.5
+    assert seen[1][1] == pytest.approx(0.5)
+
+    resumed_budget = TimeBudget(schedule)
+    resumed = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
+    resumed.resume(str(tmp_path / "c.pt"))
+    resumed.fit(x, None, epochs=100, batch_size=50, progress=False, log=None, callbacks=[resumed_budget])
+    assert resumed.epoch == 3 and resumed_budget.minutes() == pytest.approx(12 / 60)  # spent: no more epochs
+    with torch.no_grad():
+        for a, b in zip(trainer.program.module.parameters(), resumed.program.module.parameters()):
+            assert torch.equal(a, b)
+
+
+def test_the_final_phase_switches_the_objective_by_name(mnist, monkeypatch):
+    """From final_from of the budget on, the trainer optimizes the named objective (here the IWAE
+    bound with K = 3): Objective.set_elbo, checked against the program like any objective."""
+    from pyro_vae.inference.objectives import IWAE_ELBO
+
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    losses = []
+
+    class Tick(budget_module.Callback):
+        def on_step_end(self, trainer, step, loss):
+            clock.now += 1.0
+            losses.append(type(trainer.loss).__name__)
+
+    schedule = BudgetSchedule(minutes=8 / 60, warmup_minutes=0.0, batch_size=50, batch_doublings=(),
+                              final_objective="iwae", final_particles=3, final_from=0.5)
+    trainer = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
+    trainer.fit(mnist.train_images[:200], None, epochs=100, batch_size=50, progress=False, log=None,
+                callbacks=[Tick(), TimeBudget(schedule, every=1)])
+    assert isinstance(trainer.loss, IWAE_ELBO) and trainer.loss.num_particles == 3
+    assert losses[:4] == ["Trace_ELBO"] * 4 and set(losses[4:]) == {"IWAE_ELBO"}  # switched after 4 of 8 s
+    with pytest.raises(ConfigError, match="unknown objective"):
+        BudgetSchedule(10.0, final_objective="iwea")
+    with pytest.raises(ConfigError, match="final_from"):
+        BudgetSchedule(10.0, final_objective="iwae", final_from=1.0)
