@@ -125,3 +125,29 @@ def test_the_final_phase_switches_the_objective_by_name(mnist, monkeypatch):
         BudgetSchedule(10.0, final_objective="iwea")
     with pytest.raises(ConfigError, match="final_from"):
         BudgetSchedule(10.0, final_objective="iwae", final_from=1.0)
+
+
+def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
+    """bench/best_nll.py end to end on the embedded sample, held-out mode: the record carries the
+    command, commit, rule, per-epoch rows and an evaluated curve (the script is not otherwise run
+    by the suite, and once broke unseen)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    record = tmp_path / "record.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYRO_VAE_DATA"}
+    run = subprocess.run(
+        [sys.executable, os.path.join(root, "bench", "best_nll.py"), "--minutes", "0.05", "--validation", "500",
+         "--hidden", "32", "--z-dim", "4", "--eval-samples", "8", "--curve-samples", "4", "--json", str(record),
+         "--checkpoint", str(tmp_path / "c.pt")],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(record.read_text())
+    assert result["evaluated_on"] == "validation" and result["num_test"] == 500
+    assert result["schedule"]["minutes"] == 0.05 and result["schedule"]["warmup"] == pytest.approx(0.3)
+    assert result["commit"] and result["epochs"] and result["epochs"][-1]["train_minutes"] >= 0.05
+    last = result["curve"][-1]
+    assert last["nll_k8"] > 0 and last["nll_k4"] > 0 and last["test_elbo"] < -last["nll_k8"] + 1.0

@@ -225,7 +225,10 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
             top = log_components.detach().amax(-1, keepdim=True)
             # exp of a term below e^-700 of the largest underflows to a subnormal, which the CPU
             # computes dozens of times slower; at e^-700 (~1e-304) it adds nothing float64 can see
-            shifted = (log_components - top).clamp(min=-700.0)
-            blocks.append(top.squeeze(-1) + shifted.exp().sum(-1).log())
+            if log_components.requires_grad:
+                terms = (log_components - top).clamp(min=-700.0).exp()
+            else:  # evaluation: in place, no graph to keep
+                terms = log_components.sub_(top).clamp_(min=-700.0).exp_()
+            blocks.append(top.squeeze(-1) + terms.sum(-1).log())
         log_density = (torch.cat(blocks) - math.log(k)).to(value.dtype).reshape(value.shape[:-1])
         return log_density.expand(torch.broadcast_shapes(log_density.shape, self.batch_shape))
