@@ -61,7 +61,7 @@ def table(results: list) -> str:
             f"{result['num_test']:,} test images binarized once with a fixed seed; evaluation minutes not counted):",
             "",
             f"| training minutes | epochs | batch | test ELBO | NLL, k = {k_curve} |"
-            + ("" if same else f" NLL, k = {r['eval_samples']} |") + " evaluation minutes |",
+            + ("" if same else f" NLL, k = {r['eval_samples']} ± s.e. |") + " evaluation minutes |",
             "|---|---|---|---|---|" + ("" if same else "---|") + "---|",
         ]
         for row in curve:
@@ -73,6 +73,10 @@ def table(results: list) -> str:
                 + f" {minutes:.1f} |"
             )
         lines.append("")
+    lines.append("The ± is the Monte Carlo standard error of the importance-sampled estimate (delta method, "
+                 "from the weights' effective sample size): it says how far another draw of particles could move "
+                 "the number, not how far another training run could (a second seed was not run).")
+    lines.append("")
     lines.append("Anchors, test NLL with k = 5000 after training on a GPU (Burda et al., 2016, Table 1: 3,280 "
                  "epochs; Tomczak & Welling, 2018, Table 2): "
                  + "; ".join(f"{name} {value:.2f}" for name, value in anchors(results).items()) + ".")
