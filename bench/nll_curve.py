@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import sys
+from typing import Optional
 
 import matplotlib
 
@@ -92,11 +93,15 @@ def budget_label(result: dict) -> str:
     return f"{result['recipe']['minutes']:g}-minute budget"
 
 
-TOP = 88.5  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
+TOP = 92.0  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
 
 
-def figure(results: list) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+def figure(results: list, before: Optional[dict] = None) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    if before is not None:  # the first hour, under the rule that scaled the warm-up with the budget
+        points = [(row["train_minutes"], row["nll_k500"]) for row in before["curve"]]
+        ax.plot(*zip(*points), "o--", color="0.6", ms=4,
+                label=f"60 minutes, the rule before (k=500; k=5000: {before['curve'][-1]['nll_k5000']:.2f})")
     for result in results:
         curve, k_curve = result["curve"], result["recipe"]["curve_samples"]
         points = [(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in curve]
@@ -104,14 +109,14 @@ def figure(results: list) -> None:
         line, = ax.plot(*zip(*inside) if inside else ([], []), "o-", label=f"{budget_label(result)} (k={k_curve})")
         for m, v in points:
             if v > TOP:  # off the scale: an arrow at the edge with its value
-                ax.annotate(f"{recipe_name(result).split(' (')[0]}: {v:.2f} (k={k_curve}, {m:.0f} min)",
+                ax.annotate(f"{budget_label(result)}: {v:.2f} (k={k_curve}, {m:.0f} min)",
                             xy=(m, TOP - 0.05), xytext=(m + 2, TOP - 0.6), fontsize=7.5, color=line.get_color(),
                             arrowprops={"arrowstyle": "->", "color": line.get_color()})
         finals = [(row["train_minutes"], row[final_key(result)]) for row in curve
                   if final_key(result) in row and row[final_key(result)] <= TOP]
         if finals and result["recipe"]["eval_samples"] != k_curve:
             ax.plot(*zip(*finals), "*", ms=14, color=line.get_color(),
-                    label=f"k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}")
+                    label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}")
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
     for (name, value), style in zip(anchors(results).items(), styles):
         colour = "firebrick" if name.startswith("Tomczak") else "grey"
@@ -120,7 +125,7 @@ def figure(results: list) -> None:
     ax.set_ylabel("test NLL, nats (lower is better)")
     ax.set_ylim(80.5, TOP)
     ax.set_xlim(0, None)
-    ax.set_title(f"{recipe_name(results[0])}: one budget rule, two budgets", fontsize=10)
+    ax.set_title(f"{recipe_name(results[0])}: one budget rule for every budget", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.grid(alpha=0.3)
     os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
@@ -163,13 +168,14 @@ def choice_table(results: list) -> str:
 
 def eval_table(records: dict) -> str:
     """Minutes of the k = 5000 NLL of the same checkpoint with the code before and after, per prior."""
-    lines = ["| prior | test images | k | minutes before | minutes after | speed-up | NLL before | NLL after | "
-             "largest difference of one image's estimate |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| prior | test images | k | minutes before | minutes after | speed-up | after, projected to 10,000 images | "
+             "NLL before | NLL after | largest difference of one image's estimate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, after in sorted(records.items()):
         before = after["compared_with"]
         lines.append(f"| {name} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
-                     f"{after['minutes']:.2f} | {before['speedup']:.1f}x | {before['nll']:.4f} | {after['nll']:.4f} | "
+                     f"{after['minutes']:.2f} | {before['speedup']:.1f}x | "
+                     f"{after['minutes'] * 10_000 / after['test_images']:.1f} min | {before['nll']:.4f} | {after['nll']:.4f} | "
                      f"{before['max_per_image_difference']:.1e} nats |")
     return "\n".join(lines) + "\n"
 
@@ -187,12 +193,17 @@ def main() -> int:
     for path in paths:
         with open(path) as f:
             results.append(json.load(f))
-    figure(results)
+    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
+    before = None
+    if os.path.exists(before_path):
+        with open(before_path) as f:
+            before = json.load(f)
+    figure(results, before)
     blocks = {"best-nll": table(results)}
     choices = []
     for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json"))):
         with open(path) as f:
-            choices.append({**json.load(f), "label": os.path.basename(path)[:-5].split("_", 1)[1].replace("_", " ")})
+            choices.append({**json.load(f), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")})
     if choices:
         blocks["budget-choice"] = choice_table(choices)
     evals = {}

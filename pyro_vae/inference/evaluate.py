@@ -14,15 +14,13 @@ through the effective sample size :math:`\mathrm{ESS}_i = (\sum_k w_{ik})^2 / \s
 and the delta-method standard error :math:`\sqrt{1/\mathrm{ESS}_i - 1/K}` of
 :math:`\log \hat p(x_i)`. Memory stays bounded: data and particles are processed in
 chunks, and the chunks' log-weights are merged with running log-sum-exps. What depends on
-no particle (a learned prior's mixture) is built once per call (:func:`pyro_vae.models.priors.cached_priors`),
-and subnormal numbers are flushed to zero while it runs (:func:`denormals_flushed`).
+no particle (a learned prior's mixture) is built once per call (:func:`pyro_vae.models.priors.cached_priors`).
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import pyro
 import torch
@@ -48,25 +46,6 @@ class LogLikelihood(NamedTuple):
     def nll(self) -> float:
         """Mean negative log-likelihood per datapoint (the figure papers report)."""
         return -float(self.log_likelihood.mean())
-
-
-@contextmanager
-def denormals_flushed() -> Iterator[None]:
-    """Within the block, subnormal floats are flushed to zero (``torch.set_flush_denormal``), and
-    the default (not flushed) is set again after it.
-
-    Importance sampling runs the networks on codes far out in the tails, where activations such
-    as softplus take exponentials that underflow to subnormal numbers, which x86 CPUs compute
-    dozens of times slower than normal ones (a softplus of 1.5 million very negative inputs: 32
-    against 5 ms). A subnormal float32 is below 1.2e-38: flushing it changes no estimate at the
-    precision it is reported to.
-    """
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if supported:
-            torch.set_flush_denormal(False)
 
 
 @torch.no_grad()
@@ -101,7 +80,7 @@ def log_likelihood(
     """
     check_positive("num_samples", num_samples, example=5000)
     check_positive("batch_size", batch_size, example=100)
-    with cached_priors(), denormals_flushed():  # a learned prior depends on no particle: built once
+    with cached_priors():  # a learned prior depends on no particle: built once, not per chunk
         return _log_likelihood(model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements,
                                progress, plate)
 
