@@ -184,35 +184,39 @@ def _minutes(path: str) -> float:
     return float(os.path.basename(path)[len("best_nll_"):-len("min.json")])
 
 
-def main() -> int:
+def _read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def curves() -> list:
+    """The records of the budgets, shortest first."""
     paths = sorted(glob.glob(os.path.join(HERE, "results", "best_nll_*min.json")), key=_minutes)
-    if not paths:
-        print("no bench/results/best_nll*.json: run bench/best_nll.py first", file=sys.stderr)
-        return 1
-    results = []
-    for path in paths:
-        with open(path) as f:
-            results.append(json.load(f))
-    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    before = None
-    if os.path.exists(before_path):
-        with open(before_path) as f:
-            before = json.load(f)
-    figure(results, before)
-    blocks = {"best-nll": table(results)}
-    choices = []
-    for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json"))):
-        with open(path) as f:
-            choices.append({**json.load(f), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")})
+    return [_read(path) for path in paths]
+
+
+def blocks() -> dict:
+    """Each generated block by its marker name: the curves' table (README and docs/models.md),
+    the runs that chose the rule and the evaluation minutes (docs/models.md)."""
+    out = {"best-nll": table(curves())}
+    choices = [{**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
+               for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))]
     if choices:
-        blocks["budget-choice"] = choice_table(choices)
-    evals = {}
-    for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json"))):
-        with open(path) as f:
-            evals[os.path.basename(path)[: -len("_after.json")]] = json.load(f)
+        out["budget-choice"] = choice_table(choices)
+    evals = {os.path.basename(path)[: -len("_after.json")]: _read(path)
+             for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json")))}
     if evals:
-        blocks["prior-eval"] = eval_table(evals)
-    for name, block in blocks.items():
+        out["prior-eval"] = eval_table(evals)
+    return out
+
+
+def main() -> int:
+    if not curves():
+        print("no bench/results/best_nll_<minutes>min.json: run bench/best_nll.py first", file=sys.stderr)
+        return 1
+    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
+    figure(curves(), _read(before_path) if os.path.exists(before_path) else None)
+    for name, block in blocks().items():
         for page in PAGES if name == "best-nll" else PAGES[1:]:
             if not write_block(page, name, block):
                 return 1

@@ -170,9 +170,10 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     sharp component, a code far from it), so they are formed in float64, where the
     cancellation costs nothing a float32 density could see. The log-sum-exp over components
     floors each term at :math:`e^{-700}` of the largest: the exponentials of the far
-    components underflow to subnormal numbers otherwise, which this CPU computes dozens of times
-    slower (the floor took the density of 5,000 codes from 31 to 3 ms), and a term of
-    :math:`10^{-304}` beside one of 1 is below float64's resolution. The points go through in
+    components underflow to subnormal numbers otherwise, which x86 CPUs compute dozens of times
+    slower, and a term of :math:`10^{-304}` beside one of 1 is below float64's resolution (the
+    density of 5,000 random codes at ``K = 500``, ``D = 50``, two threads: 83 ms with two
+    products and no floor, 6 ms now). The points go through in
     blocks of :attr:`block_rows`, so that the ``[block, K]`` float64 intermediates stay in
     the CPU's caches. Sampling and everything else are
     :class:`~pyro.distributions.MixtureSameFamily`'s.
