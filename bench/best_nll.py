@@ -67,7 +67,7 @@ def evaluate(vae, test: torch.Tensor, num_samples: int) -> dict:
     with torch.no_grad():
         ll = log_likelihood(vae.model, vae.guide, test, num_samples=num_samples)
     return {f"nll_k{num_samples}": ll.nll(),
-            f"nll_k{num_samples}_stderr": float(ll.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+            f"nll_k{num_samples}_stderr": ll.nll_stderr(),
             f"median_ess_k{num_samples}": float(ll.ess.median()),
             f"eval_minutes_k{num_samples}": (time.perf_counter() - start) / 60}
 

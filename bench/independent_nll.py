@@ -97,7 +97,7 @@ def main() -> int:
         "command": " ".join(["python bench/independent_nll.py", *sys.argv[1:]]), "config": state["config"],
         "epoch": state["epoch"], "test_images": len(test), "samples_per_image": args.samples,
         "independent_nll": -float(independent.mean()), "pyro_vae_nll": ours.nll(),
-        "pyro_vae_stderr": float(ours.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+        "pyro_vae_stderr": ours.nll_stderr(),
         "difference": -float(independent.mean()) - ours.nll(),
     }
     print(json.dumps(result, indent=2))

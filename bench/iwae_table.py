@@ -73,7 +73,7 @@ def run(layers: int, kind: str, k: int, data, args) -> dict:
     test_elbo = trainer.evaluate(test)["elbo"]
     active = "+".join(str(int(mask.sum())) for mask in active_units_per_site(vae.guide, test).values())
     return {
-        "layers": layers, "kind": kind, "k": k, "nll": ll.nll(), "nll_stderr": float(ll.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+        "layers": layers, "kind": kind, "k": k, "nll": ll.nll(), "nll_stderr": ll.nll_stderr(),
         "test_elbo": test_elbo, "active_units": active, "epochs": args.epochs,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds,
         "median_ess": float(ll.ess.median()), "test_size": len(test), "eval_samples": args.eval_samples,

@@ -77,7 +77,7 @@ def main() -> int:
         "peak_rss_mb_before": rss_before,
         "peak_rss_mb": rss_after,
         "nll": ll.nll(),
-        "nll_stderr": float(ll.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+        "nll_stderr": ll.nll_stderr(),
     }
     if not args.skip_reference:
         reference = copy_weights(ReferenceVAE(), vae)

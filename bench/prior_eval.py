@@ -57,7 +57,7 @@ def main() -> int:
         "code": os.path.dirname(os.path.abspath(pyro_vae.__file__)),
         "config": state["config"], "threads": torch.get_num_threads(), "test_images": len(test),
         "samples_per_image": args.samples, "minutes": minutes, "nll": ll.nll(),
-        "nll_stderr": float(ll.stderr.pow(2).mean().sqrt() / len(test) ** 0.5),
+        "nll_stderr": ll.nll_stderr(),
         "per_image": ll.log_likelihood.tolist(),
     }
     if args.compare:

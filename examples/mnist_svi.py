@@ -114,7 +114,7 @@ def main(argv=None) -> int:
                                 progress=lambda done: bar.update(done - bar.n))
         seconds = time.perf_counter() - start
         metrics.update(test_log_likelihood=-ll.nll(), test_log_likelihood_samples=args.eval_samples,
-                       test_log_likelihood_stderr=float(ll.stderr.pow(2).mean().sqrt() / len(ll.stderr) ** 0.5),
+                       test_log_likelihood_stderr=ll.nll_stderr(),
                        test_log_likelihood_seconds=seconds)
         print(f"test log-likelihood {-ll.nll():.3f} nats/datapoint (K={args.eval_samples} importance "
               f"samples, median ESS {ll.ess.median().item():.0f}, {seconds:.0f} s)")

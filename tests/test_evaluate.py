@@ -66,6 +66,9 @@ def test_chunking_does_not_change_the_estimate():
     se = (one.stderr**2 + many.stderr**2).sqrt()
     assert ((one.log_likelihood - many.log_likelihood).abs() < 5 * se).all()
     assert se.max() < 0.02
+    # the mean's error: the datapoints' errors added in quadrature, over N
+    assert one.nll_stderr() == pytest.approx(float((one.stderr**2).sum().sqrt()) / len(x))
+    assert abs(one.nll() - many.nll()) < 5 * (one.nll_stderr() ** 2 + many.nll_stderr() ** 2) ** 0.5
 
 
 def test_vae_log_likelihood_is_above_its_elbo(mnist):

@@ -47,6 +47,12 @@ class LogLikelihood(NamedTuple):
         """Mean negative log-likelihood per datapoint (the figure papers report)."""
         return -float(self.log_likelihood.mean())
 
+    def nll_stderr(self) -> float:
+        r"""The Monte Carlo standard error of :meth:`nll`, :math:`\sqrt{\sum_i \mathrm{se}_i^2} / N`
+        from the datapoints' independent importance estimates: how far another draw of particles
+        could move the mean, not how far another training run could."""
+        return float(self.stderr.pow(2).mean().sqrt() / len(self.stderr) ** 0.5)
+
 
 @torch.no_grad()
 def log_likelihood(
