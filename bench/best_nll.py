@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 
@@ -46,18 +45,12 @@ from pyro_vae.training.budget import BudgetSchedule, TimeBudget
 from pyro_vae.inference.evaluate import log_likelihood
 from pyro_vae.models.registry import build_model
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import commit, save  # noqa: E402
+
 PAPER = {"Burda et al.: one-layer VAE": 86.76, "Burda et al.: one-layer IWAE k=50": 84.78,
          "Burda et al.: two-layer VAE": 85.33, "Burda et al.: two-layer IWAE k=50": 82.90,
          "Tomczak & Welling: HVAE + VampPrior": 83.19, "Tomczak & Welling: convHVAE + VampPrior": 81.09}
-
-
-def commit() -> str:
-    """The commit of the code that ran, with ``-dirty`` if the work tree had changes."""
-    try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                              text=True, cwd=os.path.dirname(os.path.abspath(__file__)), check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def evaluate(vae, test: torch.Tensor, num_samples: int) -> dict:
@@ -178,10 +171,7 @@ def main() -> int:
                 row.update(evaluate(vae, test, args.eval_samples))
             result["curve"].append(row)
             print(json.dumps(row), flush=True)
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json + ".tmp", "w") as f:
-                json.dump(result, f, indent=2)
-            os.replace(args.json + ".tmp", args.json)
+            save(args.json, result)
             while eval_at and eval_at[0] <= budget.minutes():
                 eval_at.pop(0)
     last = result["curve"][-1]

@@ -4,7 +4,7 @@
 Reads every ``bench/results/best_nll_<minutes>min.json`` (one budget each, one recipe), draws the test NLL against
 training minutes beside the published numbers of Burda et al. (2016, Table 1) and Tomczak &
 Welling (2018) into ``docs/_static/figures/best_nll.png``, and writes the table between the
-``<!-- best-nll:start -->`` and ``<!-- best-nll:end -->`` markers of the README and of
+``<!-- best-nll:start -->`` and ``<!-- best-nll:end -->`` markers of ``docs/results.md`` and of
 ``docs/models.md``. Into ``docs/models.md`` it also writes the runs that chose the budget rule
 (``bench/results/budget_choice/<n>_<label>.json``, on held-out training images) and the
 evaluation minutes per prior (``bench/results/prior_eval/<prior>_after.json``, from
@@ -30,8 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from report import write_block  # noqa: E402
+from pyro_vae.files import save_figure  # noqa: E402
 FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "best_nll.png")
-PAGES = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "models.md")]
+PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "models.md")]
 
 
 def recipe_name(result: dict) -> str:
@@ -129,7 +130,7 @@ def figure(results: list, before: Optional[dict] = None) -> None:
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.grid(alpha=0.3)
     os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
-    fig.savefig(FIGURE, dpi=110, bbox_inches="tight")
+    save_figure(fig, FIGURE, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -196,7 +197,7 @@ def curves() -> list:
 
 
 def blocks() -> dict:
-    """Each generated block by its marker name: the curves' table (README and docs/models.md),
+    """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
     choices = [{**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Render the benchmark results (bench/results/*.json) as the tables of docs/benchmarks.md and
-of the README's "Speed" section (between its ``<!-- bench:start -->`` and ``<!-- bench:end -->``
-markers). ``bench/results/before/`` holds the same benchmarks run on the code before the speed
+of docs/results.md's "Speed" section (between their ``<!-- bench:start -->`` and
+``<!-- bench:end -->`` markers); also the helpers every bench script shares to record a run and
+write a generated block. ``bench/results/before/`` holds the same benchmarks run on the code before the speed
 work (commit 4844aba), shown beside the current figures.
 
     python bench/report.py          # after bench/run_all.py (which calls it)
@@ -12,8 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from typing import Optional
+
+from pyro_vae.files import write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -21,13 +25,23 @@ from reference import model_flops  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 ROOT = os.path.dirname(HERE)
+#: the pages that hold the ``bench`` block
+PAGES = [os.path.join(ROOT, "docs", "benchmarks.md"), os.path.join(ROOT, "docs", "results.md")]
 
 
 def save(path: str, result: dict) -> None:
-    """Write one benchmark's result as JSON (creating bench/results/ if need be)."""
+    """Write one benchmark's result as JSON, atomically (creating its folder if need be)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    write_text(path, json.dumps(result, indent=2))
+
+
+def commit() -> str:
+    """The commit of the code that ran, with ``-dirty`` if the work tree had changes."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                              text=True, cwd=HERE, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def load(name: str, before: bool = False) -> Optional[dict]:
@@ -176,14 +190,13 @@ def write_block(path: str, name: str, block: str) -> bool:
     if count != 1:
         print(f"{path}: no <!-- {name}:start --> ... <!-- {name}:end --> block", file=sys.stderr)
         return False
-    with open(path, "w") as f:
-        f.write(new)
+    write_text(path, new)
     return True
 
 
 def main() -> int:
     tables = render()
-    for path in (os.path.join(ROOT, "docs", "benchmarks.md"), os.path.join(ROOT, "README.md")):
+    for path in PAGES:
         if not write_block(path, "bench", tables):
             return 1
         print(f"wrote the tables into {os.path.relpath(path, ROOT)}")

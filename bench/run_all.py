@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run every speed benchmark, one after the other (never two at once: on a 2-core machine
-they would slow each other down), then rewrite the tables of docs/benchmarks.md and the
-README with bench/report.py.
+they would slow each other down), then rewrite the tables of docs/benchmarks.md and
+docs/results.md with bench/report.py.
 
     python bench/run_all.py --data-dir ../shared/data     # about 12 minutes here
 """

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""The README's headline results, one line each, made from the committed records.
+
+Writes the lines between the README's ``<!-- headlines:start -->`` and ``<!-- headlines:end -->``
+markers from ``bench/results/``: the best test NLL per budget of minutes (``best_nll_*min.json``),
+the example's test ELBO (``example/full.json``), and the speed against plain PyTorch
+(``step.json``, ``loglik.json``, ``prior_eval/vamp_after.json``). Each line links to its table in
+docs/results.md, where the protocol and the command stand beside it.
+
+    python bench/headlines.py          # after any of the scripts that write those records
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from nll_curve import curves, final_key  # noqa: E402
+from report import load, write_block  # noqa: E402
+
+README = os.path.join(ROOT, "README.md")
+RESULTS_PAGE = "docs/results.md"
+
+
+def _read(relative: str) -> dict | None:
+    path = os.path.join(HERE, "results", relative)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def nll_line() -> str | None:
+    budgets = curves()
+    if not budgets:
+        return None
+    reached = ", ".join(f"**{r['curve'][-1][final_key(r)]:.2f}** nats after {r['recipe']['minutes']:g}" for r in budgets)
+    paper = budgets[-1]["paper"]
+    iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
+    return (f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
+            f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, one run each); the published MLP "
+            f"models trained on GPUs for thousands of epochs reach {paper[iwae]:.2f} (Burda et al.'s two-layer "
+            f"IWAE) and {paper[vamp]:.2f} (Tomczak & Welling's HVAE with the VampPrior). "
+            f"[Table, figure, protocol]({RESULTS_PAGE}#the-best-test-nll-in-a-budget-of-minutes)")
+
+
+def example_line() -> str | None:
+    full = _read(os.path.join("example", "full.json"))
+    if full is None:
+        return None
+    minutes = full["epochs"] * full["seconds_per_epoch"] / 60
+    return (f"- **The example on full MNIST**: test ELBO **{full['test_elbo']:.2f}** nats after {full['epochs']} epochs "
+            f"({minutes:.1f} training minutes), test NLL {-full['test_log_likelihood']:.2f} (k = "
+            f"{full['test_log_likelihood_samples']}). [Table, the guides]({RESULTS_PAGE}#the-example-test-elbo)")
+
+
+def speed_line() -> str | None:
+    step, loglik, vamp = load("step"), load("loglik"), _read(os.path.join("prior_eval", "vamp_after.json"))
+    if step is None or loglik is None:
+        return None
+    row = next(r for r in step["rows"] if r["batch_size"] == 128)
+    line = (f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128); "
+            f"the k = {loglik['samples_per_image']} log-likelihood of 10,000 test digits takes "
+            f"{loglik['projected_seconds_10k'] / 60:.1f} minutes with the N(0, I) prior")
+    if vamp is not None:
+        line += f", {vamp['minutes'] * 10_000 / vamp['test_images']:.1f} with the VampPrior"
+    return line + f". [Tables]({RESULTS_PAGE}#speed)"
+
+
+def block() -> str:
+    lines = [line for line in (nll_line(), example_line(), speed_line()) if line]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    if not write_block(README, "headlines", block()):
+        return 1
+    print("wrote the headlines into README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

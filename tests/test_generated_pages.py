@@ -1,0 +1,61 @@
+"""Every generated block of the README and the docs is what its script makes of the committed
+records, and no block on any page escapes this check: no published table is typed by hand."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _import(folder: str, name: str):
+    sys.path.insert(0, str(ROOT / folder))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def generated() -> dict:
+    """(page, block name) -> the block its script writes from the records."""
+    nll_curve, report = _import("bench", "nll_curve"), _import("bench", "report")
+    example_runs, headlines = _import("bench", "example_runs"), _import("bench", "headlines")
+    your_data_runs = _import("docs", "your_data_runs")
+    out = {}
+    for name, block in nll_curve.blocks().items():
+        for page in nll_curve.PAGES if name == "best-nll" else nll_curve.PAGES[1:]:
+            out[(Path(page), name)] = block
+    for page in report.PAGES:
+        out[(Path(page), "bench")] = report.render()
+    out[(ROOT / "docs" / "training.md", "lightning")] = report.lightning_table(report.load("lightning"))
+    out[(Path(example_runs.PAGE), "example-runs")] = example_runs.block()
+    out[(ROOT / "README.md", "headlines")] = headlines.block()
+    out[(your_data_runs.PAGE, "your_data")] = your_data_runs.table() + "\n"
+    return out
+
+
+BLOCKS = generated()
+
+
+@pytest.mark.parametrize("page, name", sorted(BLOCKS), ids=lambda v: v.name if isinstance(v, Path) else v)
+def test_the_block_is_what_its_script_makes_of_the_records(page, name):
+    text = page.read_text()
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", text, flags=re.S)
+    assert match, f"{page.name} has no {name} block"
+    assert match.group(1) == BLOCKS[(page, name)], f"{page.name}'s {name} block is stale: rerun its script"
+
+
+def test_every_block_on_every_page_is_checked():
+    found = {(page, name) for page in PAGES for name in re.findall(r"<!-- ([\w-]+):start -->", page.read_text())}
+    assert found == set(BLOCKS)
+
+
+def test_the_headlines_come_from_the_records_they_cite():
+    """The README's NLL line quotes the final k = 5000 NLL of each budget's record."""
+    nll_curve = _import("bench", "nll_curve")
+    line = next(line for line in BLOCKS[(ROOT / "README.md", "headlines")].splitlines() if "Test NLL" in line)
+    for record in nll_curve.curves():
+        assert f"**{record['curve'][-1][nll_curve.final_key(record)]:.2f}** nats after {record['recipe']['minutes']:g}" in line
