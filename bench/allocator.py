@@ -46,8 +46,12 @@ def minor_faults() -> int:
 
 def add_option(parser: argparse.ArgumentParser) -> None:
     """The benches' ``--allocator`` option."""
-    parser.add_argument("--allocator", choices=["kept", "glibc-default"], default="kept",
-                        help="keep freed memory in the heap (default) or leave glibc's thresholds")
+    parser.add_argument(
+        "--allocator",
+        choices=["kept", "glibc-default"],
+        default="kept",
+        help="keep freed memory in the heap (default) or leave glibc's thresholds",
+    )
 
 
 def apply(choice: str) -> str:

@@ -20,21 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import warnings
 import statistics
 import sys
 import time
+import warnings
 
 import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import allocator  # noqa: E402
-from allocator import minor_faults  # noqa: E402
-from report import save  # noqa: E402
-from reference import ReferenceTrainer  # noqa: E402
+import allocator
+from allocator import minor_faults
+from reference import ReferenceTrainer
+from report import save
 
-from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
+from pyro_vae import VAE, Trainer, load_mnist
 
 
 def reference_epoch(ref: ReferenceTrainer, x: torch.Tensor, batch_size: int, generator: torch.Generator) -> float:
@@ -82,9 +82,11 @@ def main() -> int:
     faults = {name: [] for name in times}
     elbos = {}
     for r in range(args.repeats):
-        runs = [("pyro_vae", lambda: trainer.train_epoch(train_x, args.batch_size)),
-                ("reference", lambda: reference_epoch(ref, train_x, args.batch_size, generator))]
-        for name, fn in (runs if r % 2 == 0 else runs[::-1]):
+        runs = [
+            ("pyro_vae", lambda: trainer.train_epoch(train_x, args.batch_size)),
+            ("reference", lambda: reference_epoch(ref, train_x, args.batch_size, generator)),
+        ]
+        for name, fn in runs if r % 2 == 0 else runs[::-1]:
             seconds, elbos[name], n = timed(fn)
             times[name].append(seconds)
             faults[name].append(n)

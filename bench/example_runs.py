@@ -81,18 +81,25 @@ def _at(record: dict, epoch: int) -> dict | None:
 
 def _elbo_table(recs: dict) -> list:
     lines = [
-        "| data | command | " + " | ".join(f"test ELBO, epoch {e}" for e in ELBO_EPOCHS)
+        "| data | command | "
+        + " | ".join(f"test ELBO, epoch {e}" for e in ELBO_EPOCHS)
         + " | last epoch: reconstruction | KL | NLL, k = 5000 ± s.e. | s / epoch |",
         "|---|---|" + "---|" * len(ELBO_EPOCHS) + "---|---|---|---|",
     ]
-    for name, label in (("full", "full MNIST (60,000 / 10,000)"), ("embedded", "embedded sample (4,000 / 1,000), the default")):
+    for name, label in (
+        ("full", "full MNIST (60,000 / 10,000)"),
+        ("embedded", "embedded sample (4,000 / 1,000), the default"),
+    ):
         if name not in recs:
             continue
         r = recs[name]
         cells = [f"{row['test_elbo']:.2f}" if (row := _at(r, e)) else "–" for e in ELBO_EPOCHS]
         nll = f"{-r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.3f}"
-        lines.append(f"| {label} | `{r['command']}` | " + " | ".join(cells)
-                     + f" | {r['test_recon']:.2f} | {r['test_kl']:.2f} | {nll} | {r['seconds_per_epoch']:.2f} |")
+        lines.append(
+            f"| {label} | `{r['command']}` | "
+            + " | ".join(cells)
+            + f" | {r['test_recon']:.2f} | {r['test_kl']:.2f} | {nll} | {r['seconds_per_epoch']:.2f} |"
+        )
     return lines
 
 
@@ -105,15 +112,16 @@ def _guide_table(recs: dict) -> list:
     ]
     rows = []
     if "full" in recs and (row := _at(recs["full"], 10)):
-        rows.append(("`diagonal`", f"epoch 10 of `{recs['full']['command']}`", row,
-                     recs["full"]["seconds_per_epoch"]))
+        rows.append(("`diagonal`", f"epoch 10 of `{recs['full']['command']}`", row, recs["full"]["seconds_per_epoch"]))
     for name in ("guide_conv", "guide_iaf", "guide_full_covariance"):
         if name in recs:
             r = recs[name]
             rows.append((f"`{r['config']['guide']}`", f"`{r['command']}`", r["history"][-1], r["seconds_per_epoch"]))
     for guide, command, row, seconds in rows:
-        lines.append(f"| {guide} | {command} | {row['test_elbo']:.2f} | {row['test_recon']:.2f} | {row['test_kl']:.2f} "
-                     f"| {seconds:.2f} |")
+        lines.append(
+            f"| {guide} | {command} | {row['test_elbo']:.2f} | {row['test_recon']:.2f} | {row['test_kl']:.2f} "
+            f"| {seconds:.2f} |"
+        )
     return lines
 
 

@@ -38,14 +38,18 @@ def nll_line() -> str | None:
     budgets = curves()
     if not budgets:
         return None
-    reached = ", ".join(f"**{r['curve'][-1][final_key(r)]:.2f}** nats after {r['recipe']['minutes']:g}" for r in budgets)
+    reached = ", ".join(
+        f"**{r['curve'][-1][final_key(r)]:.2f}** nats after {r['recipe']['minutes']:g}" for r in budgets
+    )
     paper = budgets[-1]["paper"]
     iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
-    return (f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
-            f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, one run each); the published MLP "
-            f"models trained on GPUs for thousands of epochs reach {paper[iwae]:.2f} (Burda et al.'s two-layer "
-            f"IWAE) and {paper[vamp]:.2f} (Tomczak & Welling's HVAE with the VampPrior). "
-            f"[Table, figure, protocol]({RESULTS_PAGE}#the-best-test-nll-in-a-budget-of-minutes)")
+    return (
+        f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
+        f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, one run each); the published MLP "
+        f"models trained on GPUs for thousands of epochs reach {paper[iwae]:.2f} (Burda et al.'s two-layer "
+        f"IWAE) and {paper[vamp]:.2f} (Tomczak & Welling's HVAE with the VampPrior). "
+        f"[Table, figure, protocol]({RESULTS_PAGE}#the-best-test-nll-in-a-budget-of-minutes)"
+    )
 
 
 def example_line() -> str | None:
@@ -53,9 +57,11 @@ def example_line() -> str | None:
     if full is None:
         return None
     minutes = full["epochs"] * full["seconds_per_epoch"] / 60
-    return (f"- **The example on full MNIST**: test ELBO **{full['test_elbo']:.2f}** nats after {full['epochs']} epochs "
-            f"({minutes:.1f} training minutes), test NLL {-full['test_log_likelihood']:.2f} (k = "
-            f"{full['test_log_likelihood_samples']}). [Table, the guides]({RESULTS_PAGE}#the-example-test-elbo)")
+    return (
+        f"- **The example on full MNIST**: test ELBO **{full['test_elbo']:.2f}** nats after {full['epochs']} epochs "
+        f"({minutes:.1f} training minutes), test NLL {-full['test_log_likelihood']:.2f} (k = "
+        f"{full['test_log_likelihood_samples']}). [Table, the guides]({RESULTS_PAGE}#the-example-test-elbo)"
+    )
 
 
 def speed_line() -> str | None:
@@ -63,9 +69,11 @@ def speed_line() -> str | None:
     if step is None or loglik is None:
         return None
     row = next(r for r in step["rows"] if r["batch_size"] == 128)
-    line = (f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128); "
-            f"the k = {loglik['samples_per_image']} log-likelihood of 10,000 test digits takes "
-            f"{loglik['projected_seconds_10k'] / 60:.1f} minutes with the N(0, I) prior")
+    line = (
+        f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128); "
+        f"the k = {loglik['samples_per_image']} log-likelihood of 10,000 test digits takes "
+        f"{loglik['projected_seconds_10k'] / 60:.1f} minutes with the N(0, I) prior"
+    )
     if vamp is not None:
         line += f", {vamp['minutes'] * 10_000 / vamp['test_images']:.1f} with the VampPrior"
     return line + f". [Tables]({RESULTS_PAGE}#speed)"

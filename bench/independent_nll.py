@@ -30,7 +30,7 @@ from torch.distributions import Bernoulli, Normal
 
 def mlp(weights: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
     """Linear, softplus, Linear, softplus, ..., Linear from ``prefix.{0,2,4,...}.weight``."""
-    layers = sorted({int(k[len(prefix):].split(".")[0]) for k in weights if k.startswith(prefix)})
+    layers = sorted({int(k[len(prefix) :].split(".")[0]) for k in weights if k.startswith(prefix)})
     for i, layer in enumerate(layers):
         x = x @ weights[f"{prefix}{layer}.weight"].T + weights[f"{prefix}{layer}.bias"]
         if i < len(layers) - 1:
@@ -65,8 +65,11 @@ def independent_log_likelihood(weights: dict, x: torch.Tensor, num_samples: int,
         loc, scale = encode(weights, batch)
         q = Normal(loc, scale)
         z = q.sample((num_samples,))  # [K, B, D]
-        log_w = (Bernoulli(logits=mlp(weights, "decoder.", z)).log_prob(batch).sum(-1)
-                 + log_prior(weights, z, components) - q.log_prob(z).sum(-1))
+        log_w = (
+            Bernoulli(logits=mlp(weights, "decoder.", z)).log_prob(batch).sum(-1)
+            + log_prior(weights, z, components)
+            - q.log_prob(z).sum(-1)
+        )
         out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
     return torch.cat(out)
 
@@ -95,9 +98,13 @@ def main() -> int:
     torch.manual_seed(3)
     ours = log_likelihood(vae.model, vae.guide, test, num_samples=args.samples)
     result = {
-        "command": " ".join(["python bench/independent_nll.py", *sys.argv[1:]]), "config": state["config"],
-        "epoch": state["epoch"], "test_images": len(test), "samples_per_image": args.samples,
-        "independent_nll": -float(independent.mean()), "pyro_vae_nll": ours.nll(),
+        "command": " ".join(["python bench/independent_nll.py", *sys.argv[1:]]),
+        "config": state["config"],
+        "epoch": state["epoch"],
+        "test_images": len(test),
+        "samples_per_image": args.samples,
+        "independent_nll": -float(independent.mean()),
+        "pyro_vae_nll": ours.nll(),
         "pyro_vae_stderr": ours.nll_stderr(),
         "difference": -float(independent.mean()) - ours.nll(),
         # the spread of the per-image differences: the Monte Carlo error of the mean difference,

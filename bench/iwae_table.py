@@ -28,18 +28,32 @@ import time
 
 import pyro
 
-from pyro_vae import ProgressBar, Trainer, VAE, load_mnist
+from pyro_vae import VAE, ProgressBar, Trainer, load_mnist
 from pyro_vae.inference.evaluate import active_units_per_site, log_likelihood
 from pyro_vae.models.hvae import HVAE
 
 PAPER = {  # Burda et al. 2015, Table 1, MNIST: test NLL in nats, by (layers, objective, k)
-    (1, "vae", 1): 86.76, (1, "vae", 5): 86.47, (1, "vae", 50): 86.35,
-    (1, "iwae", 1): 86.76, (1, "iwae", 5): 85.54, (1, "iwae", 50): 84.78,
-    (2, "vae", 1): 85.33, (2, "vae", 5): 85.01, (2, "vae", 50): 84.78,
-    (2, "iwae", 1): 85.33, (2, "iwae", 5): 83.89, (2, "iwae", 50): 82.90,
+    (1, "vae", 1): 86.76,
+    (1, "vae", 5): 86.47,
+    (1, "vae", 50): 86.35,
+    (1, "iwae", 1): 86.76,
+    (1, "iwae", 5): 85.54,
+    (1, "iwae", 50): 84.78,
+    (2, "vae", 1): 85.33,
+    (2, "vae", 5): 85.01,
+    (2, "vae", 50): 84.78,
+    (2, "iwae", 1): 85.33,
+    (2, "iwae", 5): 83.89,
+    (2, "iwae", 50): 82.90,
 }
-PAPER_ACTIVE = {(1, "vae", 1): "19", (1, "vae", 5): "20", (1, "vae", 50): "20",
-                (1, "iwae", 1): "19", (1, "iwae", 5): "22", (1, "iwae", 50): "25"}
+PAPER_ACTIVE = {
+    (1, "vae", 1): "19",
+    (1, "vae", 5): "20",
+    (1, "vae", 50): "20",
+    (1, "iwae", 1): "19",
+    (1, "iwae", 5): "22",
+    (1, "iwae", 50): "25",
+}
 
 
 def burda_lr(epoch: int) -> float:
@@ -63,9 +77,14 @@ def run(layers: int, kind: str, k: int, data, args) -> dict:
     start = time.perf_counter()
     for epoch in range(args.epochs):
         trainer.set_lr(burda_lr(epoch))
-        objective_value = trainer.train_epoch(train_x, batch_size=args.batch_size, callbacks=[] if args.no_progress else [ProgressBar()])
-        print(f"  {layers} layer(s) {kind} k={k} epoch {epoch + 1}/{args.epochs}: train bound {objective_value:.2f} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        objective_value = trainer.train_epoch(
+            train_x, batch_size=args.batch_size, callbacks=[] if args.no_progress else [ProgressBar()]
+        )
+        print(
+            f"  {layers} layer(s) {kind} k={k} epoch {epoch + 1}/{args.epochs}: train bound {objective_value:.2f} "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     ll = log_likelihood(vae.model, vae.guide, test, num_samples=args.eval_samples)
@@ -73,11 +92,21 @@ def run(layers: int, kind: str, k: int, data, args) -> dict:
     test_elbo = trainer.evaluate(test)["elbo"]
     active = "+".join(str(int(mask.sum())) for mask in active_units_per_site(vae.guide, test).values())
     return {
-        "layers": layers, "kind": kind, "k": k, "nll": ll.nll(), "nll_stderr": ll.nll_stderr(),
-        "test_elbo": test_elbo, "active_units": active, "epochs": args.epochs,
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-        "median_ess": float(ll.ess.median()), "test_size": len(test), "eval_samples": args.eval_samples,
-        "batch_size": args.batch_size, "seed": args.seed,
+        "layers": layers,
+        "kind": kind,
+        "k": k,
+        "nll": ll.nll(),
+        "nll_stderr": ll.nll_stderr(),
+        "test_elbo": test_elbo,
+        "active_units": active,
+        "epochs": args.epochs,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "median_ess": float(ll.ess.median()),
+        "test_size": len(test),
+        "eval_samples": args.eval_samples,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
     }
 
 
@@ -168,8 +197,11 @@ def main() -> int:
     rows = sorted(results.values(), key=lambda r: (key(r)[0], r["k"], r["kind"] == "iwae"))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"args": vars(args), "command": "python bench/iwae_table.py " + " ".join(sys.argv[1:]),
-                   "rows": rows}, f, indent=2)
+        json.dump(
+            {"args": vars(args), "command": "python bench/iwae_table.py " + " ".join(sys.argv[1:]), "rows": rows},
+            f,
+            indent=2,
+        )
     text = markdown(rows, args)
     with open(args.out, "w") as f:
         f.write(text)

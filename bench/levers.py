@@ -30,15 +30,15 @@ from pyro.infer import SVI, Trace_ELBO
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import allocator  # noqa: E402
-from reference import ReferenceTrainer  # noqa: E402
-from report import save  # noqa: E402
-from step import NUM_DATA, time_per_call  # noqa: E402
+import allocator
+from reference import ReferenceTrainer
+from report import save
+from step import NUM_DATA, time_per_call
 
-from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae.models import likelihoods, networks  # noqa: E402
-from pyro_vae.data.images import binarize  # noqa: E402
-from pyro_vae.models.likelihoods import BernoulliPixels  # noqa: E402
+from pyro_vae import VAE, Trainer, load_mnist
+from pyro_vae.data.images import binarize
+from pyro_vae.models import likelihoods, networks
+from pyro_vae.models.likelihoods import BernoulliPixels
 
 
 @contextmanager
@@ -150,8 +150,12 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation
     torch.manual_seed(0)
     images = load_mnist(args.data_dir, verbose=False).train_images
-    out = {"command": " ".join(["python bench/levers.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
-           "allocator": setting, "rows": []}
+    out = {
+        "command": " ".join(["python bench/levers.py", *sys.argv[1:]]),
+        "threads": torch.get_num_threads(),
+        "allocator": setting,
+        "rows": [],
+    }
     for batch_size in args.batch_sizes:
         batch = binarize(images[:batch_size], "dynamic", torch.Generator().manual_seed(0))
         built = {}
@@ -160,7 +164,7 @@ def main() -> int:
             built[name] = (contexts, build())
         times = {name: [] for name in built}
 
-        def run(name: str, calls: int) -> float:
+        def run(name: str, calls: int, built: dict = built) -> float:
             contexts, fn = built[name]
             with ExitStack() as stack:
                 for context in contexts:
@@ -171,15 +175,24 @@ def main() -> int:
             run(name, 10)  # warm-up (and JIT compilation)
         names = list(built)
         for r in range(args.repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 times[name].append(run(name, args.steps))
         base = statistics.median(times["all levers"])
         for name, t in times.items():
-            row = {"batch_size": batch_size, "variant": name, "ms": statistics.median(t), "min": min(t),
-                   "max": max(t), "vs_all_levers": statistics.median(t) - base}
+            row = {
+                "batch_size": batch_size,
+                "variant": name,
+                "ms": statistics.median(t),
+                "min": min(t),
+                "max": max(t),
+                "vs_all_levers": statistics.median(t) - base,
+            }
             out["rows"].append(row)
-            print(f"batch {batch_size:4d}  {name:42s} {row['ms']:6.2f} ms ({row['min']:.2f}-{row['max']:.2f})"
-                  f"  {row['vs_all_levers']:+.2f} ms", flush=True)
+            print(
+                f"batch {batch_size:4d}  {name:42s} {row['ms']:6.2f} ms ({row['min']:.2f}-{row['max']:.2f})"
+                f"  {row['vs_all_levers']:+.2f} ms",
+                flush=True,
+            )
     save(args.json, out)
     return 0
 

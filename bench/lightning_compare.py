@@ -34,13 +34,13 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import allocator  # noqa: E402
 import lightning  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
+from report import save  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-import allocator  # noqa: E402
-from report import save  # noqa: E402
 from pyro_vae import VAE, Trainer, binarize, load_mnist  # noqa: E402
 from pyro_vae.errors import TrainingInterrupted  # noqa: E402
 from pyro_vae.training import Callback  # noqa: E402
@@ -56,9 +56,17 @@ def new_vae(seed: int = 0) -> VAE:
 
 
 def lightning_trainer(max_epochs: int, callbacks=()) -> lightning.Trainer:
-    return lightning.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             num_sanity_val_steps=0, callbacks=list(callbacks))
+    return lightning.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=list(callbacks),
+    )
 
 
 class EpochTimer(lightning.Callback):
@@ -78,6 +86,7 @@ def speed(x: torch.Tensor, repeats: int) -> dict:
     module = SVIModule(new_vae(), validate=False)
     times = {"pyro_vae": [], "lightning": [], "lightning_startup": [], "dataloader_alone": [], "indexing_alone": []}
     for r in range(repeats):
+
         def ours():
             start = time.perf_counter()
             trainer.train_epoch(x, BATCH)
@@ -89,6 +98,7 @@ def speed(x: torch.Tensor, repeats: int) -> dict:
             lightning_trainer(1, [timer]).fit(module, loader(x))
             times["lightning"].append(timer.seconds)
             times["lightning_startup"].append(time.perf_counter() - start - timer.seconds)
+
         def data_alone():  # what reading the batches costs each, without any step
             start = time.perf_counter()
             for _ in loader(x):
@@ -98,10 +108,14 @@ def speed(x: torch.Tensor, repeats: int) -> dict:
             for idx in torch.randperm(len(x)).split(BATCH):
                 x[idx]
             times["indexing_alone"].append(time.perf_counter() - start)
-        for run in ((ours, theirs, data_alone) if r % 2 == 0 else (data_alone, theirs, ours)):
+
+        for run in (ours, theirs, data_alone) if r % 2 == 0 else (data_alone, theirs, ours):
             run()
-        print(f"round {r + 1}: pyro_vae {times['pyro_vae'][-1]:.2f} s, lightning {times['lightning'][-1]:.2f} s "
-              f"(+ {times['lightning_startup'][-1]:.2f} s start-up)", flush=True)
+        print(
+            f"round {r + 1}: pyro_vae {times['pyro_vae'][-1]:.2f} s, lightning {times['lightning'][-1]:.2f} s "
+            f"(+ {times['lightning_startup'][-1]:.2f} s start-up)",
+            flush=True,
+        )
     steps = -(-len(x) // BATCH)
     out = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in times.items()}
     out["ms_per_step"] = {k: 1000 * out[k]["median"] / steps for k in ("pyro_vae", "lightning")}
@@ -140,12 +154,15 @@ def resume_ours(x: torch.Tensor, folder: str) -> dict:
         except TrainingInterrupted:
             pass
         return {k: v.clone() for k, v in vae.state_dict().items()}
+
     straight = run(2)
     boundary, mid = os.path.join(folder, "ours_boundary.pt"), os.path.join(folder, "ours_mid.pt")
     run(1, checkpoint=boundary)
     run(2, checkpoint=mid, callbacks=[StopAt()])
-    return {"epoch_boundary": max_difference(straight, run(2, resume=boundary)),
-            "mid_epoch": max_difference(straight, run(2, resume=mid))}
+    return {
+        "epoch_boundary": max_difference(straight, run(2, resume=boundary)),
+        "mid_epoch": max_difference(straight, run(2, resume=mid)),
+    }
 
 
 def resume_lightning(x: torch.Tensor, folder: str) -> dict:
@@ -158,12 +175,15 @@ def resume_lightning(x: torch.Tensor, folder: str) -> dict:
         if save_to:
             trainer.save_checkpoint(save_to)
         return {k: v.clone() for k, v in vae.state_dict().items()}
+
     straight = run(2)
     boundary, mid = os.path.join(folder, "lightning_boundary.ckpt"), os.path.join(folder, "lightning_mid.ckpt")
     run(1, save_to=boundary)
     run(2, callbacks=[LightningStopAt(mid)])
-    return {"epoch_boundary": max_difference(straight, run(2, ckpt_path=boundary)),
-            "mid_epoch": max_difference(straight, run(2, ckpt_path=mid))}
+    return {
+        "epoch_boundary": max_difference(straight, run(2, ckpt_path=boundary)),
+        "mid_epoch": max_difference(straight, run(2, ckpt_path=mid)),
+    }
 
 
 def main() -> int:
@@ -178,14 +198,23 @@ def main() -> int:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     data = load_mnist(args.data_dir, verbose=False)
     x = binarize(data.train_images, "fixed")
-    result = {"command": " ".join(["python bench/lightning_compare.py", *sys.argv[1:]]), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "lightning": lightning.__version__, "pyro": pyro.__version__,
-              "allocator": setting, "train_images": len(x), "batch_size": BATCH}
+    result = {
+        "command": " ".join(["python bench/lightning_compare.py", *sys.argv[1:]]),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "pyro": pyro.__version__,
+        "allocator": setting,
+        "train_images": len(x),
+        "batch_size": BATCH,
+    }
     result["speed"] = speed(x, args.repeats)
     with tempfile.TemporaryDirectory() as folder:
         small = x[:6400]
-        result["resume_max_abs_difference"] = {"pyro_vae": resume_ours(small, folder),
-                                               "lightning": resume_lightning(small, folder)}
+        result["resume_max_abs_difference"] = {
+            "pyro_vae": resume_ours(small, folder),
+            "lightning": resume_lightning(small, folder),
+        }
     save(args.json, result)
     print(json.dumps(result, indent=2))
     return 0

@@ -30,12 +30,12 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import save  # noqa: E402
-from reference import ReferenceVAE, copy_weights, reference_log_likelihood  # noqa: E402
+from reference import ReferenceVAE, copy_weights, reference_log_likelihood
+from report import save
 
-from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae.training.checkpoint import load_checkpoint  # noqa: E402
-from pyro_vae.inference.evaluate import log_likelihood  # noqa: E402
+from pyro_vae import VAE, Trainer, load_mnist
+from pyro_vae.inference.evaluate import log_likelihood
+from pyro_vae.training.checkpoint import load_checkpoint
 
 
 def peak_rss_mb() -> float:
@@ -85,12 +85,14 @@ def main() -> int:
         start = time.perf_counter()
         ref_ll = reference_log_likelihood(reference, test, args.samples)
         ref_seconds = time.perf_counter() - start
-        result.update({
-            "reference_seconds": ref_seconds,
-            "reference_samples_per_second": samples / ref_seconds,
-            "ratio": seconds / ref_seconds,
-            "reference_nll": -float(ref_ll.mean()),
-        })
+        result.update(
+            {
+                "reference_seconds": ref_seconds,
+                "reference_samples_per_second": samples / ref_seconds,
+                "ratio": seconds / ref_seconds,
+                "reference_nll": -float(ref_ll.mean()),
+            }
+        )
     save(args.json, result)
     print(json.dumps(result, indent=2))
     return 0

@@ -24,13 +24,15 @@ from typing import Optional
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from report import write_block  # noqa: E402
+
 from pyro_vae.files import save_figure  # noqa: E402
+
 FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "best_nll.png")
 PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "models.md")]
 
@@ -63,25 +65,33 @@ def table(results: list) -> str:
             f"{result['num_test']:,} test images binarized once with a fixed seed; evaluation minutes not counted):",
             "",
             f"| training minutes | epochs | batch | test ELBO | NLL, k = {k_curve} |"
-            + ("" if same else f" NLL, k = {r['eval_samples']} ± s.e. |") + " evaluation minutes |",
+            + ("" if same else f" NLL, k = {r['eval_samples']} ± s.e. |")
+            + " evaluation minutes |",
             "|---|---|---|---|---|" + ("" if same else "---|") + "---|",
         ]
         for row in curve:
             nll_final = f"**{row[final]:.2f}** ± {row[final + '_stderr']:.3f}" if final in row else "–"
-            minutes = row[f"eval_minutes_k{k_curve}"] + (0.0 if same else row.get(f"eval_minutes_k{r['eval_samples']}", 0.0))
+            minutes = row[f"eval_minutes_k{k_curve}"] + (
+                0.0 if same else row.get(f"eval_minutes_k{r['eval_samples']}", 0.0)
+            )
             lines.append(
                 f"| {row['train_minutes']:.1f} | {row['epochs']} | {row['batch_size']} | {row['test_elbo']:.2f} "
                 + (f"| {nll_final} |" if same else f"| {row[f'nll_k{k_curve}']:.2f} | {nll_final} |")
                 + f" {minutes:.1f} |"
             )
         lines.append("")
-    lines.append("The ± is the Monte Carlo standard error of the importance-sampled estimate (delta method, "
-                 "from the weights' effective sample size): it says how far another draw of particles could move "
-                 "the number, not how far another training run could (a second seed was not run).")
+    lines.append(
+        "The ± is the Monte Carlo standard error of the importance-sampled estimate (delta method, "
+        "from the weights' effective sample size): it says how far another draw of particles could move "
+        "the number, not how far another training run could (a second seed was not run)."
+    )
     lines.append("")
-    lines.append("Anchors, test NLL with k = 5000 after training on a GPU (Burda et al., 2016, Table 1: 3,280 "
-                 "epochs; Tomczak & Welling, 2018, Table 2): "
-                 + "; ".join(f"{name} {value:.2f}" for name, value in anchors(results).items()) + ".")
+    lines.append(
+        "Anchors, test NLL with k = 5000 after training on a GPU (Burda et al., 2016, Table 1: 3,280 "
+        "epochs; Tomczak & Welling, 2018, Table 2): "
+        + "; ".join(f"{name} {value:.2f}" for name, value in anchors(results).items())
+        + "."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -101,23 +111,41 @@ def figure(results: list, before: Optional[dict] = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.6))
     if before is not None:  # the first hour, under the rule that scaled the warm-up with the budget
         points = [(row["train_minutes"], row["nll_k500"]) for row in before["curve"]]
-        ax.plot(*zip(*points), "o--", color="0.6", ms=4,
-                label=f"60 minutes, the rule before (k=500; k=5000: {before['curve'][-1]['nll_k5000']:.2f})")
+        ax.plot(
+            *zip(*points),
+            "o--",
+            color="0.6",
+            ms=4,
+            label=f"60 minutes, the rule before (k=500; k=5000: {before['curve'][-1]['nll_k5000']:.2f})",
+        )
     for result in results:
         curve, k_curve = result["curve"], result["recipe"]["curve_samples"]
         points = [(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in curve]
         inside = [(m, v) for m, v in points if v <= TOP]
-        line, = ax.plot(*zip(*inside) if inside else ([], []), "o-", label=f"{budget_label(result)} (k={k_curve})")
+        (line,) = ax.plot(*zip(*inside) if inside else ([], []), "o-", label=f"{budget_label(result)} (k={k_curve})")
         for m, v in points:
             if v > TOP:  # off the scale: an arrow at the edge with its value
-                ax.annotate(f"{budget_label(result)}: {v:.2f} (k={k_curve}, {m:.0f} min)",
-                            xy=(m, TOP - 0.05), xytext=(m + 2, TOP - 0.6), fontsize=7.5, color=line.get_color(),
-                            arrowprops={"arrowstyle": "->", "color": line.get_color()})
-        finals = [(row["train_minutes"], row[final_key(result)]) for row in curve
-                  if final_key(result) in row and row[final_key(result)] <= TOP]
+                ax.annotate(
+                    f"{budget_label(result)}: {v:.2f} (k={k_curve}, {m:.0f} min)",
+                    xy=(m, TOP - 0.05),
+                    xytext=(m + 2, TOP - 0.6),
+                    fontsize=7.5,
+                    color=line.get_color(),
+                    arrowprops={"arrowstyle": "->", "color": line.get_color()},
+                )
+        finals = [
+            (row["train_minutes"], row[final_key(result)])
+            for row in curve
+            if final_key(result) in row and row[final_key(result)] <= TOP
+        ]
         if finals and result["recipe"]["eval_samples"] != k_curve:
-            ax.plot(*zip(*finals), "*", ms=14, color=line.get_color(),
-                    label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}")
+            ax.plot(
+                *zip(*finals),
+                "*",
+                ms=14,
+                color=line.get_color(),
+                label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}",
+            )
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
     for (name, value), style in zip(anchors(results).items(), styles):
         colour = "firebrick" if name.startswith("Tomczak") else "grey"
@@ -140,8 +168,13 @@ def schedule_of(result: dict) -> dict:
     if "schedule" in result:
         return result["schedule"]
     r = result["recipe"]
-    return {"minutes": r["minutes"], "warmup": r["warmup"], "warmup_minutes": r["warmup"] * r["minutes"],
-            "batch_doublings": r["batch_schedule"], "final_objective": None}
+    return {
+        "minutes": r["minutes"],
+        "warmup": r["warmup"],
+        "warmup_minutes": r["warmup"] * r["minutes"],
+        "batch_doublings": r["batch_schedule"],
+        "final_objective": None,
+    }
 
 
 def choice_table(results: list) -> str:
@@ -158,31 +191,40 @@ def choice_table(results: list) -> str:
     ]
     for result in results:
         sched, last = schedule_of(result), result["curve"][-1]
-        final = (f"{sched['final_objective']} k={sched.get('final_particles')} from {sched.get('final_from'):.0%}"
-                 if sched.get("final_objective") else "ELBO")
+        final = (
+            f"{sched['final_objective']} k={sched.get('final_particles')} from {sched.get('final_from'):.0%}"
+            if sched.get("final_objective")
+            else "ELBO"
+        )
         doublings = ", ".join(f"{d:.0%}" for d in sched["batch_doublings"]) or "none"
         warmup = f"{sched['warmup'] * sched['minutes']:.1f} min ({sched['warmup']:.0%})"
-        lines.append(f"| {result['label']} | {warmup} | {doublings} | {final} | {last['epochs']} | "
-                     f"{last['test_elbo']:.2f} | {last['nll_k500']:.2f} |")
+        lines.append(
+            f"| {result['label']} | {warmup} | {doublings} | {final} | {last['epochs']} | "
+            f"{last['test_elbo']:.2f} | {last['nll_k500']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def eval_table(records: dict) -> str:
     """Minutes of the k = 5000 NLL of the same checkpoint with the code before and after, per prior."""
-    lines = ["| prior | test images | k | minutes before | minutes after | speed-up | after, projected to 10,000 images | "
-             "NLL before | NLL after | largest difference of one image's estimate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| prior | test images | k | minutes before | minutes after | speed-up | after, projected to 10,000 images | "
+        "NLL before | NLL after | largest difference of one image's estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, after in sorted(records.items()):
         before = after["compared_with"]
-        lines.append(f"| {name} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
-                     f"{after['minutes']:.2f} | {before['speedup']:.1f}x | "
-                     f"{after['minutes'] * 10_000 / after['test_images']:.1f} min | {before['nll']:.4f} | {after['nll']:.4f} | "
-                     f"{before['max_per_image_difference']:.1e} nats |")
+        lines.append(
+            f"| {name} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
+            f"{after['minutes']:.2f} | {before['speedup']:.1f}x | "
+            f"{after['minutes'] * 10_000 / after['test_images']:.1f} min | {before['nll']:.4f} | {after['nll']:.4f} | "
+            f"{before['max_per_image_difference']:.1e} nats |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def _minutes(path: str) -> float:
-    return float(os.path.basename(path)[len("best_nll_"):-len("min.json")])
+    return float(os.path.basename(path)[len("best_nll_") : -len("min.json")])
 
 
 def _read(path: str) -> dict:
@@ -200,12 +242,16 @@ def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
-    choices = [{**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
-               for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))]
+    choices = [
+        {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
+        for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
+    ]
     if choices:
         out["budget-choice"] = choice_table(choices)
-    evals = {os.path.basename(path)[: -len("_after.json")]: _read(path)
-             for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json")))}
+    evals = {
+        os.path.basename(path)[: -len("_after.json")]: _read(path)
+        for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json")))
+    }
     if evals:
         out["prior-eval"] = eval_table(evals)
     return out
@@ -221,7 +267,9 @@ def main() -> int:
         for page in PAGES if name == "best-nll" else PAGES[1:]:
             if not write_block(page, name, block):
                 return 1
-    print(f"wrote {os.path.relpath(FIGURE, ROOT)} and the tables of {', '.join(os.path.relpath(p, ROOT) for p in PAGES)}")
+    print(
+        f"wrote {os.path.relpath(FIGURE, ROOT)} and the tables of {', '.join(os.path.relpath(p, ROOT) for p in PAGES)}"
+    )
     return 0
 
 

@@ -55,8 +55,12 @@ def main() -> int:
     result = {
         "command": " ".join(["python bench/prior_eval.py", *sys.argv[1:]]),
         "code": os.path.dirname(os.path.abspath(pyro_vae.__file__)),
-        "config": state["config"], "threads": torch.get_num_threads(), "test_images": len(test),
-        "samples_per_image": args.samples, "minutes": minutes, "nll": ll.nll(),
+        "config": state["config"],
+        "threads": torch.get_num_threads(),
+        "test_images": len(test),
+        "samples_per_image": args.samples,
+        "minutes": minutes,
+        "nll": ll.nll(),
         "nll_stderr": ll.nll_stderr(),
         "per_image": ll.log_likelihood.tolist(),
     }
@@ -64,9 +68,15 @@ def main() -> int:
         with open(args.compare) as f:
             before = json.load(f)
         diff = (ll.log_likelihood.double() - torch.tensor(before["per_image"], dtype=torch.float64)).abs()
-        result["compared_with"] = {"record": args.compare, "code": before["code"], "minutes": before["minutes"],
-                                   "nll": before["nll"], "nll_difference": result["nll"] - before["nll"],
-                                   "max_per_image_difference": float(diff.max()), "speedup": before["minutes"] / minutes}
+        result["compared_with"] = {
+            "record": args.compare,
+            "code": before["code"],
+            "minutes": before["minutes"],
+            "nll": before["nll"],
+            "nll_difference": result["nll"] - before["nll"],
+            "max_per_image_difference": float(diff.max()),
+            "speedup": before["minutes"] / minutes,
+        }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     tmp = args.json + ".tmp"
     with open(tmp, "w") as f:

@@ -38,8 +38,13 @@ def save(path: str, result: dict) -> None:
 def commit() -> str:
     """The commit of the code that ran, with ``-dirty`` if the work tree had changes."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
-                              text=True, cwd=HERE, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -85,8 +90,10 @@ def page_faults(step: dict) -> str:
     rows = [r for r in step["rows"] if "page_faults_per_step" in r]
     if not rows:
         return ""
-    cells = "; ".join(f"batch {r['batch_size']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["page_faults_per_step"].items())
-                      for r in rows)
+    cells = "; ".join(
+        f"batch {r['batch_size']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["page_faults_per_step"].items())
+        for r in rows
+    )
     return f"Allocator: {step.get('allocator', 'glibc defaults')} (`bench/allocator.py`). Minor page faults per step: {cells}."
 
 
@@ -97,14 +104,18 @@ def epoch_table(now: dict, then: Optional[dict], jit: Optional[dict] = None) -> 
         "|---|---|---|---|---|",
         f"| one epoch, {now['train_images']:,} images, batch {now['batch_size']} | {s['reference']['median']:.2f} s | "
         f"{p['pyro_vae']['median']:.2f} s ({then['epoch_ratio']:.2f}×) | **{s['pyro_vae']['median']:.2f} s** | "
-        f"**{now['epoch_ratio']:.2f}×** |" if p else "",
+        f"**{now['epoch_ratio']:.2f}×** |"
+        if p
+        else "",
         f"| test ELBO, {now['test_images']:,} images | {s['reference_eval']['median']:.3f} s | "
         f"{p['pyro_vae_eval']['median']:.3f} s ({then['eval_ratio']:.2f}×) | **{s['pyro_vae_eval']['median']:.3f} s** | "
-        f"**{now['eval_ratio']:.2f}×** |" if p else "",
+        f"**{now['eval_ratio']:.2f}×** |"
+        if p
+        else "",
     ]
     if jit:
         lines.append(
-            f"| one epoch with the opt-in `objective=\"jit_elbo\"` (`{jit['command'].strip()}`) | "
+            f'| one epoch with the opt-in `objective="jit_elbo"` (`{jit["command"].strip()}`) | '
             f"{jit['seconds']['reference']['median']:.2f} s | – | {jit['seconds']['pyro_vae']['median']:.2f} s | "
             f"{jit['epoch_ratio']:.2f}× |"
         )
@@ -113,10 +124,12 @@ def epoch_table(now: dict, then: Optional[dict], jit: Optional[dict] = None) -> 
 
 def loglik_table(now: dict, then: Optional[dict]) -> str:
     def row(r: dict, label: str) -> str:
-        return (f"| {label} | {r['test_images']:,} | {r['samples_per_second'] / 1e3:.0f} k/s | "
-                f"{r['seconds']:.0f} s | {r['projected_seconds_10k'] / 60:.1f} min | "
-                f"{r['peak_rss_mb'] - r['peak_rss_mb_before']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB) | "
-                f"{r.get('reference_samples_per_second', float('nan')) / 1e3:.0f} k/s | {r.get('ratio', float('nan')):.2f}× |")
+        return (
+            f"| {label} | {r['test_images']:,} | {r['samples_per_second'] / 1e3:.0f} k/s | "
+            f"{r['seconds']:.0f} s | {r['projected_seconds_10k'] / 60:.1f} min | "
+            f"{r['peak_rss_mb'] - r['peak_rss_mb_before']:.0f} MB (peak {r['peak_rss_mb']:.0f} MB) | "
+            f"{r.get('reference_samples_per_second', float('nan')) / 1e3:.0f} k/s | {r.get('ratio', float('nan')):.2f}× |"
+        )
 
     lines = [
         "| | test images | importance samples / s | time | 10,000 images | memory growth (process peak) | "
@@ -144,19 +157,28 @@ def levers_table(now: dict) -> str:
 def lightning_table(now: dict) -> str:
     """bench/lightning_compare.py: the Trainer beside Lightning, speed and resume."""
     speed, resume = now["speed"], now["resume_max_abs_difference"]
-    lines = [f"`{now['command'].strip()}`: {now['train_images']:,} images, batch {now['batch_size']}, "
-             f"{now['threads']} threads, torch {now['torch']}, Lightning {now['lightning']}, Pyro {now['pyro']}; "
-             f"median of interleaved timings, spread in brackets.", "",
-             "| | seconds per epoch | ms per step | largest weight difference after resuming at an epoch's end "
-             "| ... in the middle of an epoch |", "|---|---|---|---|---|"]
+    lines = [
+        f"`{now['command'].strip()}`: {now['train_images']:,} images, batch {now['batch_size']}, "
+        f"{now['threads']} threads, torch {now['torch']}, Lightning {now['lightning']}, Pyro {now['pyro']}; "
+        f"median of interleaved timings, spread in brackets.",
+        "",
+        "| | seconds per epoch | ms per step | largest weight difference after resuming at an epoch's end "
+        "| ... in the middle of an epoch |",
+        "|---|---|---|---|---|",
+    ]
     for name, label in (("pyro_vae", "pyro_vae `Trainer`"), ("lightning", "Lightning `SVIModule`")):
         t = speed[name]
-        lines.append(f"| {label} | {t['median']:.2f} ({t['min']:.2f}–{t['max']:.2f}) | {speed['ms_per_step'][name]:.2f} "
-                     f"| {resume[name]['epoch_boundary']:.3g} | {resume[name]['mid_epoch']:.3g} |")
-    lines += ["", f"Lightning / pyro_vae per epoch: **{speed['ratio']:.2f}×**; Lightning's start-up per `fit` call "
-              f"{speed['lightning_startup']['median']:.2f} s besides. Reading the batches alone, without a step: "
-              f"{speed['dataloader_alone']['median']:.2f} s a pass through the `DataLoader`, "
-              f"{speed['indexing_alone']['median']:.2f} s indexing the tensors as the `Trainer` does."]
+        lines.append(
+            f"| {label} | {t['median']:.2f} ({t['min']:.2f}–{t['max']:.2f}) | {speed['ms_per_step'][name]:.2f} "
+            f"| {resume[name]['epoch_boundary']:.3g} | {resume[name]['mid_epoch']:.3g} |"
+        )
+    lines += [
+        "",
+        f"Lightning / pyro_vae per epoch: **{speed['ratio']:.2f}×**; Lightning's start-up per `fit` call "
+        f"{speed['lightning_startup']['median']:.2f} s besides. Reading the batches alone, without a step: "
+        f"{speed['dataloader_alone']['median']:.2f} s a pass through the `DataLoader`, "
+        f"{speed['indexing_alone']['median']:.2f} s indexing the tensors as the `Trainer` does.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -164,19 +186,37 @@ def render() -> str:
     step, epoch, loglik, levers = load("step"), load("epoch"), load("loglik"), load("levers")
     parts = []
     if step:
-        parts += [f"**Training step** (`{step['command'].strip()}`; {step['threads']} threads, torch {step['torch']}, "
-                  f"Pyro {step['pyro']}; median of interleaved timings, spread in brackets; a 1024² matmul ran at "
-                  f"{step['square_matmul_gflops']:.0f} GFLOP/s):", "", step_table(step, load("step", True)), "",
-                  page_faults(step), ""]
+        parts += [
+            f"**Training step** (`{step['command'].strip()}`; {step['threads']} threads, torch {step['torch']}, "
+            f"Pyro {step['pyro']}; median of interleaved timings, spread in brackets; a 1024² matmul ran at "
+            f"{step['square_matmul_gflops']:.0f} GFLOP/s):",
+            "",
+            step_table(step, load("step", True)),
+            "",
+            page_faults(step),
+            "",
+        ]
     if epoch:
-        parts += [f"**Full epoch and test evaluation** (`{epoch['command'].strip()}`):", "",
-                  epoch_table(epoch, load("epoch", True), load("epoch_jit")), ""]
+        parts += [
+            f"**Full epoch and test evaluation** (`{epoch['command'].strip()}`):",
+            "",
+            epoch_table(epoch, load("epoch", True), load("epoch_jit")),
+            "",
+        ]
     if loglik:
-        parts += [f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command'].strip()}`):",
-                  "", loglik_table(loglik, load("loglik", True)), ""]
+        parts += [
+            f"**k = {loglik['samples_per_image']} importance-sampled log-likelihood** (`{loglik['command'].strip()}`):",
+            "",
+            loglik_table(loglik, load("loglik", True)),
+            "",
+        ]
     if levers:
-        parts += [f"**What each lever buys** (`{levers['command'].strip()}`; each row turns one lever off):", "",
-                  levers_table(levers), ""]
+        parts += [
+            f"**What each lever buys** (`{levers['command'].strip()}`; each row turns one lever off):",
+            "",
+            levers_table(levers),
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -185,8 +225,12 @@ def write_block(path: str, name: str, block: str) -> bool:
     with ``block``; False (and a message) if the page has no such block."""
     with open(path) as f:
         text = f.read()
-    new, count = re.subn(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
-                         lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
+    new, count = re.subn(
+        rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)",
+        lambda m: m.group(1) + block + m.group(2),
+        text,
+        flags=re.S,
+    )
     if count != 1:
         print(f"{path}: no <!-- {name}:start --> ... <!-- {name}:end --> block", file=sys.stderr)
         return False

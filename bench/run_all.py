@@ -25,8 +25,14 @@ def main() -> int:
     runs = [
         ["step.py", *data],
         ["epoch.py", *data],
-        ["epoch.py", "--objective", "jit_elbo", "--json", os.path.relpath(os.path.join(HERE, "results", "epoch_jit.json")),
-         *data],
+        [
+            "epoch.py",
+            "--objective",
+            "jit_elbo",
+            "--json",
+            os.path.relpath(os.path.join(HERE, "results", "epoch_jit.json")),
+            *data,
+        ],
         ["loglik.py", "--test-size", str(args.loglik_test_size), *data],
         ["levers.py", *data],
         ["lightning_compare.py", *data],

@@ -29,14 +29,13 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import save  # noqa: E402
-from step import time_per_call  # noqa: E402
+from pyro.infer import config_enumerate
+from report import save
+from step import time_per_call
 
-from pyro.infer import config_enumerate  # noqa: E402
-
-from pyro_vae.data.batches import Batch  # noqa: E402
-from pyro_vae.models.ssvae import SSVAE, SemiSupervisedELBO  # noqa: E402
-from pyro_vae.training.step import CheckedStep  # noqa: E402
+from pyro_vae.data.batches import Batch
+from pyro_vae.models.ssvae import SSVAE, SemiSupervisedELBO
+from pyro_vae.training.step import CheckedStep
 
 
 def one_hot_concatenation(self: SSVAE, net: torch.nn.Sequential, y: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -47,8 +46,12 @@ def one_hot_concatenation(self: SSVAE, net: torch.nn.Sequential, y: torch.Tensor
     return net(torch.cat([code.expand(*shape, k), other.expand(*shape, other.shape[-1])], dim=-1))
 
 
-def interleaved(variants: Dict[str, Callable[[], CheckedStep]], kinds: Dict[str, Callable[[CheckedStep], object]],
-                repeats: int, calls: int) -> Dict[str, Dict[str, List[float]]]:
+def interleaved(
+    variants: Dict[str, Callable[[], CheckedStep]],
+    kinds: Dict[str, Callable[[CheckedStep], object]],
+    repeats: int,
+    calls: int,
+) -> Dict[str, Dict[str, List[float]]]:
     """ms per call of every step kind under every variant, the variants interleaved in each repeat.
 
     ``variants[name]()`` puts the variant in place and returns the step to time, so a variant
@@ -60,7 +63,7 @@ def interleaved(variants: Dict[str, Callable[[], CheckedStep]], kinds: Dict[str,
             step = prepare()
             for kind, call in kinds.items():
                 call(step)  # warm
-                ms[kind][name].append(time_per_call(lambda: call(step), calls))
+                ms[kind][name].append(time_per_call(lambda call=call, step=step: call(step), calls))
     return ms
 
 
@@ -69,8 +72,10 @@ def ratios(ms: Dict[str, Dict[str, List[float]]], base: str, other: str, key: st
     rows = {}
     for kind, by_name in ms.items():
         med = {name: statistics.median(v) for name, v in by_name.items()}
-        rows[kind] = {"ms": {name: {"median": m, "all": by_name[name]} for name, m in med.items()},
-                      key: med[other] / med[base]}
+        rows[kind] = {
+            "ms": {name: {"median": m, "all": by_name[name]} for name, m in med.items()},
+            key: med[other] / med[base],
+        }
     return rows
 
 
@@ -87,8 +92,10 @@ def main() -> int:
     y = torch.arange(args.batch_size) % 10
     # A training step sums both parts (SemiSupervisedELBO); each is timed as a step of its own here,
     # its loss, gradients and Adam update, to see where the label's columns matter.
-    kinds = {"unlabelled (y enumerated)": lambda step: step(Batch((x,), {}), 59900),
-             "labelled": lambda step: step(Batch((x, y), {}), 100)}
+    kinds = {
+        "unlabelled (y enumerated)": lambda step: step(Batch((x,), {}), 59900),
+        "labelled": lambda step: step(Batch((x, y), {}), 100),
+    }
 
     def checked_step(**settings: str) -> CheckedStep:
         torch.manual_seed(0)
@@ -97,11 +104,14 @@ def main() -> int:
 
         def part(*args: torch.Tensor, num_data: int) -> torch.Tensor:
             if len(args) == 1:  # unlabelled: the label summed out
-                return elbo.unlabelled_elbo.differentiable_loss(vae.model, config_enumerate(vae.guide, "parallel"),
-                                                                *args, num_data=num_data)
-            return (elbo.labelled_elbo.differentiable_loss(vae.model, vae.guide, *args, num_data=num_data)
-                    + elbo.labelled_elbo.differentiable_loss(vae.classifier_model, vae.classifier_guide, *args,
-                                                             num_data=num_data))
+                return elbo.unlabelled_elbo.differentiable_loss(
+                    vae.model, config_enumerate(vae.guide, "parallel"), *args, num_data=num_data
+                )
+            return elbo.labelled_elbo.differentiable_loss(
+                vae.model, vae.guide, *args, num_data=num_data
+            ) + elbo.labelled_elbo.differentiable_loss(
+                vae.classifier_model, vae.classifier_guide, *args, num_data=num_data
+            )
 
         objective = SimpleNamespace(skip_registration=True, elbo=elbo)
         return CheckedStep(objective, part, lr=1e-4, module=vae)
@@ -113,18 +123,25 @@ def main() -> int:
         def prepare() -> CheckedStep:
             SSVAE._with_label = fn
             return step
+
         return prepare
 
     try:
-        ms = interleaved({"label columns by index": form(indexed), "one-hot concatenation": form(one_hot_concatenation)},
-                         kinds, args.repeats, args.calls)
+        ms = interleaved(
+            {"label columns by index": form(indexed), "one-hot concatenation": form(one_hot_concatenation)},
+            kinds,
+            args.repeats,
+            args.calls,
+        )
     finally:
         SSVAE._with_label = indexed
     rows = ratios(ms, "label columns by index", "one-hot concatenation", "speedup")
     for kind, row in rows.items():
         med = {name: v["median"] for name, v in row["ms"].items()}
-        print(f"{kind:>26}: {med['label columns by index']:.1f} ms by index, {med['one-hot concatenation']:.1f} ms "
-              f"concatenated ({row['speedup']:.2f}x)")
+        print(
+            f"{kind:>26}: {med['label columns by index']:.1f} ms by index, {med['one-hot concatenation']:.1f} ms "
+            f"concatenated ({row['speedup']:.2f}x)"
+        )
     epoch = (599 * sum(rows[k]["ms"]["label columns by index"]["median"] for k in rows)) / 1e3
     print(f"one epoch of examples/ss_vae.py at 100 labels (599 steps, each both parts): about {epoch:.0f} s of steps")
 
@@ -134,11 +151,23 @@ def main() -> int:
     classifiers = ratios(ms, "mlp", "conv", "conv_over_mlp")
     for kind, row in classifiers.items():
         med = {name: v["median"] for name, v in row["ms"].items()}
-        print(f"{kind:>26}: {med['mlp']:.1f} ms with the MLP classifier, {med['conv']:.1f} ms with the "
-              f"convolutional one ({row['conv_over_mlp']:.2f}x)")
-    save(args.json, {"batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
-                     "calls": args.calls, "torch": torch.__version__, "steps": rows, "epoch_seconds_estimate": epoch,
-                     "classifier": classifiers})
+        print(
+            f"{kind:>26}: {med['mlp']:.1f} ms with the MLP classifier, {med['conv']:.1f} ms with the "
+            f"convolutional one ({row['conv_over_mlp']:.2f}x)"
+        )
+    save(
+        args.json,
+        {
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "calls": args.calls,
+            "torch": torch.__version__,
+            "steps": rows,
+            "epoch_seconds_estimate": epoch,
+            "classifier": classifiers,
+        },
+    )
     return 0
 
 

@@ -42,13 +42,13 @@ import pyro
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import allocator  # noqa: E402
-from allocator import minor_faults  # noqa: E402
-from report import save  # noqa: E402
-from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops  # noqa: E402
+import allocator
+from allocator import minor_faults
+from reference import ReferenceTrainer, gemm_shapes, model_flops, step_flops
+from report import save
 
-from pyro_vae import VAE, Trainer, load_mnist  # noqa: E402
-from pyro_vae.data.images import binarize  # noqa: E402
+from pyro_vae import VAE, Trainer, load_mnist
+from pyro_vae.data.images import binarize
 
 NUM_DATA = 60_000  # the minibatch stands for full MNIST: losses are scaled by N / B
 
@@ -102,7 +102,7 @@ def bench_batch(images: torch.Tensor, batch_size: int, steps: int, repeats: int)
     times: Dict[str, List[float]] = {name: [] for name in names}
     faults: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             before = minor_faults()
             times[name].append(time_per_call(progs[name], steps))
             faults[name].append((minor_faults() - before) / steps)

@@ -35,21 +35,25 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae import VAE, elbo_terms  # noqa: E402
-from pyro_vae.data.images import binarize, load_embedded  # noqa: E402
-from pyro_vae.inference.evaluate import log_likelihood  # noqa: E402
-from pyro_vae.inference.evaluate import active_units, kl_per_dimension, posterior_means  # noqa: E402
-from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel  # noqa: E402
-from pyro_vae.inference.objectives import kl_weighted  # noqa: E402
-from pyro_vae.models.plate import data_plate  # noqa: E402
-from pyro_vae.figures.plots import plot_all  # noqa: E402
+from pyro_vae import VAE, elbo_terms
+from pyro_vae.data.images import binarize, load_embedded
+from pyro_vae.figures.plots import plot_all
+from pyro_vae.inference.evaluate import (
+    active_units,
+    kl_per_dimension,
+    log_likelihood,
+    posterior_means,
+)
+from pyro_vae.inference.objectives import kl_weighted
+from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
+from pyro_vae.models.plate import data_plate
 
 OUT = Path(__file__).resolve().parent / "_static" / "figures"
 F64 = torch.float64
@@ -80,9 +84,15 @@ def train_vae(z_dim: int, epochs: int, train_x, test_x, seed: int = 0, beta=lamb
             total += svi.step(torch.bernoulli(train_x[idx]), num_data=n)  # a fresh binarization each time
         with torch.no_grad():
             terms = elbo_terms(vae.model, vae.guide, test_x)
-        history.append({"epoch": epoch, "train_elbo": -total / (n * math.ceil(n / batch)),
-                        "test_elbo": terms.elbo.mean().item(), "test_recon": terms.recon.mean().item(),
-                        "test_kl": terms.kl.mean().item()})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_elbo": -total / (n * math.ceil(n / batch)),
+                "test_elbo": terms.elbo.mean().item(),
+                "test_recon": terms.recon.mean().item(),
+                "test_kl": terms.kl.mean().item(),
+            }
+        )
     return vae, history
 
 
@@ -99,8 +109,11 @@ def manifold(vae: VAE, name: str, side: int = 15) -> None:
     centres = np.arange(side)[::2] + 0.5
     ax.set_xticks(centres, [f"{grid[int(c)]:.1f}" for c in centres], fontsize=7)
     ax.set_yticks(centres, [f"{grid[int(c)]:.1f}" for c in centres], fontsize=7)
-    ax.set(xlabel="$z_1$ (cells at the prior's quantiles)", ylabel="$z_2$",
-           title="Decoder means $\\mathbb{E}[x \\mid z]$ on a grid of $z$ ($z$_dim = 2)")
+    ax.set(
+        xlabel="$z_1$ (cells at the prior's quantiles)",
+        ylabel="$z_2$",
+        title="Decoder means $\\mathbb{E}[x \\mid z]$ on a grid of $z$ ($z$_dim = 2)",
+    )
     save(fig, name)
 
 
@@ -123,7 +136,10 @@ def gradient_variance(vae: VAE, test_x, numbers: dict) -> None:
             with pyro.plate("data", 1):
                 # a MultivariateNormal with diagonal covariance: the same q as Normal(m, s).to_event(1), whose
                 # Independent wrapper cannot carry has_rsample_ through Pyro's plate broadcasting
-                pyro.sample("z", dist.MultivariateNormal(m.expand(1, 2), scale_tril=torch.diag(s)).has_rsample_(reparameterized))
+                pyro.sample(
+                    "z", dist.MultivariateNormal(m.expand(1, 2), scale_tril=torch.diag(s)).has_rsample_(reparameterized)
+                )
+
         out = []
         for _ in range(n):
             loss = Trace_ELBO().differentiable_loss(model.model, guide, x)
@@ -143,8 +159,11 @@ def gradient_variance(vae: VAE, test_x, numbers: dict) -> None:
     ax.hist(score, bins=bins, alpha=0.6, color="C3", label=f"score function: variance {score.var():.3g}")
     ax.hist(path, bins=bins, alpha=0.8, color="C0", label=f"pathwise: variance {path.var():.3g}")
     ax.axvline(exact, color="k", lw=1.5, label=f"exact gradient {exact:.3f}")
-    ax.set(title="(a) Linear-Gaussian model: 4,000 one-sample estimates of $\\partial\\,\\mathrm{ELBO} / \\partial m_1$",
-           xlabel="estimate", ylabel="count")
+    ax.set(
+        title="(a) Linear-Gaussian model: 4,000 one-sample estimates of $\\partial\\,\\mathrm{ELBO} / \\partial m_1$",
+        xlabel="estimate",
+        ylabel="count",
+    )
     ax.title.set_fontsize(9.5)
     ax.legend(fontsize=8)
 
@@ -156,7 +175,10 @@ def gradient_variance(vae: VAE, test_x, numbers: dict) -> None:
         def guide(x, num_data=None):
             with data_plate(x.shape[0], num_data, x.device):
                 loc, scale = vae.encoder.encoder(x)  # the VAE's own encoder network
-                pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=torch.diag_embed(scale)).has_rsample_(reparameterized))
+                pyro.sample(
+                    "z", dist.MultivariateNormal(loc, scale_tril=torch.diag_embed(scale)).has_rsample_(reparameterized)
+                )
+
         out = []
         for _ in range(n):
             loss = Trace_ELBO().differentiable_loss(vae.model, guide, x)
@@ -166,7 +188,7 @@ def gradient_variance(vae: VAE, test_x, numbers: dict) -> None:
     pyro.set_rng_seed(2)
     ratios = []
     for i in range(4):
-        gp, gs = encoder_grads(test_x[i:i + 1], True), encoder_grads(test_x[i:i + 1], False)
+        gp, gs = encoder_grads(test_x[i : i + 1], True), encoder_grads(test_x[i : i + 1], False)
         keep = gp.var(0) > 0
         ratios.append((gs.var(0)[keep] / gp.var(0)[keep]).numpy())
     ratio = np.concatenate(ratios)
@@ -175,8 +197,11 @@ def gradient_variance(vae: VAE, test_x, numbers: dict) -> None:
     ax = axes[1]
     ax.hist(np.log10(ratio), bins=80, color="C2")
     ax.axvline(np.log10(np.median(ratio)), color="k", lw=1.5, label=f"median ratio {np.median(ratio):.0f}x")
-    ax.set(title=f"(b) Trained VAE ($z$_dim = 10): encoder weights x 4 test digits ({len(ratio):,})",
-           xlabel="$\\log_{10}$ (score-function variance / pathwise variance), per weight", ylabel="weights")
+    ax.set(
+        title=f"(b) Trained VAE ($z$_dim = 10): encoder weights x 4 test digits ({len(ratio):,})",
+        xlabel="$\\log_{10}$ (score-function variance / pathwise variance), per weight",
+        ylabel="weights",
+    )
     ax.title.set_fontsize(9.5)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -201,7 +226,10 @@ def reverse_kl(numbers: dict) -> None:
     model = LinearGaussianModel(W, torch.zeros(3, dtype=F64), 0.5)
     x = torch.tensor([[1.2, 1.0, 0.6]], dtype=F64)
     post = model.posterior(x)
-    mean, cov = post.loc[0].numpy(), post.covariance_matrix[0].numpy() if post.covariance_matrix.dim() == 3 else post.covariance_matrix.numpy()
+    mean, cov = (
+        post.loc[0].numpy(),
+        post.covariance_matrix[0].numpy() if post.covariance_matrix.dim() == 3 else post.covariance_matrix.numpy(),
+    )
     precision = model.posterior_precision().numpy()
     reverse_var = 1 / np.diag(precision)  # argmin over diagonal q of KL(q || p): variances 1 / Lambda_jj
     forward_var = np.diag(cov)  # argmin of KL(p || q): the marginal variances
@@ -217,20 +245,41 @@ def reverse_kl(numbers: dict) -> None:
         q_loc, q_tril = guide.loc_scale_tril(x)
     svi_var = torch.diagonal(q_tril[0] @ q_tril[0].T).numpy()
     correlation = cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1])
-    numbers.update(posterior_correlation=float(correlation), reverse_sd=np.sqrt(reverse_var).tolist(),
-                   marginal_sd=np.sqrt(forward_var).tolist(), svi_sd=np.sqrt(svi_var).tolist(),
-                   svi_mean_error=float(np.abs(q_loc[0].numpy() - mean).max()))
+    numbers.update(
+        posterior_correlation=float(correlation),
+        reverse_sd=np.sqrt(reverse_var).tolist(),
+        marginal_sd=np.sqrt(forward_var).tolist(),
+        svi_sd=np.sqrt(svi_var).tolist(),
+        svi_mean_error=float(np.abs(q_loc[0].numpy() - mean).max()),
+    )
     assert np.allclose(np.sqrt(svi_var), np.sqrt(reverse_var), rtol=0.05), (svi_var, reverse_var)
     ax = axes[0]
     ellipse(ax, mean, cov, color="k", lw=2, label="exact posterior $p(z \\mid x)$ (Bayes' rule)")
-    ellipse(ax, mean, np.diag(reverse_var), color="C3", lw=2,
-            label="best diagonal $q$ for KL($q\\,\\|\\,p$): variances $1/\\Lambda_{jj}$")
+    ellipse(
+        ax,
+        mean,
+        np.diag(reverse_var),
+        color="C3",
+        lw=2,
+        label="best diagonal $q$ for KL($q\\,\\|\\,p$): variances $1/\\Lambda_{jj}$",
+    )
     ellipse(ax, q_loc[0].numpy(), np.diag(svi_var), color="C1", lw=1.5, ls="--", label="diagonal $q$ fitted by SVI")
-    ellipse(ax, mean, np.diag(forward_var), color="C0", lw=1.5, ls=":",
-            label="best diagonal $q$ for KL($p\\,\\|\\,q$): marginal variances")
+    ellipse(
+        ax,
+        mean,
+        np.diag(forward_var),
+        color="C0",
+        lw=1.5,
+        ls=":",
+        label="best diagonal $q$ for KL($p\\,\\|\\,q$): marginal variances",
+    )
     ax.plot(*mean, "k+", ms=10)
-    ax.set(aspect="equal", xlabel="$z_1$", ylabel="$z_2$",
-           title=f"(a) Linear-Gaussian posterior, correlation {correlation:.2f}: 1-sd ellipses")
+    ax.set(
+        aspect="equal",
+        xlabel="$z_1$",
+        ylabel="$z_2$",
+        title=f"(a) Linear-Gaussian posterior, correlation {correlation:.2f}: 1-sd ellipses",
+    )
     ax.title.set_fontsize(9.5)
     ax.legend(fontsize=7.5, loc="lower left")
     ax.grid(alpha=0.3)
@@ -238,8 +287,10 @@ def reverse_kl(numbers: dict) -> None:
     # (b) two modes: the Gaussian q minimizing KL(q || p) sits on one, KL(p || q)'s covers both
     grid = torch.linspace(-7, 7, 4001, dtype=F64)
     dz = grid[1] - grid[0]
-    mix = dist.MixtureSameFamily(dist.Categorical(torch.tensor([0.5, 0.5], dtype=F64)),
-                                 dist.Normal(torch.tensor([-2.0, 2.0], dtype=F64), torch.tensor([0.6, 0.6], dtype=F64)))
+    mix = dist.MixtureSameFamily(
+        dist.Categorical(torch.tensor([0.5, 0.5], dtype=F64)),
+        dist.Normal(torch.tensor([-2.0, 2.0], dtype=F64), torch.tensor([0.6, 0.6], dtype=F64)),
+    )
     log_p = mix.log_prob(grid)
     loc = torch.tensor(1.0, dtype=F64, requires_grad=True)  # started on the right: it settles on that mode
     log_scale = torch.tensor(math.log(0.5), dtype=F64, requires_grad=True)
@@ -253,15 +304,30 @@ def reverse_kl(numbers: dict) -> None:
     fwd_loc, fwd_scale = 0.0, math.sqrt(0.6**2 + 2.0**2)  # KL(p || q) over Gaussians: match p's moments
     q_fwd = dist.Normal(torch.tensor(fwd_loc, dtype=F64), torch.tensor(fwd_scale, dtype=F64))
     kl_fwd_q = (q_fwd.log_prob(grid).exp() * (q_fwd.log_prob(grid) - log_p)).sum() * dz  # KL(q||p) of that q
-    numbers.update(mode_seeking_loc=loc.item(), mode_seeking_sd=log_scale.exp().item(), reverse_kl_nats=kl.item(),
-                   moment_matched_reverse_kl_nats=kl_fwd_q.item())
+    numbers.update(
+        mode_seeking_loc=loc.item(),
+        mode_seeking_sd=log_scale.exp().item(),
+        reverse_kl_nats=kl.item(),
+        moment_matched_reverse_kl_nats=kl_fwd_q.item(),
+    )
     assert kl.item() < kl_fwd_q.item()
     ax = axes[1]
     ax.fill_between(grid, log_p.exp(), color="k", alpha=0.15, label="$p(z)$: two modes")
-    ax.plot(grid, dist.Normal(loc, log_scale.exp()).log_prob(grid).exp().detach(), color="C3", lw=2,
-            label=f"argmin KL($q\\,\\|\\,p$): N({loc.item():.2f}, {log_scale.exp().item():.2f}²)")
-    ax.plot(grid, dist.Normal(fwd_loc, fwd_scale).log_prob(grid).exp(), color="C0", lw=1.5, ls=":",
-            label=f"argmin KL($p\\,\\|\\,q$): N(0, {fwd_scale:.2f}²)")
+    ax.plot(
+        grid,
+        dist.Normal(loc, log_scale.exp()).log_prob(grid).exp().detach(),
+        color="C3",
+        lw=2,
+        label=f"argmin KL($q\\,\\|\\,p$): N({loc.item():.2f}, {log_scale.exp().item():.2f}²)",
+    )
+    ax.plot(
+        grid,
+        dist.Normal(fwd_loc, fwd_scale).log_prob(grid).exp(),
+        color="C0",
+        lw=1.5,
+        ls=":",
+        label=f"argmin KL($p\\,\\|\\,q$): N(0, {fwd_scale:.2f}²)",
+    )
     ax.set(xlabel="$z$", ylabel="density", title="(b) Gaussian $q$ fitted to a two-mode $p$: reverse KL picks one mode")
     ax.title.set_fontsize(9.5)
     ax.legend(fontsize=8)
@@ -313,34 +379,51 @@ def gaps(vae: VAE, test_x, numbers: dict) -> None:
     curve_enc, curve_star = [], []
     with torch.no_grad():
         for k in ks:
-            curve_enc.append(log_likelihood(vae.model, vae.guide, x, num_samples=k, batch_size=100).log_likelihood.mean().item())
-            curve_star.append(log_likelihood(vae.model, fixed_guide, x, num_samples=k, batch_size=100).log_likelihood.mean().item())
+            curve_enc.append(
+                log_likelihood(vae.model, vae.guide, x, num_samples=k, batch_size=100).log_likelihood.mean().item()
+            )
+            curve_star.append(
+                log_likelihood(vae.model, fixed_guide, x, num_samples=k, batch_size=100).log_likelihood.mean().item()
+            )
     with torch.no_grad():  # per digit, L_5000 with q* as proposal (the better one): a lower bound on log p(x)
         log_px_per_digit = log_likelihood(vae.model, fixed_guide, x, num_samples=5000, batch_size=100).log_likelihood
     log_px = log_px_per_digit.mean().item()
     a, o = amortized.mean().item(), optimized.mean().item()
-    numbers.update(gap_elbo_encoder=a, gap_elbo_optimized=o, gap_log_px=log_px,
-                   amortization_gap=o - a, approximation_gap=log_px - o,
-                   lk_encoder=dict(zip(map(str, ks), curve_enc)), lk_optimized=dict(zip(map(str, ks), curve_star)))
+    numbers.update(
+        gap_elbo_encoder=a,
+        gap_elbo_optimized=o,
+        gap_log_px=log_px,
+        amortization_gap=o - a,
+        approximation_gap=log_px - o,
+        lk_encoder=dict(zip(map(str, ks), curve_enc)),
+        lk_optimized=dict(zip(map(str, ks), curve_star)),
+    )
     amort, approx = optimized - amortized, log_px_per_digit - optimized
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), gridspec_kw={"width_ratios": [1, 1.4]})
     ax = axes[0]
-    bars = [("amortization gap\nELBO($q^*$) − ELBO($q_\\phi$)", amort, "C3"),
-            ("approximation gap\n$\\mathcal{L}_{5000}$ − ELBO($q^*$)", approx, "C1")]
-    for i, (label, gap, colour) in enumerate(bars):
+    bars = [
+        ("amortization gap\nELBO($q^*$) − ELBO($q_\\phi$)", amort, "C3"),
+        ("approximation gap\n$\\mathcal{L}_{5000}$ − ELBO($q^*$)", approx, "C1"),
+    ]
+    for i, (_label, gap, colour) in enumerate(bars):
         mean, se = gap.mean().item(), gap.std().item() / math.sqrt(len(gap))
         ax.bar(i, mean, yerr=2 * se, color=colour, alpha=0.8, capsize=6)
         ax.text(i + 0.08, mean, f"{mean:.2f} nats", ha="left", va="bottom", fontsize=9)
     ax.set_xticks(range(2), [b[0] for b in bars])
-    ax.set(ylabel="nats per digit (mean ± 2 s.e., 100 test digits)",
-           title=f"(a) The ELBO's gap, split: {a:.2f} → {o:.2f} → {log_px:.2f} nats")
+    ax.set(
+        ylabel="nats per digit (mean ± 2 s.e., 100 test digits)",
+        title=f"(a) The ELBO's gap, split: {a:.2f} → {o:.2f} → {log_px:.2f} nats",
+    )
     ax.title.set_fontsize(9.5)
     ax.grid(alpha=0.3, axis="y")
     ax = axes[1]
     ax.semilogx(ks, curve_enc, "o-", color="C3", label="proposal: encoder's $q_\\phi$")
     ax.semilogx(ks, curve_star, "s-", color="C1", label="proposal: optimized $q^*$")
-    ax.set(xlabel="$K$ importance samples", ylabel="mean $\\log \\hat p(x)$  [nats]",
-           title="(b) $\\mathcal{L}_K$ rises with $K$ toward log p(x): the NLL estimate falls")
+    ax.set(
+        xlabel="$K$ importance samples",
+        ylabel="mean $\\log \\hat p(x)$  [nats]",
+        title="(b) $\\mathcal{L}_K$ rises with $K$ toward log p(x): the NLL estimate falls",
+    )
     ax.title.set_fontsize(9.5)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
@@ -356,7 +439,8 @@ def collapse(vae1, train_x, test_x, epochs: int, numbers: dict) -> None:
     runs = {"β = 1 (the ELBO)": vae1}
     runs["β = 4"], _ = train_vae(10, epochs, train_x, test_x, beta=lambda e: 4.0, name="beta4")
     runs["warm-up: β from 0.1 to 1 over 10 epochs"], _ = train_vae(
-        10, epochs, train_x, test_x, beta=lambda e: min(1.0, e / 10), name="warmup")
+        10, epochs, train_x, test_x, beta=lambda e: min(1.0, e / 10), name="warmup"
+    )
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
     width = 0.27
     for i, (label, vae) in enumerate(runs.items()):
@@ -369,12 +453,20 @@ def collapse(vae1, train_x, test_x, epochs: int, numbers: dict) -> None:
         numbers[f"{key}_elbo"], numbers[f"{key}_kl"] = terms.elbo.mean().item(), terms.kl.mean().item()
         numbers[f"{key}_recon"], numbers[f"{key}_active"] = terms.recon.mean().item(), active
         numbers[f"{key}_kl_sorted"] = order.tolist()
-        ax.bar(np.arange(10) + (i - 1) * width, order.numpy(), width, color=f"C{[0, 3, 2][i]}",
-               label=f"{label}: ELBO {terms.elbo.mean():.1f} = {terms.recon.mean():.1f} − {terms.kl.mean():.1f},"
-                     f" {active} active units")
-    ax.set(xticks=range(10), xlabel="latent dimension, sorted by its KL",
-           ylabel="mean KL($q(z_d \\mid x) \\,\\|\\, p(z_d)$)  [nats]",
-           title="Where the KL goes: test digits, $z$_dim = 10, 30 epochs each (ELBO in nats, β = 1 for all)")
+        ax.bar(
+            np.arange(10) + (i - 1) * width,
+            order.numpy(),
+            width,
+            color=f"C{[0, 3, 2][i]}",
+            label=f"{label}: ELBO {terms.elbo.mean():.1f} = {terms.recon.mean():.1f} − {terms.kl.mean():.1f},"
+            f" {active} active units",
+        )
+    ax.set(
+        xticks=range(10),
+        xlabel="latent dimension, sorted by its KL",
+        ylabel="mean KL($q(z_d \\mid x) \\,\\|\\, p(z_d)$)  [nats]",
+        title="Where the KL goes: test digits, $z$_dim = 10, 30 epochs each (ELBO in nats, β = 1 for all)",
+    )
     ax.title.set_fontsize(9.5)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.grid(alpha=0.3, axis="y")

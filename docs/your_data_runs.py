@@ -31,8 +31,15 @@ RUNS = {
 
 def run(name: str) -> None:
     out = OUT / name
-    command = [sys.executable, str(ROOT / "examples" / "your_data.py"), *RUNS[name], "--out", str(out),
-               "--overwrite", "--no-progress"]
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "your_data.py"),
+        *RUNS[name],
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-progress",
+    ]
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     (out / "checkpoint.pt").unlink()
     record = json.loads((out / "metrics.json").read_text())
@@ -44,14 +51,18 @@ def run(name: str) -> None:
 
 def table() -> str:
     """The page's table, from the records."""
-    rows = ["| data | shape | likelihood | epochs | test ELBO | = recon | − KL | bits/dim | command |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| data | shape | likelihood | epochs | test ELBO | = recon | − KL | bits/dim | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in RUNS:
         r = json.loads((OUT / name / "metrics.json").read_text())
         bits = f"{r['test_bits_per_dim']:.4f}" if "test_bits_per_dim" in r else "— (a density)"
-        rows.append(f"| {name} | {tuple(r['shape'])} | {r['config']['likelihood']} | {len(r['history'])} | "
-                    f"{r['test_elbo']:.2f} | {r['test_recon']:.2f} | {r['test_kl']:.2f} | {bits} | "
-                    f"`{r['command']}` |")
+        rows.append(
+            f"| {name} | {tuple(r['shape'])} | {r['config']['likelihood']} | {len(r['history'])} | "
+            f"{r['test_elbo']:.2f} | {r['test_recon']:.2f} | {r['test_kl']:.2f} | {bits} | "
+            f"`{r['command']}` |"
+        )
     return "\n".join(rows)
 
 

@@ -45,8 +45,14 @@ def train(guide, data, args):
     vae = VAE(z_dim=args.z_dim, hidden_dims=(400,), guide=guide)
     trainer = Trainer(vae, seed=args.seed)
     train_x = data.train_images[: args.train_size]
-    trainer.fit(train_x, data.test_images, epochs=args.epochs, test_every=args.epochs,
-                progress=False, log=lambda line: print("  " + line))
+    trainer.fit(
+        train_x,
+        data.test_images,
+        epochs=args.epochs,
+        test_every=args.epochs,
+        progress=False,
+        log=lambda line: print("  " + line),
+    )
     return trainer.history[-1]
 
 

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from pyro_vae import MetricsFile, TrainingInterrupted, cli
 from pyro_vae.inference.evaluate import log_likelihood
 
-
 #: the name this example's metrics.json carries: another program's record in --out is not replaced
 PROGRAM = "mnist_svi.py"
 
@@ -37,8 +36,12 @@ def parse_args(argv=None):
     cli.add_data_options(p)
     cli.add_model_options(p)
     cli.add_training_options(p)
-    p.add_argument("--eval-samples", type=int, default=0,
-                   help="K importance samples for the final test log-likelihood (e.g. 5000; default 0: skip)")
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=0,
+        help="K importance samples for the final test log-likelihood (e.g. 5000; default 0: skip)",
+    )
     p.add_argument("--out", default="runs/mnist_svi", help="output directory (default runs/mnist_svi)")
     args = p.parse_args(argv)
     cli.check_options(args)
@@ -69,8 +72,14 @@ def main(argv=None) -> int:
     say(cli.describe(vae, trainer, args.batch_size, args.epochs), flush=True)
 
     # 3. SVI: each step ascends the ELBO of a minibatch, scaled by N/B to the whole training set.
-    config = {"model": "vae", **vae.config, **trainer.config.settings(), "batch_size": args.batch_size,
-              "device": str(device), "processes": trainer.world_size}
+    config = {
+        "model": "vae",
+        **vae.config,
+        **trainer.config.settings(),
+        "batch_size": args.batch_size,
+        "device": str(device),
+        "processes": trainer.world_size,
+    }
     metrics = MetricsFile(os.path.join(out, cli.RECORD), **cli.metrics_fields(PROGRAM, data, config))
     callbacks = [metrics]
     if args.tensorboard:
@@ -82,14 +91,25 @@ def main(argv=None) -> int:
         # A NaN loss is reported (step, term, checkpoint) by NonFiniteError; Pyro's warning adds nothing.
         warnings.filterwarnings("ignore", message="Encountered NaN")
         try:
-            trainer.fit(data.train_images, data.test_images, epochs=args.epochs, batch_size=args.batch_size,
-                        test_every=args.test_every, checkpoint=os.path.join(out, "checkpoint.pt"),
-                        progress=not args.no_progress, log=lambda line: print(line, flush=True),
-                        callbacks=callbacks)
+            trainer.fit(
+                data.train_images,
+                data.test_images,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                test_every=args.test_every,
+                checkpoint=os.path.join(out, "checkpoint.pt"),
+                progress=not args.no_progress,
+                log=lambda line: print(line, flush=True),
+                callbacks=callbacks,
+            )
         except TrainingInterrupted as stop:
             if rank == 0:
-                print(f"interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint at {stop.checkpoint}: "
-                      f"rerun with --resume --out {out}", file=sys.stderr, flush=True)
+                print(
+                    f"interrupted at epoch {stop.epoch}, step {stop.step}; checkpoint at {stop.checkpoint}: "
+                    f"rerun with --resume --out {out}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return stop.exit_code
     wall = time.perf_counter() - start
 
@@ -100,24 +120,40 @@ def main(argv=None) -> int:
         return 0
     seconds = [r["seconds"] for r in trainer.history]
     metrics.update(
-        epochs=trainer.epoch, test_elbo=final["elbo"], test_recon=final["recon"], test_kl=final["kl"],
-        test_bits_per_dim=final.get("bits_per_dim"), train_elbo=trainer.history[-1]["train_elbo"],
-        seconds_per_epoch=sum(seconds) / len(seconds), wall_seconds_this_run=wall, history=trainer.history,
+        epochs=trainer.epoch,
+        test_elbo=final["elbo"],
+        test_recon=final["recon"],
+        test_kl=final["kl"],
+        test_bits_per_dim=final.get("bits_per_dim"),
+        train_elbo=trainer.history[-1]["train_elbo"],
+        seconds_per_epoch=sum(seconds) / len(seconds),
+        wall_seconds_this_run=wall,
+        history=trainer.history,
     )
 
     # 5. log p(x) >= ELBO: the importance-sampled estimate with K samples from the guide.
     if args.eval_samples:
         start = time.perf_counter()
-        with tqdm(total=len(test_x), desc=f"log p(x), K={args.eval_samples}", unit="img",
-                  disable=True if args.no_progress else None) as bar:
-            ll = log_likelihood(model, guide, test_x, num_samples=args.eval_samples,
-                                progress=lambda done: bar.update(done - bar.n))
+        with tqdm(
+            total=len(test_x),
+            desc=f"log p(x), K={args.eval_samples}",
+            unit="img",
+            disable=True if args.no_progress else None,
+        ) as bar:
+            ll = log_likelihood(
+                model, guide, test_x, num_samples=args.eval_samples, progress=lambda done: bar.update(done - bar.n)
+            )
         seconds = time.perf_counter() - start
-        metrics.update(test_log_likelihood=-ll.nll(), test_log_likelihood_samples=args.eval_samples,
-                       test_log_likelihood_stderr=ll.nll_stderr(),
-                       test_log_likelihood_seconds=seconds)
-        print(f"test log-likelihood {-ll.nll():.3f} nats/datapoint (K={args.eval_samples} importance "
-              f"samples, median ESS {ll.ess.median().item():.0f}, {seconds:.0f} s)")
+        metrics.update(
+            test_log_likelihood=-ll.nll(),
+            test_log_likelihood_samples=args.eval_samples,
+            test_log_likelihood_stderr=ll.nll_stderr(),
+            test_log_likelihood_seconds=seconds,
+        )
+        print(
+            f"test log-likelihood {-ll.nll():.3f} nats/datapoint (K={args.eval_samples} importance "
+            f"samples, median ESS {ll.ess.median().item():.0f}, {seconds:.0f} s)"
+        )
 
     # 6. Figures and the latent-space explorer (matplotlib's start-up is spent only here).
     from pyro_vae.figures.explorer import write_explorer
@@ -128,15 +164,18 @@ def main(argv=None) -> int:
         print(f"figure {name}.png not drawn: {reason}", flush=True)
     try:  # like a figure, the page must not cost the run its metrics
         explorer = os.path.basename(write_explorer(vae, test_x, test_y, os.path.join(out, "explorer.html")))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         explorer = None
         print(f"explorer.html not written: {' '.join(str(error).split())}", flush=True)
-    metrics.update(figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn,
-                   explorer=explorer)
+    metrics.update(
+        figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn, explorer=explorer
+    )
     bits = f"{final['bits_per_dim']:.4f} bits/dim" if "bits_per_dim" in final else "a density: no bits/dim"
-    print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
-          f"({bits}); figures, {'explorer.html, ' if explorer else ''}metrics.json and "
-          f"checkpoint.pt in {out}")
+    print(
+        f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f} "
+        f"({bits}); figures, {'explorer.html, ' if explorer else ''}metrics.json and "
+        f"checkpoint.pt in {out}"
+    )
     return 0
 
 

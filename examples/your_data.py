@@ -37,20 +37,37 @@ PROGRAM = "your_data.py"
 
 def parse_args(argv=None):
     p = cli.OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="digits",
-                   help=f"a .npy/.npz/.pt/.csv file, a folder of images, or one of {', '.join(NAMED)} (default digits)")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help=f"a .npy/.npz/.pt/.csv file, a folder of images, or one of {', '.join(NAMED)} (default digits)",
+    )
     p.add_argument("--data-dir", default=None, help="where mnist, fashion_mnist and kmnist are found or downloaded")
     p.add_argument("--no-download", action="store_true", help="never download (mnist then falls back to its sample)")
     p.add_argument("--label-column", default=None, help="the CSV column of class labels (taken out of the features)")
-    p.add_argument("--test-fraction", type=float, default=0.1,
-                   help="share of the rows held out for testing, for data without a split (default 0.1)")
-    p.add_argument("--likelihood", default=None, metavar="NAME",
-                   help=f"p(x|z): one of {', '.join(sorted(LIKELIHOODS))}, or categorical:K (default: from the "
-                        f"values -- bernoulli for 0/1 and for images, continuous_bernoulli for a table in [0, 1], "
-                        f"negative_binomial for counts, normal otherwise)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of the rows held out for testing, for data without a split (default 0.1)",
+    )
+    p.add_argument(
+        "--likelihood",
+        default=None,
+        metavar="NAME",
+        help=f"p(x|z): one of {', '.join(sorted(LIKELIHOODS))}, or categorical:K (default: from the "
+        f"values -- bernoulli for 0/1 and for images, continuous_bernoulli for a table in [0, 1], "
+        f"negative_binomial for counts, normal otherwise)",
+    )
     p.add_argument("--z-dim", type=int, default=2, help="latent dimension (default 2: the latent map is z itself)")
-    p.add_argument("--hidden", dest="hidden_dims", type=int, nargs="+", default=[128],
-                   help="hidden widths of encoder and decoder (default 128)")
+    p.add_argument(
+        "--hidden",
+        dest="hidden_dims",
+        type=int,
+        nargs="+",
+        default=[128],
+        help="hidden widths of encoder and decoder (default 128)",
+    )
     p.add_argument("--epochs", type=int, default=50, help="train until this epoch (default 50)")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size (default 64)")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 0.003)")
@@ -71,11 +88,15 @@ def main(argv=None) -> int:
     out = cli.output_dir(args.out, ["checkpoint.pt"], args.resume, args.overwrite, program=PROGRAM)
 
     # 1. The data: rows of features or pixels, and the shape of one datapoint.
-    data = load_data(args.data, args.data_dir, args.test_fraction, args.seed, args.label_column,
-                     download=not args.no_download)
+    data = load_data(
+        args.data, args.data_dir, args.test_fraction, args.seed, args.label_column, download=not args.no_download
+    )
     likelihood = args.likelihood or suggested_likelihood(data)
-    print(f"data: {data.source}: {len(data.train)} train / {len(data.test)} test rows of shape {data.shape} "
-          f"({data.value_kind} values); likelihood {likelihood}", flush=True)
+    print(
+        f"data: {data.source}: {len(data.train)} train / {len(data.test)} test rows of shape {data.shape} "
+        f"({data.value_kind} values); likelihood {likelihood}",
+        flush=True,
+    )
 
     # 2. The model p(z) p(x|z) and the guide q(z|x), sized for the data.
     pyro.set_rng_seed(args.seed)  # before the networks: the seed governs their initial weights too
@@ -86,24 +107,50 @@ def main(argv=None) -> int:
     checkpoint = os.path.join(out, "checkpoint.pt")
     if args.resume:
         trainer.resume(checkpoint)
-    record = {"program": PROGRAM, "data": data.source, "shape": list(data.shape), "num_train": len(data.train),
-              "num_test": len(data.test), "config": {**vae.config, **trainer.config.settings(), **vars(args),
-                                                     "likelihood": likelihood}}
+    record = {
+        "program": PROGRAM,
+        "data": data.source,
+        "shape": list(data.shape),
+        "num_train": len(data.train),
+        "num_test": len(data.test),
+        "config": {**vae.config, **trainer.config.settings(), **vars(args), "likelihood": likelihood},
+    }
     metrics = MetricsFile(os.path.join(out, cli.RECORD), **record)
-    trainer.fit(data.train, data.test, epochs=args.epochs, batch_size=args.batch_size, checkpoint=checkpoint,
-                progress=not args.no_progress, log=lambda line: print(line, flush=True), callbacks=[metrics])
+    trainer.fit(
+        data.train,
+        data.test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        checkpoint=checkpoint,
+        progress=not args.no_progress,
+        log=lambda line: print(line, flush=True),
+        callbacks=[metrics],
+    )
 
     # 4. The test ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)) per test row; bits/dim only for discrete data.
     final = trainer.last_evaluation
     bits = f" ({final['bits_per_dim']:.4f} bits/dim)" if "bits_per_dim" in final else " (a density: no bits/dim)"
-    metrics.update(test_elbo=final["elbo"], test_recon=final["recon"], test_kl=final["kl"], history=trainer.history,
-                   **({"test_bits_per_dim": final["bits_per_dim"]} if "bits_per_dim" in final else {}))
+    metrics.update(
+        test_elbo=final["elbo"],
+        test_recon=final["recon"],
+        test_kl=final["kl"],
+        history=trainer.history,
+        **({"test_bits_per_dim": final["bits_per_dim"]} if "bits_per_dim" in final else {}),
+    )
 
     # 5. The figures that fit the data.
     from pyro_vae.figures.plots import plot_all
 
-    figures, not_drawn = plot_all(vae, trainer.history, trainer.test_data, data.test_labels, out, shape=data.shape,
-                                  feature_names=data.feature_names, noun="image" if data.is_images else "row")
+    figures, not_drawn = plot_all(
+        vae,
+        trainer.history,
+        trainer.test_data,
+        data.test_labels,
+        out,
+        shape=data.shape,
+        feature_names=data.feature_names,
+        noun="image" if data.is_images else "row",
+    )
     for name, reason in not_drawn.items():
         print(f"figure {name}.png not drawn: {reason}", flush=True)
     explorer = None
@@ -111,14 +158,20 @@ def main(argv=None) -> int:
         from pyro_vae.figures.explorer import write_explorer
 
         try:  # like a figure, the page must not cost the run its metrics
-            explorer = os.path.basename(write_explorer(vae, trainer.test_data, data.test_labels,
-                                                       os.path.join(out, "explorer.html"), shape=data.shape))
-        except Exception as error:  # noqa: BLE001
+            explorer = os.path.basename(
+                write_explorer(
+                    vae, trainer.test_data, data.test_labels, os.path.join(out, "explorer.html"), shape=data.shape
+                )
+            )
+        except Exception as error:
             print(f"explorer.html not written: {' '.join(str(error).split())}", flush=True)
-    metrics.update(figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn,
-                   explorer=explorer)
-    print(f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f}{bits}; "
-          f"figures, metrics.json and checkpoint.pt in {out}")
+    metrics.update(
+        figures={k: os.path.basename(v) for k, v in figures.items()}, figures_not_drawn=not_drawn, explorer=explorer
+    )
+    print(
+        f"test ELBO {final['elbo']:.3f} nats/datapoint = recon {final['recon']:.3f} - KL {final['kl']:.3f}{bits}; "
+        f"figures, metrics.json and checkpoint.pt in {out}"
+    )
     return 0
 
 

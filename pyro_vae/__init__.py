@@ -10,7 +10,6 @@ model on which every identity of the ELBO can be checked. The equations of the s
 """
 
 from pyro_vae.data.images import MNISTData, balanced_prefix, binarize, load_mnist
-from pyro_vae.inference.elbo import ELBOTerms, bits_per_dim, elbo_terms
 from pyro_vae.errors import (
     CheckpointError,
     ConfigError,
@@ -21,18 +20,30 @@ from pyro_vae.errors import (
     PyroVAEError,
     TrainingInterrupted,
 )
-from pyro_vae.inference.evaluate import LogLikelihood, active_units, active_units_per_site, kl_per_dimension, log_likelihood, posterior_means
+from pyro_vae.inference.elbo import ELBOTerms, bits_per_dim, elbo_terms
+from pyro_vae.inference.evaluate import (
+    LogLikelihood,
+    active_units,
+    active_units_per_site,
+    kl_per_dimension,
+    log_likelihood,
+    posterior_means,
+)
 from pyro_vae.inference.guide_contract import GuideError, check_guide
-from pyro_vae.models.guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
 from pyro_vae.inference.information import cross_entropy, entropy, information_content, kl_divergence
+from pyro_vae.inference.objectives import IWAE_ELBO, get_objective, kl_weighted
+from pyro_vae.inference.reparameterization import reparameterize
+from pyro_vae.inference.sites import SiteError
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.guides import ConvolutionalGuide, DiagonalNormalGuide, FullCovarianceGuide, IAFGuide
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from pyro_vae.models.linear_gaussian_chain import HierarchicalLinearGaussianGuide, HierarchicalLinearGaussianModel
-from pyro_vae.models.registry import MODELS, build_model, get_model
-from pyro_vae.inference.objectives import IWAE_ELBO, get_objective, kl_weighted
 from pyro_vae.models.plate import data_plate, register_module
 from pyro_vae.models.priors import VampPrior
-from pyro_vae.inference.reparameterization import reparameterize
+from pyro_vae.models.registry import MODELS, build_model, get_model
+from pyro_vae.models.ssvae import SSVAE
+from pyro_vae.models.vae import VAE, VAEBase
 from pyro_vae.training import (
     Callback,
     ConsoleLog,
@@ -43,10 +54,6 @@ from pyro_vae.training import (
     Trainer,
     WeightAveraging,
 )
-from pyro_vae.models.cvae import CVAE
-from pyro_vae.inference.sites import SiteError
-from pyro_vae.models.ssvae import SSVAE
-from pyro_vae.models.vae import VAE, VAEBase
 
 __version__ = "0.1.0"
 

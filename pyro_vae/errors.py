@@ -127,11 +127,13 @@ class TrainingInterrupted(PyroVAEError):
             name = f"signal {signum}"
         where = f"interrupted ({name}) at epoch {epoch}, step {step}"
         if checkpoint is None:
-            super().__init__(f"{where}; no checkpoint path was given, so the state is only in memory: "
-                             f"call fit again to continue")
+            super().__init__(
+                f"{where}; no checkpoint path was given, so the state is only in memory: call fit again to continue"
+            )
         else:
-            super().__init__(f"{where}; checkpoint at {checkpoint}: continue with "
-                             f"Trainer.resume({str(checkpoint)!r}) and fit")
+            super().__init__(
+                f"{where}; checkpoint at {checkpoint}: continue with Trainer.resume({str(checkpoint)!r}) and fit"
+            )
 
     @property
     def exit_code(self) -> int:
@@ -151,7 +153,8 @@ def check_positive(name: str, value: Any, kind: type = int, example: Any = None)
     if isinstance(value, bool) or not isinstance(value, numeric):
         raise ConfigError(
             f"{name} must be a positive {word}, got {value!r} of type {type(value).__name__}; "
-            f"pass a{'' if kind is float else 'n'} {kind.__name__}, {fix}", settings=(name,)
+            f"pass a{'' if kind is float else 'n'} {kind.__name__}, {fix}",
+            settings=(name,),
         )
     if not value > 0 or (kind is float and not math.isfinite(value)):
         raise ConfigError(f"{name} must be a positive {word}, got {value!r}; pass {fix}", settings=(name,))
@@ -163,8 +166,10 @@ def check_count(name: str, value: Any, example: int, zero: str = "none", unit: s
     else raise :class:`ConfigError` naming the setting, a valid value and what 0 means."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         what = f"a whole number of {unit}" if unit else "an integer"
-        raise ConfigError(f"{name} must be {what} >= 0, got {value!r}; pass e.g. {name}={example!r}, "
-                          f"or 0 for {zero}", settings=(name,))
+        raise ConfigError(
+            f"{name} must be {what} >= 0, got {value!r}; pass e.g. {name}={example!r}, or 0 for {zero}",
+            settings=(name,),
+        )
     return int(value)
 
 
@@ -172,6 +177,7 @@ def check_seed(name: str, value: Any) -> int:
     """Return ``value`` if it is an integer in [0, 2**32 - 1], the seeds NumPy (and so
     ``pyro.set_rng_seed``) accepts, else raise :class:`ConfigError` naming the setting."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
-        raise ConfigError(f"{name} must be an integer in [0, 2**32 - 1], got {value!r}; pass e.g. {name}=0",
-                          settings=(name,))
+        raise ConfigError(
+            f"{name} must be an integer in [0, 2**32 - 1], got {value!r}; pass e.g. {name}=0", settings=(name,)
+        )
     return int(value)

@@ -36,7 +36,7 @@ def free_space(directory: PathLike) -> str:
     except OSError:
         return "free space unknown"
     power = min(int(math.log(free, 1024)) if free else 0, len(_UNITS) - 1)
-    return f"{free} bytes free" if power == 0 else f"{free / 1024 ** power:.1f} {_UNITS[power]} free"
+    return f"{free} bytes free" if power == 0 else f"{free / 1024**power:.1f} {_UNITS[power]} free"
 
 
 def fsync_dir(directory: PathLike) -> None:
@@ -72,8 +72,11 @@ def atomic_write(path: PathLike, durable: bool = False) -> Iterator[str]:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if is_disk_full(err):
-            raise DiskFullError(f"could not write {path}: no space left on the device ({free_space(path.parent)}); "
-                                f"free some space or choose another output directory", path=str(path)) from None
+            raise DiskFullError(
+                f"could not write {path}: no space left on the device ({free_space(path.parent)}); "
+                f"free some space or choose another output directory",
+                path=str(path),
+            ) from None
         raise
     if durable:
         fsync_dir(path.parent)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pyro_vae import load_mnist
+from pyro_vae.data.images import _IDX_MAGIC, DATA_ENV, MNIST_FILES, load_embedded
 from pyro_vae.training.callbacks import Callback
-from pyro_vae.data.images import DATA_ENV, MNIST_FILES, _IDX_MAGIC, load_embedded
 
 
 def mnist_dir():
@@ -104,8 +104,10 @@ def assert_same_tensors(a, b, where="state"):
 
 
 #: What the browser tests need, and how to get it (they skip with this line where it is missing).
-CHROMIUM_INSTALL = ("browser tests need Chromium, chromedriver and selenium: "
-                    "apt-get install -y chromium chromium-driver && pip install selenium")
+CHROMIUM_INSTALL = (
+    "browser tests need Chromium, chromedriver and selenium: "
+    "apt-get install -y chromium chromium-driver && pip install selenium"
+)
 
 
 @contextmanager
@@ -123,9 +125,18 @@ def headless_chromium(window: str, *flags: str, logs: bool = False):
         pytest.skip(CHROMIUM_INSTALL)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", f"--window-size={window}", *flags):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--window-size={window}",
+        *flags,
+    ):
         options.add_argument(flag)
     profile = tempfile.mkdtemp(prefix="chromium-")
     options.add_argument(f"--user-data-dir={profile}")

@@ -16,9 +16,9 @@ import torch
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.inference.evaluate import kl_per_dimension, log_likelihood, posterior_means
 from pyro_vae.inference.guide_contract import GuideError, check_guide
+from pyro_vae.inference.sites import SiteError
 from pyro_vae.models.linear_gaussian import LinearGaussianModel
 from pyro_vae.models.linear_gaussian_chain import HierarchicalLinearGaussianModel
-from pyro_vae.inference.sites import SiteError
 
 F64 = torch.float64
 K1, K2, D = 3, 2, 5
@@ -26,6 +26,7 @@ K1, K2, D = 3, 2, 5
 
 def chain(seed=0):
     g = torch.Generator().manual_seed(seed)
+
     def r(*shape):
         return torch.randn(*shape, generator=g, dtype=F64)
 
@@ -163,9 +164,15 @@ def test_contract_checks_every_latent_site_of_the_chain():
             pyro.sample("z1", dist.Normal(torch.zeros(x.shape[0], K1, dtype=F64), 1.0).to_event(1))
         pyro.sample("z2", dist.Normal(torch.zeros(x.shape[0], K2, dtype=F64), 1.0).to_event(1))
 
-    with pytest.raises(GuideError, match=r"^rule 1 \(site 'z2'\): the guide has no latent sample site 'z2' \(its latent sites: \['z1'\]\)"):
+    with pytest.raises(
+        GuideError,
+        match=r"^rule 1 \(site 'z2'\): the guide has no latent sample site 'z2' \(its latent sites: \['z1'\]\)",
+    ):
         check_guide(model.model, only_z1, x)
-    with pytest.raises(GuideError, match=r"^rule 3 \(event shape\): site 'z2' has event shape \(3,\), expected \(2,\) \(the model's event shape at site 'z2'\)"):
+    with pytest.raises(
+        GuideError,
+        match=r"^rule 3 \(event shape\): site 'z2' has event shape \(3,\), expected \(2,\) \(the model's event shape at site 'z2'\)",
+    ):
         check_guide(model.model, z2_of_wrong_size, x)
     with pytest.raises(GuideError, match=r"^rule 2 \(plate 'data'\): site 'z2' is not inside plate 'data'"):
         check_guide(model.model, z2_outside_the_plate, x)
@@ -333,8 +340,10 @@ def test_kl_weighted_scales_the_kl_of_every_latent_site_exactly(sites):
     g_tr = poutine.trace(_vectorize(guide, 3)).get_trace(x)
     m_tr = poutine.trace(poutine.replay(_vectorize(model.model, 3), trace=g_tr)).get_trace(x)
     recon = m_tr.nodes["x"]["fn"].log_prob(m_tr.nodes["x"]["value"])
-    parts = {n: m_tr.nodes[n]["fn"].log_prob(m_tr.nodes[n]["value"]) - g_tr.nodes[n]["fn"].log_prob(g_tr.nodes[n]["value"])
-             for n in ("z1", "z2")}
+    parts = {
+        n: m_tr.nodes[n]["fn"].log_prob(m_tr.nodes[n]["value"]) - g_tr.nodes[n]["fn"].log_prob(g_tr.nodes[n]["value"])
+        for n in ("z1", "z2")
+    }
     assert torch.allclose(plain, recon + parts["z1"] + parts["z2"], atol=1e-10)
     expected = recon + sum((beta if n in weighted else 1.0) * parts[n] for n in ("z1", "z2"))
     assert torch.allclose(log_w, expected, atol=1e-10)
@@ -352,8 +361,12 @@ class TutorialShapedVAE(torch.nn.Module):
     def __init__(self, z_dim=3, hidden=16):
         super().__init__()
         self.z_dim = z_dim
-        self.encoder = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 2 * z_dim))
-        self.decoder = torch.nn.Sequential(torch.nn.Linear(z_dim, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 784))
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Linear(784, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 2 * z_dim)
+        )
+        self.decoder = torch.nn.Sequential(
+            torch.nn.Linear(z_dim, hidden), torch.nn.Softplus(), torch.nn.Linear(hidden, 784)
+        )
 
     def model(self, x):
         pyro.module("decoder", self.decoder)
@@ -379,7 +392,9 @@ def test_a_tutorial_shaped_vae_is_evaluated_without_renaming_anything():
         terms = elbo_terms(vae.model, vae.guide, x)
         loc, scale = vae.moments(x)
         closed = 0.5 * (scale.pow(2) + loc.pow(2) - 1 - 2 * scale.log()).sum(-1)  # KL(N(loc, scale^2) || N(0, I))
-        assert torch.allclose(terms.kl_sites["latent"], closed, atol=1e-5) and torch.allclose(terms.kl, closed, atol=1e-5)
+        assert torch.allclose(terms.kl_sites["latent"], closed, atol=1e-5) and torch.allclose(
+            terms.kl, closed, atol=1e-5
+        )
         elbo = elbo_terms(vae.model, vae.guide, x, num_particles=100).elbo
     result = log_likelihood(vae.model, vae.guide, x, num_samples=100)
     assert torch.isfinite(result.log_likelihood).all()

@@ -12,8 +12,15 @@ from pyro_vae.training.budget import BudgetSchedule, TimeBudget
 
 
 def test_the_rule_sets_rate_weight_and_batch_from_the_fraction_spent():
-    hour = BudgetSchedule(60.0, lr=1e-3, lr_final=5e-5, warmup_minutes=3.0, warmup_fraction=0.3,
-                          batch_size=256, batch_doublings=(0.5, 0.8))
+    hour = BudgetSchedule(
+        60.0,
+        lr=1e-3,
+        lr_final=5e-5,
+        warmup_minutes=3.0,
+        warmup_fraction=0.3,
+        batch_size=256,
+        batch_doublings=(0.5, 0.8),
+    )
     assert hour.lr_at(0.0) == pytest.approx(1e-3) and hour.lr_at(1.0) == pytest.approx(5e-5)
     assert hour.lr_at(0.5) == pytest.approx((1e-3 + 5e-5) / 2)
     assert hour.lr_at(0.25) == pytest.approx(5e-5 + 0.5 * (1e-3 - 5e-5) * (1 + math.cos(math.pi / 4)))
@@ -29,13 +36,16 @@ def test_the_rule_sets_rate_weight_and_batch_from_the_fraction_spent():
     assert BudgetSchedule(5.0, warmup_minutes=0.0).beta_at(0.0) == 1.0  # no warm-up
 
 
-@pytest.mark.parametrize("settings, named", [
-    ({"minutes": 0.0}, "minutes"),
-    ({"minutes": 10.0, "lr_final": 1e-2}, "lr_final"),
-    ({"minutes": 10.0, "warmup_fraction": 1.5}, "warmup_fraction"),
-    ({"minutes": 10.0, "batch_doublings": (0.5, 1.0)}, "batch_doublings"),
-    ({"minutes": 10.0, "batch_size": 0}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        ({"minutes": 0.0}, "minutes"),
+        ({"minutes": 10.0, "lr_final": 1e-2}, "lr_final"),
+        ({"minutes": 10.0, "warmup_fraction": 1.5}, "warmup_fraction"),
+        ({"minutes": 10.0, "batch_doublings": (0.5, 1.0)}, "batch_doublings"),
+        ({"minutes": 10.0, "batch_size": 0}, "batch_size"),
+    ],
+)
 def test_a_bad_schedule_is_refused_by_name(settings, named):
     with pytest.raises(ConfigError, match=named):
         BudgetSchedule(**settings)
@@ -69,8 +79,15 @@ def test_time_budget_counts_training_passes_only_sets_the_schedule_and_stops_fit
         def on_evaluate(self, trainer, metrics, test_x):
             clock.now += 3600.0  # evaluation: not training time
 
-    schedule = BudgetSchedule(minutes=10 / 60, lr=1e-3, lr_final=1e-4, warmup_minutes=4 / 60, warmup_fraction=0.5,
-                              batch_size=50, batch_doublings=())
+    schedule = BudgetSchedule(
+        minutes=10 / 60,
+        lr=1e-3,
+        lr_final=1e-4,
+        warmup_minutes=4 / 60,
+        warmup_fraction=0.5,
+        batch_size=50,
+        batch_doublings=(),
+    )
     seen = []
 
     class Watch(budget_module.Callback):
@@ -79,8 +96,16 @@ def test_time_budget_counts_training_passes_only_sets_the_schedule_and_stops_fit
 
     budget = TimeBudget(schedule, every=1)
     trainer = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
-    trainer.fit(x, mnist.test_images[:50], epochs=100, batch_size=50, progress=False, log=None,
-                callbacks=[Tick(), budget, Watch()], checkpoint=str(tmp_path / "c.pt"))
+    trainer.fit(
+        x,
+        mnist.test_images[:50],
+        epochs=100,
+        batch_size=50,
+        progress=False,
+        log=None,
+        callbacks=[Tick(), budget, Watch()],
+        checkpoint=str(tmp_path / "c.pt"),
+    )
     assert trainer.epoch == math.ceil(10 / steps_per_epoch)  # 3 epochs: 12 s of steps >= 10 s
     assert budget.minutes() == pytest.approx(12 / 60)  # the three hours of evaluation not counted
     assert [r["train_minutes"] for r in trainer.history] == pytest.approx([4 / 60, 8 / 60, 12 / 60])
@@ -114,11 +139,25 @@ def test_the_final_phase_switches_the_objective_by_name(mnist, monkeypatch):
             clock.now += 1.0
             losses.append(type(trainer.loss).__name__)
 
-    schedule = BudgetSchedule(minutes=8 / 60, warmup_minutes=0.0, batch_size=50, batch_doublings=(),
-                              final_objective="iwae", final_particles=3, final_from=0.5)
+    schedule = BudgetSchedule(
+        minutes=8 / 60,
+        warmup_minutes=0.0,
+        batch_size=50,
+        batch_doublings=(),
+        final_objective="iwae",
+        final_particles=3,
+        final_from=0.5,
+    )
     trainer = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
-    trainer.fit(mnist.train_images[:200], None, epochs=100, batch_size=50, progress=False, log=None,
-                callbacks=[Tick(), TimeBudget(schedule, every=1)])
+    trainer.fit(
+        mnist.train_images[:200],
+        None,
+        epochs=100,
+        batch_size=50,
+        progress=False,
+        log=None,
+        callbacks=[Tick(), TimeBudget(schedule, every=1)],
+    )
     assert isinstance(trainer.loss, IWAE_ELBO) and trainer.loss.num_particles == 3
     assert losses[:4] == ["Trace_ELBO"] * 4 and set(losses[4:]) == {"IWAE_ELBO"}  # switched after 4 of 8 s
     with pytest.raises(ConfigError, match="unknown objective"):
@@ -140,10 +179,32 @@ def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
     record = tmp_path / "record.json"
     env = {k: v for k, v in os.environ.items() if k != "PYRO_VAE_DATA"}
     run = subprocess.run(
-        [sys.executable, os.path.join(root, "bench", "best_nll.py"), "--minutes", "0.05", "--validation", "500",
-         "--hidden", "32", "--z-dim", "4", "--eval-samples", "8", "--curve-samples", "4", "--json", str(record),
-         "--checkpoint", str(tmp_path / "c.pt")],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+        [
+            sys.executable,
+            os.path.join(root, "bench", "best_nll.py"),
+            "--minutes",
+            "0.05",
+            "--validation",
+            "500",
+            "--hidden",
+            "32",
+            "--z-dim",
+            "4",
+            "--eval-samples",
+            "8",
+            "--curve-samples",
+            "4",
+            "--json",
+            str(record),
+            "--checkpoint",
+            str(tmp_path / "c.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(record.read_text())
     assert result["evaluated_on"] == "validation" and result["num_test"] == 500

@@ -5,11 +5,10 @@ import json
 
 import pyro
 import pytest
-
-from pyro_vae import Callback, MetricsFile, TrainConfig, Trainer, VAE
-from pyro_vae.errors import ConfigError, TrainingInterrupted
-
 from conftest import assert_same_tensors
+
+from pyro_vae import VAE, Callback, MetricsFile, TrainConfig, Trainer
+from pyro_vae.errors import ConfigError, TrainingInterrupted
 
 QUIET = dict(progress=False, log=None)
 
@@ -50,12 +49,29 @@ class Recorder(Callback):
 
 def test_hooks_run_in_order_with_the_numbers_the_trainer_records(mnist, tmp_path):
     trainer, seen = make(), Recorder()
-    history = trainer.fit(mnist.train_images[:200], mnist.test_images[:50], epochs=2, batch_size=64, test_every=2,
-                          checkpoint=str(tmp_path / "ck.pt"), callbacks=[seen], **QUIET)
+    history = trainer.fit(
+        mnist.train_images[:200],
+        mnist.test_images[:50],
+        epochs=2,
+        batch_size=64,
+        test_every=2,
+        checkpoint=str(tmp_path / "ck.pt"),
+        callbacks=[seen],
+        **QUIET,
+    )
     kinds = [call[0] for call in seen.calls]
     epoch = ["epoch_start", "step", "step", "step", "step", "pass_end"]
-    assert kinds == ["fit_start", *epoch, "epoch_end", "checkpoint", *epoch, "evaluate", "epoch_end", "checkpoint",
-                     "fit_end"]
+    assert kinds == [
+        "fit_start",
+        *epoch,
+        "epoch_end",
+        "checkpoint",
+        *epoch,
+        "evaluate",
+        "epoch_end",
+        "checkpoint",
+        "fit_end",
+    ]
     assert seen.calls[1] == ("epoch_start", 1, 4, 0) and seen.calls[-1] == ("fit_end", None)
     # The step losses are the full-data-scale ones the epoch's mean is made of: 200 images, batches 64,64,64,8.
     losses = [call[2] for call in seen.calls if call[0] == "step"][:4]
@@ -78,8 +94,9 @@ def test_fit_end_sees_the_error_that_stops_training(mnist):
 
 def test_the_console_log_and_progress_bar_are_callbacks(mnist, capsys):
     lines = []
-    make().fit(mnist.train_images[:128], mnist.test_images[:20], epochs=1, batch_size=64, progress=True,
-               log=lines.append)
+    make().fit(
+        mnist.train_images[:128], mnist.test_images[:20], epochs=1, batch_size=64, progress=True, log=lines.append
+    )
     (line,) = lines
     assert line.startswith("epoch   1/1  train ELBO") and "test ELBO" in line and "bits/dim" in line
 
@@ -107,8 +124,9 @@ def test_tensorboard_logs_the_elbo_its_parts_and_a_reconstruction_grid_without_c
 
     train, test = mnist.train_images[:256], mnist.test_images[:40]
     logged = make()  # the trainer seeds the global stream when built: build each just before its fit
-    logged.fit(train, test, epochs=2, batch_size=64, callbacks=[TensorBoard(str(tmp_path / "tb"), num_images=8)],
-               **QUIET)
+    logged.fit(
+        train, test, epochs=2, batch_size=64, callbacks=[TensorBoard(str(tmp_path / "tb"), num_images=8)], **QUIET
+    )
     plain = make()
     plain.fit(train, test, epochs=2, batch_size=64, **QUIET)
     assert_same_tensors(logged.vae.state_dict(), plain.vae.state_dict())  # the callback drew no training noise
@@ -118,7 +136,9 @@ def test_tensorboard_logs_the_elbo_its_parts_and_a_reconstruction_grid_without_c
         values = [e.value for e in events.Scalars(name)]
         assert values == pytest.approx([h[f"test_{key}"] for h in logged.history], rel=1e-6), name
         assert [e.step for e in events.Scalars(name)] == [1, 2]
-    assert [e.value for e in events.Scalars("train/objective")] == pytest.approx([h["train_elbo"] for h in logged.history])
+    assert [e.value for e in events.Scalars("train/objective")] == pytest.approx(
+        [h["train_elbo"] for h in logged.history]
+    )
     images = events.Images("test/reconstructions")
     assert len(images) == 2 and (images[-1].height, images[-1].width) == (2 * 28, 8 * 28)
 
@@ -134,10 +154,17 @@ def test_train_config_is_validated_frozen_and_diffed():
     saved = config.resolved("dynamic").settings()
     assert TrainConfig(lr=1e-3, binarize="dynamic", objective="elbo").diff(saved) == {"lr": (3e-4, 1e-3)}
     assert TrainConfig(binarize="dynamic", lr=3e-4, beta=0.5).diff(saved) == {"beta": (1.0, 0.5)}
-    for bad, setting in ((dict(lr=0), "lr"), (dict(binarize="half"), "binarize"), (dict(seed=1.5), "seed"),
-                         (dict(objective="nope"), "objective"), (dict(num_particles=0), "num_particles"),
-                         (dict(kl_warmup=-1), "kl_warmup"), (dict(clip_norm=-2.0), "clip_norm"), (dict(beta=-1), "beta"),
-                         (dict(objective="jit_elbo", kl_warmup=2), "kl_warmup")):
+    for bad, setting in (
+        (dict(lr=0), "lr"),
+        (dict(binarize="half"), "binarize"),
+        (dict(seed=1.5), "seed"),
+        (dict(objective="nope"), "objective"),
+        (dict(num_particles=0), "num_particles"),
+        (dict(kl_warmup=-1), "kl_warmup"),
+        (dict(clip_norm=-2.0), "clip_norm"),
+        (dict(beta=-1), "beta"),
+        (dict(objective="jit_elbo", kl_warmup=2), "kl_warmup"),
+    ):
         with pytest.raises(ConfigError) as err:
             TrainConfig(**bad)
         assert setting in err.value.settings, (bad, err.value.settings)

@@ -8,10 +8,17 @@ import torch
 from torch.nn import functional as F
 
 from pyro_vae import EarlyStopping, Trainer
-from pyro_vae.models.cvae import (CVAE, Baseline, QuadrantPairs, conditional_log_likelihood, join_quadrants,
-                                  quadrant_mask, split_quadrants)
 from pyro_vae.data.images import binarize
 from pyro_vae.errors import ConfigError, InvalidDataError
+from pyro_vae.models.cvae import (
+    CVAE,
+    Baseline,
+    QuadrantPairs,
+    conditional_log_likelihood,
+    join_quadrants,
+    quadrant_mask,
+    split_quadrants,
+)
 from pyro_vae.models.plate import data_plate
 
 torch.set_default_dtype(torch.float64)
@@ -33,9 +40,9 @@ def lg_model(x, y=None, num_data=None):
 
 def exact_posterior(x, y):
     """q(z|x,y) = p(z|x,y): Gaussian conditioning."""
-    precision = torch.diag(S ** -2) + Bm.T @ Bm / SIGMA ** 2
+    precision = torch.diag(S**-2) + Bm.T @ Bm / SIGMA**2
     cov = torch.linalg.inv(precision)
-    mean = ((x @ A.T + a) * S ** -2 + (y - x @ C.T - c) @ Bm / SIGMA ** 2) @ cov
+    mean = ((x @ A.T + a) * S**-2 + (y - x @ C.T - c) @ Bm / SIGMA**2) @ cov
     return mean, cov
 
 
@@ -48,7 +55,7 @@ def lg_guide(x, y, num_data=None, shift=0.0):
 def exact_cll(x, y):
     """log p(y|x) = log N(y; B(Ax + a) + Cx + c, B S^2 B^T + SIGMA^2 I)."""
     mean = (x @ A.T + a) @ Bm.T + x @ C.T + c
-    cov = Bm @ torch.diag(S ** 2) @ Bm.T + SIGMA ** 2 * torch.eye(DY, dtype=x.dtype)
+    cov = Bm @ torch.diag(S**2) @ Bm.T + SIGMA**2 * torch.eye(DY, dtype=x.dtype)
     return dist.MultivariateNormal(mean, cov).log_prob(y)
 
 
@@ -62,11 +69,13 @@ def test_conditional_log_likelihood_equals_the_exact_linear_gaussian_one():
         print(f"K={k}: max |log p_K(y|x) - log p(y|x)| = {error:.2e}")
         assert error < 1e-6, error
     # power: a shifted proposal is no longer exact at K=1, and is a lower bound on average
-    shifted = conditional_log_likelihood(lg_model, lambda x, y, num_data=None: lg_guide(x, y, shift=0.5),
-                                         x, y, num_samples=1)
+    shifted = conditional_log_likelihood(
+        lg_model, lambda x, y, num_data=None: lg_guide(x, y, shift=0.5), x, y, num_samples=1
+    )
     assert float((shifted - exact).abs().max()) > 1e-2
-    many = conditional_log_likelihood(lg_model, lambda x, y, num_data=None: lg_guide(x, y, shift=0.5),
-                                      x, y, num_samples=4000)
+    many = conditional_log_likelihood(
+        lg_model, lambda x, y, num_data=None: lg_guide(x, y, shift=0.5), x, y, num_samples=4000
+    )
     assert float((many - exact).abs().max()) < 0.05
 
 
@@ -89,10 +98,13 @@ def test_quadrants_split_and_join():
     assert bottom_left[14:, :14].all() and not bottom_left[:14].any() and not bottom_left[:, 14:].any()
 
 
-@pytest.mark.parametrize("x_cols, y_cols, words", [
-    (196, 588, "x must be the pixels of 2 input quadrant(s), shape [B, 392]"),
-    (392, 196, "y must be the pixels of the 2 missing quadrant(s), shape [4, 392]"),
-])
+@pytest.mark.parametrize(
+    "x_cols, y_cols, words",
+    [
+        (196, 588, "x must be the pixels of 2 input quadrant(s), shape [B, 392]"),
+        (392, 196, "y must be the pixels of the 2 missing quadrant(s), shape [4, 392]"),
+    ],
+)
 def test_wrong_quadrant_shapes_get_one_clear_line(x_cols, y_cols, words):
     net = CVAE(2, z_dim=2, hidden_dims=(8,))
     with pytest.raises(InvalidDataError) as info:
@@ -102,14 +114,33 @@ def test_wrong_quadrant_shapes_get_one_clear_line(x_cols, y_cols, words):
         CVAE(4)
 
 
-def fit(net, images, num_inputs, held_out=None, epochs=1, batch_size=100, binarize="dynamic", callbacks=(),
-        checkpoint=None, resume=None, lr=1e-3):
+def fit(
+    net,
+    images,
+    num_inputs,
+    held_out=None,
+    epochs=1,
+    batch_size=100,
+    binarize="dynamic",
+    callbacks=(),
+    checkpoint=None,
+    resume=None,
+    lr=1e-3,
+):
     """What examples/cvae.py does: the Trainer on (x, y) pairs split from each binarized batch."""
     trainer = Trainer(net.model, net.guide, lr=lr, transform=QuadrantPairs(num_inputs, binarize))
     if resume:
         trainer.resume(resume)
-    return trainer.fit(images, held_out, epochs=epochs, batch_size=batch_size, checkpoint=checkpoint,
-                       callbacks=callbacks, progress=False, log=None)
+    return trainer.fit(
+        images,
+        held_out,
+        epochs=epochs,
+        batch_size=batch_size,
+        checkpoint=checkpoint,
+        callbacks=callbacks,
+        progress=False,
+        log=None,
+    )
 
 
 def test_short_real_run_beats_the_untrained_model(mnist):
@@ -134,8 +165,11 @@ def test_the_guide_contract_holds_given_the_output():
 
     net = CVAE(3, z_dim=3, hidden_dims=(8,))
     x, y = split_quadrants(torch.bernoulli(torch.full((2, 784), 0.3)), 3)
-    check_guide(lambda x, num_data=None: net.model(x, y, num_data=num_data),
-                lambda x, num_data=None: net.guide(x, y, num_data=num_data), x)
+    check_guide(
+        lambda x, num_data=None: net.model(x, y, num_data=num_data),
+        lambda x, num_data=None: net.guide(x, y, num_data=num_data),
+        x,
+    )
 
 
 def test_a_resumed_fit_is_bit_identical_to_an_uninterrupted_one(mnist, tmp_path):
@@ -182,6 +216,7 @@ def test_the_cvae_transform_binarizes_then_splits_and_holds_out_thresholded_digi
     images = torch.rand(6, 784, generator=torch.Generator().manual_seed(0))
     pairs = QuadrantPairs(1)
     from pyro_vae.data.batches import Batch, TensorSource
+
     x, y = pairs.train(Batch((images,), {}), torch.Generator().manual_seed(4)).args
     expected = split_quadrants(torch.bernoulli(images, generator=torch.Generator().manual_seed(4)), 1)
     assert torch.equal(x, expected[0]) and torch.equal(y, expected[1])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import ConfigError, DataNotFoundError, InvalidDataError, Trainer, VAE, binarize, load_mnist
+from pyro_vae import VAE, ConfigError, DataNotFoundError, InvalidDataError, Trainer, binarize, load_mnist
 from pyro_vae.data.images import MNIST_FILES, MNISTData, balanced_prefix, check_pixels, load_embedded, shift_images
 from pyro_vae.rng import data_order_generator
 
@@ -25,7 +25,18 @@ def test_loader_gives_real_mnist(mnist, mnist_source):
     if full:  # the figures checked in ../shared/data/README.md
         assert mnist.train_images.mean().item() == pytest.approx(0.1307, abs=1e-4)
         assert mnist.test_images.mean().item() == pytest.approx(0.1325, abs=1e-4)
-        assert torch.bincount(mnist.train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+        assert torch.bincount(mnist.train_labels).tolist() == [
+            5923,
+            6742,
+            5958,
+            6131,
+            5842,
+            5421,
+            5918,
+            6265,
+            5851,
+            5949,
+        ]
         assert mnist.test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
         assert mnist.train_images.reshape(-1, 28, 28).shape[1:] == (28, 28)
 
@@ -83,8 +94,15 @@ def test_balanced_prefix_takes_classes_in_turn_and_skips_those_run_out():
     labels = torch.tensor([2, 2, 2, 2, 2, 0, 5, 2, 0, 2])
     # round 1: the first 0 (at 5), the first 2 (at 0), the 5 (at 6); round 2: the second 0
     # (at 8), the second 2 (at 1); then only 2s are left, in their order
-    expected = {1: [5], 2: [0, 5], 3: [0, 5, 6], 4: [0, 5, 6, 8], 5: [0, 1, 5, 6, 8],
-                6: [0, 1, 2, 5, 6, 8], 9: [0, 1, 2, 3, 4, 5, 6, 7, 8]}
+    expected = {
+        1: [5],
+        2: [0, 5],
+        3: [0, 5, 6],
+        4: [0, 5, 6, 8],
+        5: [0, 1, 5, 6, 8],
+        6: [0, 1, 2, 5, 6, 8],
+        9: [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    }
     for n, indices in expected.items():
         assert balanced_prefix(labels, n).tolist() == indices, n
     assert balanced_prefix(labels, 10).tolist() == list(range(10))
@@ -118,9 +136,11 @@ def test_balanced_prefix_refuses_sizes_below_one():
 
 def labelled_by_pixels(n_train, n_test):
     """MNISTData whose every image is filled with its own label / 10, so rows and labels can be matched."""
+
     def half(n):
         labels = torch.arange(n) * 7 % 10  # all digits, unsorted
         return labels.float().div(10).unsqueeze(1).expand(n, 784).clone(), labels
+
     return MNISTData(*half(n_train), *half(n_test), source="pixels = label / 10")
 
 
@@ -146,7 +166,9 @@ def test_subset_of_one_half_keeps_the_other_whole():
 
 def test_subset_refuses_sizes_below_one_naming_the_setting():
     data = labelled_by_pixels(20, 20)
-    with pytest.raises(ConfigError, match=r"^train_size must be a positive integer, got 0; pass e\.g\. train_size=1000$"):
+    with pytest.raises(
+        ConfigError, match=r"^train_size must be a positive integer, got 0; pass e\.g\. train_size=1000$"
+    ):
         data.subset(train_size=0)
     with pytest.raises(ConfigError, match=r"^test_size must be a positive integer, got -1"):
         data.subset(test_size=-1)
@@ -155,10 +177,13 @@ def test_subset_refuses_sizes_below_one_naming_the_setting():
 def test_dynamic_binarization_is_seeded_and_fresh_each_epoch(mnist):
     x = mnist.train_images[:256]
     a, b, c = 3, 3, 4  # seeds
-    draw = lambda seed, epoch: binarize(x, "dynamic", data_order_generator(seed, epoch))
-    assert torch.equal(draw(a, 1), draw(b, 1))           # same seed, same epoch: same pixels
-    assert not torch.equal(draw(a, 1), draw(a, 2))       # a fresh draw each epoch
-    assert not torch.equal(draw(a, 1), draw(c, 1))       # another seed, another draw
+
+    def draw(seed, epoch):
+        return binarize(x, "dynamic", data_order_generator(seed, epoch))
+
+    assert torch.equal(draw(a, 1), draw(b, 1))  # same seed, same epoch: same pixels
+    assert not torch.equal(draw(a, 1), draw(a, 2))  # a fresh draw each epoch
+    assert not torch.equal(draw(a, 1), draw(c, 1))  # another seed, another draw
     sample = draw(a, 1)
     assert set(sample.unique().tolist()) <= {0.0, 1.0}
     # each pixel is Bernoulli(intensity): the ink fraction matches the mean intensity
@@ -188,8 +213,9 @@ def test_shifting_translates_each_digit_by_its_own_offset_within_the_bound(mnist
     def moved(image, dy, dx):  # image[r - dy, c - dx] at (r, c), zero where that falls outside
         out = torch.zeros(28, 28)
         src = image.reshape(28, 28)
-        out[max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)] = src[max(-dy, 0):28 + min(-dy, 0),
-                                                                          max(-dx, 0):28 + min(-dx, 0)]
+        out[max(dy, 0) : 28 + min(dy, 0), max(dx, 0) : 28 + min(dx, 0)] = src[
+            max(-dy, 0) : 28 + min(-dy, 0), max(-dx, 0) : 28 + min(-dx, 0)
+        ]
         return out.flatten()
 
     found = []

@@ -16,16 +16,15 @@ import pyro
 import pytest
 import torch
 import torch.multiprocessing as mp
+from test_user_model import TabularVAE, tabular
 
-from pyro_vae import Trainer, VAE
-from pyro_vae.training import distributed
+from pyro_vae import VAE, Trainer
 from pyro_vae.data.images import binarize
-from pyro_vae.rng import data_order_generator, latent_noise_seed
 from pyro_vae.errors import ConfigError, NonFiniteError
 from pyro_vae.models.guides import DiagonalNormalGuide
 from pyro_vae.models.plate import registration_skipped
-
-from test_user_model import TabularVAE, tabular
+from pyro_vae.rng import data_order_generator, latent_noise_seed
+from pyro_vae.training import distributed
 
 ARCH = dict(z_dim=4, hidden_dims=(16,))
 SEED, EPOCHS, BATCH, WORLD = 3, 2, 31, 2
@@ -43,10 +42,19 @@ def _train(rank: int, out: str) -> None:
     train.save_checkpoint = lambda state, path: (written.append(rank), save(state, path))
     pyro.set_rng_seed(SEED)
     trainer = Trainer(VAE(**ARCH), seed=SEED, distributed=True)
-    trainer.fit(pixels(100, 0), pixels(21, 1), epochs=EPOCHS, batch_size=BATCH,
-                checkpoint=os.path.join(out, "checkpoint.pt"), progress=False, log=lambda _: None)
-    torch.save({"model": trainer.vae.state_dict(), "history": trainer.history, "written": written},
-               os.path.join(out, f"rank{rank}.pt"))
+    trainer.fit(
+        pixels(100, 0),
+        pixels(21, 1),
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        checkpoint=os.path.join(out, "checkpoint.pt"),
+        progress=False,
+        log=lambda _: None,
+    )
+    torch.save(
+        {"model": trainer.vae.state_dict(), "history": trainer.history, "written": written},
+        os.path.join(out, f"rank{rank}.pt"),
+    )
 
 
 def _worker(rank: int, port: int, out: str, body=_train) -> None:
@@ -139,8 +147,9 @@ def _train_validated(rank: int, out: str) -> None:
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without torch.distributed")
 def test_a_step_refused_by_validation_on_one_rank_stops_every_rank(tmp_path):
     # Before: rank 1 raised alone, and rank 0 died in gloo ("Connection closed by peer").
-    context = mp.start_processes(_worker, args=(free_port(), str(tmp_path), _train_validated), nprocs=WORLD,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(
+        _worker, args=(free_port(), str(tmp_path), _train_validated), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.monotonic() + 120
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
@@ -165,8 +174,15 @@ def _train_user_model(rank: int, out: str) -> None:
     """A user's own model and guide, arguments (x, c), trained by two ranks."""
     net, trainer = _user_trainer(distributed=True)
     x, c = tabular(100)
-    trainer.fit((x, c), tabular(21, seed=1), epochs=EPOCHS, batch_size=BATCH,
-                checkpoint=os.path.join(out, "checkpoint.pt"), progress=False, log=None)
+    trainer.fit(
+        (x, c),
+        tabular(21, seed=1),
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        checkpoint=os.path.join(out, "checkpoint.pt"),
+        progress=False,
+        log=None,
+    )
     torch.save({"model": net.state_dict(), "history": trainer.history}, os.path.join(out, f"rank{rank}.pt"))
 
 
@@ -182,8 +198,9 @@ def test_a_users_model_and_guide_train_on_two_gloo_processes_like_one_process(tm
     """Trainer(model, guide, distributed=True) on tuple data: both ranks end with the same
     weights, equal to one process stepping on the same global batches with rank r's noise on
     shard r, and report the same reduced held-out ELBO."""
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path), _train_user_model), nprocs=WORLD, join=True,
-                       start_method="spawn")
+    mp.start_processes(
+        _worker, args=(free_port(), str(tmp_path), _train_user_model), nprocs=WORLD, join=True, start_method="spawn"
+    )
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     assert all(torch.equal(v, ranks[1]["model"][k]) for k, v in ranks[0]["model"].items())
     assert [h["test_elbo"] for h in ranks[0]["history"]] == [h["test_elbo"] for h in ranks[1]["history"]]

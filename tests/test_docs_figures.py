@@ -46,7 +46,11 @@ FORMATS = {
     "lk_encoder_1000": _2dp,
     "lk_encoder_5000": _2dp,
     "z2_test_elbo": _2dp,
-    **{f"{run}_{part}": (lambda v: f"{v:.1f}") for run in ("beta1", "beta4", "warmup") for part in ("elbo", "recon", "kl")},
+    **{
+        f"{run}_{part}": (lambda v: f"{v:.1f}")
+        for run in ("beta1", "beta4", "warmup")
+        for part in ("elbo", "recon", "kl")
+    },
     **{f"{run}_active": str for run in ("beta1", "beta4", "warmup")},
     "beta4_kl_last": _2dp,
 }
@@ -96,7 +100,13 @@ def test_every_figure_shown_exists():
     shown = set()
     for page in [PAGE, ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         shown |= set(re.findall(r"_static/figures/([\w-]+\.png)", page.read_text()))
-    assert {"gradient_variance.png", "reverse_kl.png", "gaps.png", "manifold.png", "reconstructions.png",
-            "kl_per_dimension.png"} <= shown
+    assert {
+        "gradient_variance.png",
+        "reverse_kl.png",
+        "gaps.png",
+        "manifold.png",
+        "reconstructions.png",
+        "kl_per_dimension.png",
+    } <= shown
     for name in shown:
         assert (FIGURES / name).stat().st_size > 5000, name

@@ -15,14 +15,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-
 from conftest import headless_chromium
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SHOTS = Path(tempfile.gettempdir()) / "docs_shots"  # screenshots of the lesson pages, for a person
 #: TeX a reader must never see: delimiters and the commands the pages use most.
-RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|mathbb|mathcal|mathrm|operatorname|begin|end|left|right"
-                     r"|sum|int|log|sigma|mu|theta|phi|lambda|mid|qquad|tfrac|big|Big)\b")
+RAW_TEX = re.compile(
+    r"\\\(|\\\)|\\\[|\\\]|\$\$|\\(frac|mathbb|mathcal|mathrm|operatorname|begin|end|left|right"
+    r"|sum|int|log|sigma|mu|theta|phi|lambda|mid|qquad|tfrac|big|Big)\b"
+)
 VISIBLE_TEXT = """
 const body = document.body.cloneNode(true);
 body.querySelectorAll('pre, code, script, style, .katex-mathml').forEach(e => e.remove());
@@ -36,8 +37,12 @@ def built_docs(tmp_path_factory):
     out = tmp_path_factory.mktemp("docs_html")
     log = out.parent / "docs_build.log"
     with open(log, "w") as stream:  # a file, not a pipe: no child process can hold the test up
-        result = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(out)],
-                                stdout=stream, stderr=subprocess.STDOUT, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-m", "sphinx", "-q", "-b", "html", str(DOCS), str(out)],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
     assert result.returncode == 0, log.read_text()[-5000:]
     return out
 
@@ -85,19 +90,21 @@ def check_page(browser, root: Path, page: Path) -> list:
     text = browser.execute_script(VISIBLE_TEXT)
     for match in RAW_TEX.finditer(text):
         start = max(match.start() - 40, 0)
-        problems.append(f"{name}: raw TeX {match.group(0)!r} in {text[start:match.end() + 40]!r}")
+        problems.append(f"{name}: raw TeX {match.group(0)!r} in {text[start : match.end() + 40]!r}")
         break
     if browser.execute_script("return document.querySelectorAll('.katex-error').length"):
         problems.append(f"{name}: KaTeX could not render an equation (.katex-error)")
     images = browser.execute_script(
-        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
     for src, complete, width in images:
         if not complete or not width:
             problems.append(f"{name}: image {src} did not load")
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(e => e.name)"
         ".concat(Array.from(document.querySelectorAll('script[src], link[rel=stylesheet]'))"
-        ".map(e => e.src || e.href))")
+        ".map(e => e.src || e.href))"
+    )
     for url in resources:
         if not url.startswith(("file:", "data:")):
             problems.append(f"{name}: loads {url} from the network")
@@ -135,8 +142,10 @@ def test_equations_are_prerendered_and_the_checks_catch_raw_tex(built_docs, brow
     assert scripts and not [tag for tag in scripts if re.search("katex|mathjax", tag, re.I)], scripts
     # The same checks on a page written with raw TeX, a missing image and broken links fail.
     bad = built_docs / "_bad_page_for_the_test.html"
-    bad.write_text('<html><body><p>\\(p(z \\mid x) = \\frac{a}{b}\\)</p><img src="nothing.png">'
-                   '<a href="missing.html">x</a><a href="index.html#no-such-anchor">y</a></body></html>')
+    bad.write_text(
+        '<html><body><p>\\(p(z \\mid x) = \\frac{a}{b}\\)</p><img src="nothing.png">'
+        '<a href="missing.html">x</a><a href="index.html#no-such-anchor">y</a></body></html>'
+    )
     try:
         problems = check_page(browser, built_docs, bad)
     finally:

@@ -63,7 +63,10 @@ def loglik(vae, x):
 
 PATHS = [svi_step, trainer_step, terms, loglik]
 BROKEN = [
-    (TutorialEncoder, r"^rule 1 \(site 'z'\): the guide has no latent sample site 'z' \(its latent sites: \['latent'\]\)"),
+    (
+        TutorialEncoder,
+        r"^rule 1 \(site 'z'\): the guide has no latent sample site 'z' \(its latent sites: \['latent'\]\)",
+    ),
     (lambda: three_dim_guide, r"^rule 3 \(event shape\): site 'z' has event shape \(3,\), expected \(8,\)"),
 ]
 

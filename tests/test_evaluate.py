@@ -1,11 +1,10 @@
 """Importance-sampled log-likelihood, active units and KL per dimension."""
 
-
 import pyro
 import pytest
 import torch
 
-from pyro_vae import LinearGaussianModel, Trainer, VAE, elbo_terms
+from pyro_vae import VAE, LinearGaussianModel, Trainer, elbo_terms
 from pyro_vae.inference.evaluate import active_units, kl_per_dimension, log_likelihood, posterior_means
 
 F64 = torch.float64
@@ -31,7 +30,9 @@ def poor_guide(model, shift=0.1, inflate=1.3):
 
 def test_exact_posterior_gives_log_evidence_with_zero_spread():
     model, x = exact_setup()
-    result = log_likelihood(model.model, model.posterior_guide, x, num_samples=300, batch_size=5, particles_per_chunk=70)
+    result = log_likelihood(
+        model.model, model.posterior_guide, x, num_samples=300, batch_size=5, particles_per_chunk=70
+    )
     assert result.log_likelihood.shape == (12,)
     assert torch.allclose(result.log_likelihood, model.log_evidence(x), atol=1e-10)
     assert torch.allclose(result.ess, torch.full((12,), 300.0, dtype=F64))  # every weight equals p(x)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import message_lines
 
 from pyro_vae import cli
 from pyro_vae.errors import ConfigError, OutputDirError
 from pyro_vae.training import TrainConfig
-
-from conftest import message_lines
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 FIGURES = ["elbo_curves.png", "reconstructions.png", "prior_samples.png", "latent_map.png", "interpolation.png"]
@@ -24,7 +23,9 @@ def run(args, mnist_source):
     data = ["--data-dir", mnist_source] if mnist_source else []
     return subprocess.run(
         [sys.executable, str(EXAMPLE), *data, "--no-download", "--no-progress", *args],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -43,7 +44,9 @@ def test_example_runs_writes_everything_and_resumes(tmp_path, mnist_source):
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
     assert state["epoch"] == 1 and {"model", "optimizer", "rng", "config"} <= set(state)
 
-    second = run(["--epochs", "2", "--resume", "--train-size", "1024", "--test-size", "500", "--out", out], mnist_source)
+    second = run(
+        ["--epochs", "2", "--resume", "--train-size", "1024", "--test-size", "500", "--out", out], mnist_source
+    )
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout and "at epoch 1" in second.stdout
     metrics = json.loads(Path(out, "metrics.json").read_text())
@@ -66,16 +69,52 @@ def test_example_errors_are_one_line_without_traceback(tmp_path, mnist_source):
 def test_example_help():
     result = subprocess.run([sys.executable, str(EXAMPLE), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for flag in ["--epochs", "--batch-size", "--lr", "--z-dim", "--hidden", "--likelihood", "--data-dir",
-                 "--out", "--seed", "--device", "--test-every", "--resume"]:
+    for flag in [
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--z-dim",
+        "--hidden",
+        "--likelihood",
+        "--data-dir",
+        "--out",
+        "--seed",
+        "--device",
+        "--test-every",
+        "--resume",
+    ]:
         assert flag in result.stdout
 
 
 def test_example_guide_objective_warmup_and_log_likelihood(tmp_path, mnist_source):
     out = str(tmp_path / "run")
-    result = run(["--epochs", "2", "--train-size", "512", "--test-size", "100", "--z-dim", "8", "--hidden", "64",
-                  "--guide", "iaf", "--objective", "iwae", "--particles", "3", "--kl-warmup", "1",
-                  "--eval-samples", "200", "--out", out], mnist_source)
+    result = run(
+        [
+            "--epochs",
+            "2",
+            "--train-size",
+            "512",
+            "--test-size",
+            "100",
+            "--z-dim",
+            "8",
+            "--hidden",
+            "64",
+            "--guide",
+            "iaf",
+            "--objective",
+            "iwae",
+            "--particles",
+            "3",
+            "--kl-warmup",
+            "1",
+            "--eval-samples",
+            "200",
+            "--out",
+            out,
+        ],
+        mnist_source,
+    )
     assert result.returncode == 0, result.stderr
     assert "guide=iaf" in result.stdout and "IWAE_ELBO K=3" in result.stdout
     assert "test log-likelihood" in result.stdout
@@ -93,8 +132,12 @@ def test_example_guide_objective_warmup_and_log_likelihood(tmp_path, mnist_sourc
 def test_custom_guide_example_trains_and_compares(mnist_source):
     script = EXAMPLE.parent / "custom_guide.py"
     data = ["--data-dir", mnist_source] if mnist_source else []
-    result = subprocess.run([sys.executable, str(script), *data, "--epochs", "2", "--train-size", "1000"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script), *data, "--epochs", "2", "--train-size", "1000"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert "diagonal Normal" in lines[-2] and "Student-t" in lines[-1]
@@ -145,19 +188,31 @@ def test_a_record_in_out_is_kept_unless_replacing_it_is_asked(tmp_path):
     a run of other rows of the same program adds to the record instead of erasing it."""
     ss = {"program": "ss_vae.py", "runs": {"100": {"test_accuracy": 0.91}, "1000": {"test_accuracy": 0.96}}}
     (tmp_path / "metrics.json").write_text(json.dumps(ss))
-    with pytest.raises(OutputDirError, match=r"metrics\.json is the record of a run of ss_vae\.py, which this run of "
-                                             r"cvae\.py would replace; choose another --out, or replace it with --overwrite$"):
+    with pytest.raises(
+        OutputDirError,
+        match=r"metrics\.json is the record of a run of ss_vae\.py, which this run of "
+        r"cvae\.py would replace; choose another --out, or replace it with --overwrite$",
+    ):
         cli.output_dir(str(tmp_path), ["cvae_1.pt"], program="cvae.py")
     with pytest.raises(OutputDirError, match="of ss_vae.py"):
-        cli.output_dir(str(tmp_path), ["checkpoint.pt"], resume=True, program="mnist_svi.py")  # resuming replaces it too
+        cli.output_dir(
+            str(tmp_path), ["checkpoint.pt"], resume=True, program="mnist_svi.py"
+        )  # resuming replaces it too
     assert cli.output_dir(str(tmp_path), ["cvae_1.pt"], overwrite=True, program="cvae.py") == str(tmp_path)
     assert cli.output_dir(str(tmp_path), ["checkpoint_600.pt"], program="ss_vae.py") == str(tmp_path)
     assert cli.earlier_rows(str(tmp_path), "ss_vae.py", "runs", replaced=["1000", "600"]) == {"100": ss["runs"]["100"]}
     assert cli.earlier_rows(str(tmp_path), "cvae.py", "table") == {}  # another program's rows are never taken
-    for foreign in ('{"runs": {"100": {}}}', "[1, 2]", '{"program": "ss_vae.py", "runs": {"1'):  # no program, no dict, cut
+    for foreign in (
+        '{"runs": {"100": {}}}',
+        "[1, 2]",
+        '{"program": "ss_vae.py", "runs": {"1',
+    ):  # no program, no dict, cut
         (tmp_path / "metrics.json").write_text(foreign)
-        with pytest.raises(OutputDirError, match=r"metrics\.json is not a record of ss_vae\.py runs \(unreadable, or another program's\), and this run "
-                                                 r"would replace it; choose another --out"):
+        with pytest.raises(
+            OutputDirError,
+            match=r"metrics\.json is not a record of ss_vae\.py runs \(unreadable, or another program's\), and this run "
+            r"would replace it; choose another --out",
+        ):
             cli.output_dir(str(tmp_path), ["checkpoint_100.pt"], program="ss_vae.py")
         assert cli.earlier_rows(str(tmp_path), "ss_vae.py", "runs") == {}
     cli.write_record(str(tmp_path), ss)
@@ -166,23 +221,41 @@ def test_a_record_in_out_is_kept_unless_replacing_it_is_asked(tmp_path):
 
 def test_counts_say_what_they_count_and_what_zero_means():
     # one check (errors.check_count) for every "integer >= 0" setting, in the CLI and the library
-    with pytest.raises(ConfigError, match=r"^eval_samples must be an integer >= 0, got -1; pass e\.g\. "
-                                          r"eval_samples=5000, or 0 for no importance-sampled evaluation$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^eval_samples must be an integer >= 0, got -1; pass e\.g\. "
+        r"eval_samples=5000, or 0 for no importance-sampled evaluation$",
+    ):
         load_example().parse_args(["--eval-samples", "-1"])  # parse_args ends with cli.check_options
-    with pytest.raises(ConfigError, match=r"^kl_warmup must be a whole number of epochs >= 0, got 1\.5; pass e\.g\. "
-                                          r"kl_warmup=10, or 0 for none$") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"^kl_warmup must be a whole number of epochs >= 0, got 1\.5; pass e\.g\. "
+        r"kl_warmup=10, or 0 for none$",
+    ) as err:
         TrainConfig(kl_warmup=1.5)
     assert err.value.settings == ("kl_warmup",)
     assert TrainConfig(kl_warmup=3).kl_warmup == 3
 
 
-@pytest.mark.parametrize("raised, size", [
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
-                  "tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"), " (149.0 GiB"),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8 GiB"),
-     " (2.00 GiB"),
-    (MemoryError(), ""),
-])
+@pytest.mark.parametrize(
+    "raised, size",
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                "tried to allocate 160000000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            " (149.0 GiB",
+        ),
+        (
+            torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8 GiB"
+            ),
+            " (2.00 GiB",
+        ),
+        (MemoryError(), ""),
+    ],
+)
 def test_running_out_of_memory_is_one_line_that_says_so(raised, size, capsys):
     def main(argv):
         raise raised
@@ -197,19 +270,38 @@ def test_running_out_of_memory_is_one_line_that_says_so(raised, size, capsys):
 def test_an_unknown_device_is_one_line(device, tmp_path):
     result = run(["--device", device, "--out", str(tmp_path / "run")], None)
     assert result.returncode == 2
-    assert result.stderr == (f"error: device {device} is not supported; use cpu, or cuda (cuda:N for one GPU) "
-                             f"(command line: --device)\n")
+    assert result.stderr == (
+        f"error: device {device} is not supported; use cpu, or cuda (cuda:N for one GPU) (command line: --device)\n"
+    )
 
 
-@pytest.mark.parametrize("test_size, z_dim, not_drawn", [
-    (1, 1, {"interpolation"}),            # one image: no pair to interpolate; z_dim=1: z itself on the map
-    (1, 8, {"interpolation", "latent_map"}),  # one image: PCA has no axis either
-    (3, 2, set()),                        # three digits, z itself on the map
-])
+@pytest.mark.parametrize(
+    "test_size, z_dim, not_drawn",
+    [
+        (1, 1, {"interpolation"}),  # one image: no pair to interpolate; z_dim=1: z itself on the map
+        (1, 8, {"interpolation", "latent_map"}),  # one image: PCA has no axis either
+        (3, 2, set()),  # three digits, z itself on the map
+    ],
+)
 def test_tiny_test_sets_and_latent_sizes_still_finish_the_run(tmp_path, mnist_source, test_size, z_dim, not_drawn):
     out = tmp_path / "run"
-    result = run(["--epochs", "1", "--train-size", "256", "--test-size", str(test_size), "--z-dim", str(z_dim),
-                  "--hidden", "32", "--out", str(out)], mnist_source)
+    result = run(
+        [
+            "--epochs",
+            "1",
+            "--train-size",
+            "256",
+            "--test-size",
+            str(test_size),
+            "--z-dim",
+            str(z_dim),
+            "--hidden",
+            "32",
+            "--out",
+            str(out),
+        ],
+        mnist_source,
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
@@ -224,8 +316,23 @@ def test_tiny_test_sets_and_latent_sizes_still_finish_the_run(tmp_path, mnist_so
 
 def test_train_and_test_sizes_are_class_balanced(tmp_path, mnist_source):
     out = tmp_path / "run"
-    result = run(["--epochs", "1", "--train-size", "100", "--test-size", "20", "--z-dim", "2", "--hidden", "16",
-                  "--out", str(out)], mnist_source)
+    result = run(
+        [
+            "--epochs",
+            "1",
+            "--train-size",
+            "100",
+            "--test-size",
+            "20",
+            "--z-dim",
+            "2",
+            "--hidden",
+            "16",
+            "--out",
+            str(out),
+        ],
+        mnist_source,
+    )
     assert result.returncode == 0, result.stderr
     assert "100 train / 20 test images" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -245,11 +352,21 @@ def test_resume_may_lower_the_learning_rate_and_says_so(tmp_path, mnist_source):
     assert json.loads((out / "metrics.json").read_text())["config"]["lr"] == 0.0003
     # other options still continue the saved run
     clash = run(["--epochs", "3", "--resume", "--z-dim", "5", "--out", str(out)], mnist_source)
-    assert clash.returncode == 2 and "z_dim 5 (checkpoint: 4)" in clash.stderr and "(command line: --z-dim)" in clash.stderr
+    assert (
+        clash.returncode == 2
+        and "z_dim 5 (checkpoint: 4)" in clash.stderr
+        and "(command line: --z-dim)" in clash.stderr
+    )
 
 
-@pytest.mark.parametrize("model", [["--model", "hvae"], ["--prior", "vamp", "--pseudo-inputs", "20"],
-                                   ["--model", "hvae", "--prior", "vamp", "--pseudo-inputs", "20"]])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["--model", "hvae"],
+        ["--prior", "vamp", "--pseudo-inputs", "20"],
+        ["--model", "hvae", "--prior", "vamp", "--pseudo-inputs", "20"],
+    ],
+)
 def test_the_example_trains_and_resumes_the_other_models_by_name(tmp_path, mnist_source, model):
     out = tmp_path / "run"
     small = ["--train-size", "256", "--test-size", "50", "--out", str(out)]
@@ -260,7 +377,9 @@ def test_the_example_trains_and_resumes_the_other_models_by_name(tmp_path, mnist
     assert metrics["config"]["prior"] == ("vamp" if "vamp" in model else "standard")
     assert set(metrics["figures"]) == {name[:-4] for name in FIGURES} and -800 < metrics["test_elbo"] < 0
     # the explorer draws N(0, I) under one latent layer: for these models it says why it is not written
-    assert metrics["explorer"] is None and "explorer.html not written: the explorer draws one latent layer" in first.stdout
+    assert (
+        metrics["explorer"] is None and "explorer.html not written: the explorer draws one latent layer" in first.stdout
+    )
     resumed = run(["--epochs", "2", "--resume", *small], mnist_source)  # the model comes from the checkpoint
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
@@ -269,5 +388,6 @@ def test_the_example_trains_and_resumes_the_other_models_by_name(tmp_path, mnist
 def test_the_hvae_refuses_the_one_layer_settings_in_one_line(tmp_path):
     result = run(["--model", "hvae", "--z-dim", "3", "--guide", "iaf", "--out", str(tmp_path / "run")], None)
     assert result.returncode == 2
-    assert result.stderr.endswith("takes no z_dim or guide, settings of the one-layer vae; leave them unset "
-                                  "(command line: --z-dim, --guide)\n"), result.stderr
+    assert result.stderr.endswith(
+        "takes no z_dim or guide, settings of the one-layer vae; leave them unset (command line: --z-dim, --guide)\n"
+    ), result.stderr

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import headless_chromium
 from torch import nn
 from torch.distributions import ContinuousBernoulli
 
 from pyro_vae import VAE, Trainer
-from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.errors import InvalidDataError
 from pyro_vae.figures.explorer import ELBO_PARTICLES, SAMPLE_ROW, write_explorer
+from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.rng import rng_fork
-
-from conftest import headless_chromium
 
 SHOTS = "/tmp/explorer_shots"  # copies of the screenshots, for a person to look at
 #: The 28x28 grey levels (0-255) a canvas of the page shows, read at its cells' centres.
@@ -56,13 +55,18 @@ def open_page(browser, path, seconds=60):
         browser.get(f"file://{path}")
         if page_script_ran(browser, seconds):
             if attempts:
-                warnings.warn(f"the explorer page set no pyroVaeExplorer on its first load: {attempts[0]}")
+                warnings.warn(
+                    f"the explorer page set no pyroVaeExplorer on its first load: {attempts[0]}", stacklevel=2
+                )
             assert_no_console_errors(browser)
             return browser.execute_script("return pyroVaeExplorer.state()")
-        attempts.append(browser.execute_script(
-            "return {href: location.href, ready: document.readyState, title: document.title,"
-            " bodyChars: document.body ? document.body.innerText.length : null}")
-            | {"console": console_errors(browser)})
+        attempts.append(
+            browser.execute_script(
+                "return {href: location.href, ready: document.readyState, title: document.title,"
+                " bodyChars: document.body ? document.body.innerText.length : null}"
+            )
+            | {"console": console_errors(browser)}
+        )
     pytest.fail(f"the page set no pyroVaeExplorer within {seconds} s, on two loads: {attempts}")
 
 
@@ -72,7 +76,8 @@ def page_script_ran(browser, seconds):
 
     try:
         WebDriverWait(browser, seconds, poll_frequency=0.2).until(
-            lambda b: b.execute_script("return typeof window.pyroVaeExplorer") == "object")
+            lambda b: b.execute_script("return typeof window.pyroVaeExplorer") == "object"
+        )
         return True
     except TimeoutException:
         return False
@@ -230,18 +235,24 @@ def decoder_means(vae, z):
     return float32, float64, probs
 
 
-@pytest.mark.parametrize("likelihood, activation", [
-    ("bernoulli", "softplus"), ("bernoulli", "tanh"),
-    ("continuous_bernoulli", "relu"), ("continuous_bernoulli", "elu"),
-])
+@pytest.mark.parametrize(
+    "likelihood, activation",
+    [
+        ("bernoulli", "softplus"),
+        ("bernoulli", "tanh"),
+        ("continuous_bernoulli", "relu"),
+        ("continuous_bernoulli", "elu"),
+    ],
+)
 def test_decode_in_the_page_equals_the_pytorch_decoder(browser, mnist, tmp_path, likelihood, activation):
     x, labels = binary_digits(mnist, 50)
     vae = VAE(z_dim=6, hidden_dims=(48, 32), likelihood=likelihood, activation=activation)
     open_page(browser, write_explorer(vae, x, labels, tmp_path / "explorer.html"))
     z = 1.5 * torch.randn(20, 6, generator=torch.Generator().manual_seed(1))
-    page = torch.tensor(browser.execute_script(
-        "return arguments[0].map((z) => Array.from(pyroVaeExplorer.decode(z)))", z.tolist()
-    ), dtype=torch.float64)
+    page = torch.tensor(
+        browser.execute_script("return arguments[0].map((z) => Array.from(pyroVaeExplorer.decode(z)))", z.tolist()),
+        dtype=torch.float64,
+    )
     float32, float64, probs = decoder_means(vae, z)
     assert page.shape == (20, 784)
     assert (page - float64).abs().max() < 1e-4
@@ -268,8 +279,9 @@ def test_drag_sliders_click_and_prior(browser, mnist, tmp_path, trained_vae):
     canvas = browser.find_element("id", "map")
 
     before = decoded_pixels(browser)
-    ActionChains(browser).move_to_element_with_offset(canvas, -60, 40).click_and_hold() \
-        .move_by_offset(30, -20).move_by_offset(40, -50).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -60, 40).click_and_hold().move_by_offset(
+        30, -20
+    ).move_by_offset(40, -50).release().perform()
     dragged = browser.execute_script("return pyroVaeExplorer.state()")
     assert dragged["source"] == "cursor" and dragged["z"] != state["z"]
     assert decoded_pixels(browser) != before
@@ -309,11 +321,14 @@ def test_drag_sliders_click_and_prior(browser, mnist, tmp_path, trained_vae):
 # ---- every view, every guide, a decoder the page cannot run -----------------------------------------
 
 
-@pytest.mark.parametrize("z_dim, view, words", [
-    (1, "z1", ["z_dim = 1", "z itself", "jitter"]),
-    (2, "z", ["z_dim = 2", "the map is z itself"]),
-    (5, "pca", ["z_dim = 5", "PCA", "% of their variance"]),
-])
+@pytest.mark.parametrize(
+    "z_dim, view, words",
+    [
+        (1, "z1", ["z_dim = 1", "z itself", "jitter"]),
+        (2, "z", ["z_dim = 2", "the map is z itself"]),
+        (5, "pca", ["z_dim = 5", "PCA", "% of their variance"]),
+    ],
+)
 def test_each_latent_dimension_says_its_view(browser, mnist, tmp_path, z_dim, view, words):
     x, labels = binary_digits(mnist, 200)
     vae = untrained_vae(z_dim)
@@ -346,11 +361,14 @@ def test_a_single_test_digit_still_makes_a_page(browser, mnist, tmp_path):
     assert_no_console_errors(browser)
 
 
-@pytest.mark.parametrize("guide, words", [
-    ("conv", "diagonal Gaussian"),
-    ("full_covariance", "exact covariance"),
-    ("iaf", "no closed-form covariance"),
-])
+@pytest.mark.parametrize(
+    "guide, words",
+    [
+        ("conv", "diagonal Gaussian"),
+        ("full_covariance", "exact covariance"),
+        ("iaf", "no closed-form covariance"),
+    ],
+)
 def test_each_built_in_guide(browser, mnist, tmp_path, guide, words):
     x, labels = binary_digits(mnist, 150)
     vae = untrained_vae(4, guide)

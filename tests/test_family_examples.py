@@ -15,9 +15,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 def run(program, args, mnist_source, out):
     data = ["--data-dir", mnist_source] if mnist_source else []
-    done = subprocess.run([sys.executable, str(EXAMPLES / program), *data, "--no-download", "--no-progress",
-                           "--out", str(out), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / program), *data, "--no-download", "--no-progress", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads((out / "metrics.json").read_text())
 
@@ -27,8 +31,22 @@ def _without_seconds(history):
 
 
 def test_ss_vae_example_reports_the_validation_epoch_and_repeats_exactly(tmp_path, mnist_source):
-    args = ["--labels", "100", "--train-size", "1000", "--test-size", "300", "--validation", "200",
-            "--epochs", "3", "--z-dim", "8", "--hidden", "64"]
+    args = [
+        "--labels",
+        "100",
+        "--train-size",
+        "1000",
+        "--test-size",
+        "300",
+        "--validation",
+        "200",
+        "--epochs",
+        "3",
+        "--z-dim",
+        "8",
+        "--hidden",
+        "64",
+    ]
     stdout, metrics = run("ss_vae.py", args, mnist_source, tmp_path / "a")
     _, again = run("ss_vae.py", args, mnist_source, tmp_path / "b")
     for name in ("accuracy.png", "style_transfer.png", "class_samples.png", "checkpoint_100.pt"):
@@ -44,13 +62,33 @@ def test_ss_vae_example_reports_the_validation_epoch_and_repeats_exactly(tmp_pat
     assert metrics["config"]["alpha"] == pytest.approx(0.1 * 800)
     assert f"at epoch {got['best_epoch']}, the best of 3 on 200 held-out images" in stdout
     # Another label count into the same --out adds its row; the first run's stays, with its settings.
-    more = ["--labels", "50", "--train-size", "1000", "--test-size", "300", "--validation", "200",
-            "--epochs", "1", "--z-dim", "8", "--hidden", "64", "--binarize", "none",  # and Pyro's grey targets,
-            "--shift-labelled", "1"]  # the labelled digits shifted
+    more = [
+        "--labels",
+        "50",
+        "--train-size",
+        "1000",
+        "--test-size",
+        "300",
+        "--validation",
+        "200",
+        "--epochs",
+        "1",
+        "--z-dim",
+        "8",
+        "--hidden",
+        "64",
+        "--binarize",
+        "none",  # and Pyro's grey targets,
+        "--shift-labelled",
+        "1",
+    ]  # the labelled digits shifted
     stdout, record = run("ss_vae.py", more, mnist_source, tmp_path / "a")
     assert record["runs"]["100"] == metrics["runs"]["100"] and record["runs"]["100"]["settings"]["labels"] == [100]
     assert record["runs"]["50"]["settings"]["labels"] == [50] and len(record["runs"]["50"]["history"]) == 1
-    assert record["runs"]["50"]["settings"]["binarize"] == "none" and metrics["runs"]["100"]["settings"]["binarize"] == "dynamic"
+    assert (
+        record["runs"]["50"]["settings"]["binarize"] == "none"
+        and metrics["runs"]["100"]["settings"]["binarize"] == "dynamic"
+    )
     assert record["runs"]["50"]["settings"]["shift_labelled"] == 1
     assert metrics["runs"]["100"]["settings"]["shift_labelled"] == 0
     assert record["figures_labels"] == 50 and list(record["runs"]) == ["50", "100"]
@@ -59,8 +97,22 @@ def test_ss_vae_example_reports_the_validation_epoch_and_repeats_exactly(tmp_pat
 
 
 def test_cvae_example_writes_its_table_and_repeats_exactly(tmp_path, mnist_source):
-    args = ["--quadrants", "2", "--train-size", "512", "--test-size", "100", "--epochs", "1", "--z-dim", "4",
-            "--hidden", "32", "--samples", "8"]
+    args = [
+        "--quadrants",
+        "2",
+        "--train-size",
+        "512",
+        "--test-size",
+        "100",
+        "--epochs",
+        "1",
+        "--z-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--samples",
+        "8",
+    ]
     stdout, metrics = run("cvae.py", args, mnist_source, tmp_path / "a")
     _, again = run("cvae.py", args, mnist_source, tmp_path / "b")
     assert os.path.getsize(tmp_path / "a" / "completions.png") > 1000

@@ -58,4 +58,7 @@ def test_the_headlines_come_from_the_records_they_cite():
     nll_curve = _import("bench", "nll_curve")
     line = next(line for line in BLOCKS[(ROOT / "README.md", "headlines")].splitlines() if "Test NLL" in line)
     for record in nll_curve.curves():
-        assert f"**{record['curve'][-1][nll_curve.final_key(record)]:.2f}** nats after {record['recipe']['minutes']:g}" in line
+        assert (
+            f"**{record['curve'][-1][nll_curve.final_key(record)]:.2f}** nats after {record['recipe']['minutes']:g}"
+            in line
+        )

@@ -8,6 +8,7 @@ from pyro import poutine
 
 from pyro_vae import VAE, Trainer
 from pyro_vae.inference.guide_contract import GuideError, check_guide
+from pyro_vae.inference.importance import log_importance_weights
 from pyro_vae.models.guides import (
     GUIDES,
     AmortizedGuide,
@@ -17,7 +18,6 @@ from pyro_vae.models.guides import (
     IAFGuide,
     make_guide,
 )
-from pyro_vae.inference.importance import log_importance_weights
 
 B, Z, H = 5, 4, 32
 
@@ -284,8 +284,11 @@ class Unregistered(torch.nn.Module):
         (one_for_the_batch, r"rule 3 \(batch shape\).*batch shape \(\).*expected \(2,\)"),
         (outside_the_plate, r"rule 2 \(plate 'data'\).*not inside plate 'data'.*pyro.plate\(\"data\""),
         (wrong_plate_name, r"rule 2 \(plate 'data'\).*not inside plate 'data'.*data_plate"),
-        (ignores_num_data, r"rule 2 \(plate 'data'\): called as guide\(x, num_data=1000\) on a minibatch of 5.*full "
-                           r"size 2.*model's has 1000.*data_plate"),
+        (
+            ignores_num_data,
+            r"rule 2 \(plate 'data'\): called as guide\(x, num_data=1000\) on a minibatch of 5.*full "
+            r"size 2.*model's has 1000.*data_plate",
+        ),
         (not_reparameterized, r"rule 4 \(reparameterized\).*Independent\(VonMises\).*rsample"),
         (extra_latent, r"rule 5 \(no extra latent sites\).*'w'.*model has no such site"),
         (samples_the_data, r"rule 5 \(no extra latent sites\).*'x'.*model observes it"),

@@ -14,10 +14,10 @@ from pyro_vae import ConfigError, Trainer
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.inference.evaluate import log_likelihood, posterior_means
 from pyro_vae.inference.guide_contract import check_guide
-from pyro_vae.models.hvae import HVAE
-from pyro_vae.models.registry import build_model, get_model
 from pyro_vae.inference.objectives import IWAE_ELBO, kl_weighted
 from pyro_vae.inference.sites import latent_sites
+from pyro_vae.models.hvae import HVAE
+from pyro_vae.models.registry import build_model, get_model
 
 SMALL = dict(z_dims=(8, 4), hidden_dims=((32, 32), (16, 16)))
 PRIORS = [{"prior": "standard"}, {"prior": "vamp", "num_pseudo_inputs": 10}]

@@ -209,8 +209,12 @@ def _cross_entropy_by_hand(q, p):
     if isinstance(q, dist.MultivariateNormal):  # (d log 2 pi + log det S_p + tr(S_p^-1 S_q) + m' S_p^-1 m) / 2
         d, diff = q.loc.shape[-1], q.loc - p.loc
         inv = torch.linalg.inv(p.covariance_matrix)
-        return 0.5 * (d * math.log(2 * math.pi) + torch.logdet(p.covariance_matrix)
-                      + torch.trace(inv @ q.covariance_matrix) + diff @ inv @ diff)
+        return 0.5 * (
+            d * math.log(2 * math.pi)
+            + torch.logdet(p.covariance_matrix)
+            + torch.trace(inv @ q.covariance_matrix)
+            + diff @ inv @ diff
+        )
     raise TypeError(type(q))
 
 

@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_same_tensors, message_lines
 
 from pyro_vae.training.checkpoint import load_checkpoint
-
-from conftest import assert_same_tensors, message_lines
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 SMALL = ["--train-size", "2000", "--test-size", "100", "--z-dim", "8", "--hidden", "64", "--seed", "3"]
@@ -33,8 +32,9 @@ def run(mnist_source, out, *args):
 
 
 def start(mnist_source, out, *args):
-    return subprocess.Popen(command(mnist_source, out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        command(mnist_source, out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for_new_checkpoint(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -52,7 +52,10 @@ def same_run(a: dict, b: dict) -> None:
     for key in ("model", "optimizer", "rng", "epoch", "config", "trainer", "version"):
         assert_same_tensors(a[key], b[key], key)
     # The training records agree; test ELBOs where both runs evaluated (a run evaluates at its last epoch).
-    train = lambda history: [(r["epoch"], r["train_elbo"], r["beta"]) for r in history]
+
+    def train(history):
+        return [(r["epoch"], r["train_elbo"], r["beta"]) for r in history]
+
     assert train(a["history"]) == train(b["history"])
     assert a["history"][-1]["test_elbo"] == b["history"][-1]["test_elbo"]
 
@@ -85,8 +88,15 @@ def test_sigint_and_sigterm_write_a_checkpoint_exit_130_143_and_resume(tmp_path,
     out = tmp_path / "run"
     path = out / "checkpoint.pt"
     for signum, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        proc = start(mnist_source, out, "--batch-size", "20", "--epochs", "100000",
-                     *(["--resume"] if signum == signal.SIGTERM else []))
+        proc = start(
+            mnist_source,
+            out,
+            "--batch-size",
+            "20",
+            "--epochs",
+            "100000",
+            *(["--resume"] if signum == signal.SIGTERM else []),
+        )
         wait_for_new_checkpoint(path, proc)
         time.sleep(0.1)
         proc.send_signal(signum)
@@ -94,8 +104,11 @@ def test_sigint_and_sigterm_write_a_checkpoint_exit_130_143_and_resume(tmp_path,
         assert proc.returncode == code, stderr
         lines = message_lines(stderr)
         assert "Traceback" not in stderr and len(lines) == 1, stderr
-        match = re.fullmatch(rf"interrupted at epoch (\d+), step (\d+); checkpoint at {re.escape(str(path))}: "
-                             rf"rerun with --resume --out {re.escape(str(out))}", lines[0])
+        match = re.fullmatch(
+            rf"interrupted at epoch (\d+), step (\d+); checkpoint at {re.escape(str(path))}: "
+            rf"rerun with --resume --out {re.escape(str(out))}",
+            lines[0],
+        )
         assert match, stderr
         epoch, step = int(match[1]), int(match[2])
         state = load_checkpoint(path)
@@ -108,7 +121,12 @@ def test_sigint_and_sigterm_write_a_checkpoint_exit_130_143_and_resume(tmp_path,
 
 # ---- resume is exact through the command line ------------------------------------------------
 
-RESUME = ["--batch-size", "4", "--test-every", "2"]  # 500 steps per epoch (a second or more); no evaluation after epoch 1
+RESUME = [
+    "--batch-size",
+    "4",
+    "--test-every",
+    "2",
+]  # 500 steps per epoch (a second or more); no evaluation after epoch 1
 
 
 @pytest.fixture(scope="module")
@@ -154,17 +172,40 @@ def test_cvae_example_stops_on_sigint_with_its_checkpoint_and_resumes_from_it(tm
     130 with one line saying where it is, and --resume continues from that epoch."""
     cvae = EXAMPLE.parent / "cvae.py"
     data = ["--data-dir", mnist_source] if mnist_source else []
-    args = [sys.executable, str(cvae), *data, "--no-download", "--no-progress", "--quadrants", "1", "--train-size",
-            "500", "--test-size", "50", "--epochs", "5000", "--z-dim", "2", "--hidden", "16", "--samples", "2",
-            "--out", str(tmp_path / "run")]
+    args = [
+        sys.executable,
+        str(cvae),
+        *data,
+        "--no-download",
+        "--no-progress",
+        "--quadrants",
+        "1",
+        "--train-size",
+        "500",
+        "--test-size",
+        "50",
+        "--epochs",
+        "5000",
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--samples",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_new_checkpoint(tmp_path / "run" / "baseline_1.pt", proc)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     (line,) = message_lines(stderr)
-    match = re.fullmatch(rf"interrupted at epoch (\d+), step (\d+); checkpoint at {tmp_path}/run/baseline_1\.pt: "
-                         r"rerun with --resume", line)
+    match = re.fullmatch(
+        rf"interrupted at epoch (\d+), step (\d+); checkpoint at {tmp_path}/run/baseline_1\.pt: "
+        r"rerun with --resume",
+        line,
+    )
     assert match, line
     saved = load_checkpoint(tmp_path / "run" / "baseline_1.pt")
     assert saved["epoch"] == int(match[1]) - 1 and (saved.get("partial") or {"step": 0})["step"] == int(match[2])

@@ -32,8 +32,11 @@ def graph():
     packages = {name for name, path in modules.items() if path.name == "__init__.py"}
     # A module depends on the modules it imports; importing one of a package's modules runs the
     # package's __init__ first, which imports nothing back (pyro_vae.training's exports its Trainer).
-    return {name: sorted(m for m in imports(path) if m in modules and m not in packages and m != name)
-            for name, path in modules.items() if name not in packages}
+    return {
+        name: sorted(m for m in imports(path) if m in modules and m not in packages and m != name)
+        for name, path in modules.items()
+        if name not in packages
+    }
 
 
 def test_no_module_imports_itself_through_others():
@@ -44,7 +47,7 @@ def test_no_module_imports_itself_through_others():
         state[node] = "open"
         for dep in deps.get(node, []):
             if state.get(dep) == "open":
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"

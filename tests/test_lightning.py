@@ -9,20 +9,30 @@ from torch.utils.data import DataLoader, TensorDataset
 
 lightning = pytest.importorskip("lightning")  # the optional extra; the test extra installs it
 
+from test_user_model import TabularVAE, ppca_problem, tabular  # noqa: E402
+
 from pyro_vae import VAE, binarize  # noqa: E402
 from pyro_vae.training.lightning import SVIModule  # noqa: E402
 
-from test_user_model import TabularVAE, ppca_problem, tabular  # noqa: E402
-
 
 def fit(module, train, held_out=None, epochs=1, batch_size=100):
-    trainer = lightning.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                num_sanity_val_steps=0)
+    trainer = lightning.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, DataLoader(train, batch_size=batch_size, shuffle=True),
-                    None if held_out is None else DataLoader(held_out, batch_size=1000))
+        trainer.fit(
+            module,
+            DataLoader(train, batch_size=batch_size, shuffle=True),
+            None if held_out is None else DataLoader(held_out, batch_size=1000),
+        )
     return trainer
 
 
@@ -72,8 +82,7 @@ def test_m2_trains_under_lightning_with_its_labelled_batches(mnist):
     vae = SSVAE(z_dim=20, hidden_dims=(256,), alpha=300.0)
     with pytest.raises(ConfigError, match="M2 trains on the semi-supervised objective"):
         SVIModule(vae)
-    module = SVIModule(vae, objective=SemiSupervisedELBO(vae, batches.num_labelled), transform=batches,
-                       validate=False)
+    module = SVIModule(vae, objective=SemiSupervisedELBO(vae, batches.num_labelled), transform=batches, validate=False)
     fit(module, TensorDataset(data.train_images[unlabelled].flatten(1)), epochs=3, batch_size=100)
     accuracy = vae.accuracy(data.test_images, data.test_labels)
     print(f"M2 under Lightning, 100 labels, 3 epochs of 2,900 digits: test accuracy {accuracy:.3f}")

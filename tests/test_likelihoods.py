@@ -20,8 +20,10 @@ def softplus_scale(raw):
     return F.softplus(raw) + 1e-3
 
 
-@pytest.mark.parametrize("name", ["normal", "normal_heteroscedastic", "laplace", "student_t", "poisson",
-                                  "negative_binomial", "categorical:3"])
+@pytest.mark.parametrize(
+    "name",
+    ["normal", "normal_heteroscedastic", "laplace", "student_t", "poisson", "negative_binomial", "categorical:3"],
+)
 def test_log_density_is_the_torch_distributions_one_with_its_parameters_written_out(name):
     torch.manual_seed(0)
     x_dim, batch = 5, 4
@@ -36,16 +38,20 @@ def test_log_density_is_the_torch_distributions_one_with_its_parameters_written_
         x = torch.randint(0, 3, (batch, x_dim)).float()
     else:
         x = torch.randn(batch, x_dim)
-    by_hand = {
-        "normal": lambda: Normal(out, softplus_scale(likelihood.raw_scale)),
-        "normal_heteroscedastic": lambda: Normal(out[:, :x_dim], softplus_scale(out[:, x_dim:])),
-        "laplace": lambda: Laplace(out, softplus_scale(likelihood.raw_scale)),
-        "student_t": lambda: StudentT(1 + F.softplus(likelihood.raw_df), out, softplus_scale(likelihood.raw_scale)),
-        "poisson": lambda: Poisson(F.softplus(out) + 1e-6),
-        "negative_binomial": lambda: NegativeBinomial(softplus_scale(likelihood.raw_total_count), logits=out),
-        # K logits per feature: out holds the first category's logit of every feature, then the second's, ...
-        "categorical:3": lambda: Categorical(logits=out.reshape(batch, 3, x_dim).transpose(1, 2)),
-    }[name]().log_prob(x).sum(-1)
+    by_hand = (
+        {
+            "normal": lambda: Normal(out, softplus_scale(likelihood.raw_scale)),
+            "normal_heteroscedastic": lambda: Normal(out[:, :x_dim], softplus_scale(out[:, x_dim:])),
+            "laplace": lambda: Laplace(out, softplus_scale(likelihood.raw_scale)),
+            "student_t": lambda: StudentT(1 + F.softplus(likelihood.raw_df), out, softplus_scale(likelihood.raw_scale)),
+            "poisson": lambda: Poisson(F.softplus(out) + 1e-6),
+            "negative_binomial": lambda: NegativeBinomial(softplus_scale(likelihood.raw_total_count), logits=out),
+            # K logits per feature: out holds the first category's logit of every feature, then the second's, ...
+            "categorical:3": lambda: Categorical(logits=out.reshape(batch, 3, x_dim).transpose(1, 2)),
+        }[name]()
+        .log_prob(x)
+        .sum(-1)
+    )
     got = likelihood(out).log_prob(x)
     assert got.shape == (batch,) and torch.allclose(got, by_hand, atol=1e-5), (got, by_hand)
     assert likelihood.discrete == (name in ("poisson", "negative_binomial", "categorical:3"))
@@ -61,8 +67,10 @@ def test_the_discretized_logistic_is_a_distribution_over_the_256_grey_levels():
     d = DiscretizedLogistic(loc, scale)
     values = torch.arange(256, dtype=torch.float64) / 255
     # each pixel scored alone at every value: a [256, 5] table of masses
-    masses = torch.stack([DiscretizedLogistic(loc[0, i:i + 1], scale[0, i:i + 1]).log_prob(values[:, None]).exp()
-                          for i in range(5)], -1)
+    masses = torch.stack(
+        [DiscretizedLogistic(loc[0, i : i + 1], scale[0, i : i + 1]).log_prob(values[:, None]).exp() for i in range(5)],
+        -1,
+    )
     assert torch.allclose(masses.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-9), masses.sum(0)
     edges = torch.cat([torch.tensor([-math.inf]), (values[1:] + values[:-1]) / 2, torch.tensor([math.inf])])
     cdf = torch.sigmoid((edges[:, None].double() - loc[0]) / scale[0])
@@ -81,13 +89,16 @@ def test_the_discretized_logistic_is_a_distribution_over_the_256_grey_levels():
     assert torch.allclose(d.log_prob(x), sum(masses[[0, 77, 128, 250, 255][i], i].log() for i in range(5)))
 
 
-@pytest.mark.parametrize("name, x, words", [
-    ("normal", torch.tensor([[0.0, float("nan")]]), "needs finite real values"),
-    ("poisson", torch.tensor([[1.0, -1.0]]), "needs counts, whole numbers >= 0"),
-    ("negative_binomial", torch.tensor([[1.0, 2.5]]), "needs counts, whole numbers >= 0"),
-    ("discretized_logistic", torch.tensor([[0.5, 0.6]]), "needs 8-bit grey levels k/255 in [0, 1]"),
-    ("categorical:3", torch.tensor([[0.0, 3.0]]), "needs categories, whole numbers 0 to 2"),
-])
+@pytest.mark.parametrize(
+    "name, x, words",
+    [
+        ("normal", torch.tensor([[0.0, float("nan")]]), "needs finite real values"),
+        ("poisson", torch.tensor([[1.0, -1.0]]), "needs counts, whole numbers >= 0"),
+        ("negative_binomial", torch.tensor([[1.0, 2.5]]), "needs counts, whole numbers >= 0"),
+        ("discretized_logistic", torch.tensor([[0.5, 0.6]]), "needs 8-bit grey levels k/255 in [0, 1]"),
+        ("categorical:3", torch.tensor([[0.0, 3.0]]), "needs categories, whole numbers 0 to 2"),
+    ],
+)
 def test_data_outside_the_support_is_refused_in_one_line(name, x, words):
     with pytest.raises(InvalidDataError) as info:
         get_likelihood(name, 2).check_support(x)
@@ -110,16 +121,18 @@ def _data(name, n, seed=0):
     return features + 0.1 * torch.randn(n, 12, generator=g)
 
 
-@pytest.mark.parametrize("name", [*(n for n in LIKELIHOODS if n not in ("bernoulli", "continuous_bernoulli")),
-                                  "categorical:3"])
+@pytest.mark.parametrize(
+    "name", [*(n for n in LIKELIHOODS if n not in ("bernoulli", "continuous_bernoulli")), "categorical:3"]
+)
 def test_a_vae_learns_each_likelihood_through_the_trainer(name):
     """Twenty epochs on 600 datapoints of 12 features: the held-out ELBO rises; bits/dim only where the
     data are discrete; the likelihood's own parameters are trained and checkpointed with the decoder."""
     torch.manual_seed(0)
     vae = VAE(x_dim=12, z_dim=2, hidden_dims=(32,), likelihood=name)
     trainer = Trainer(vae, lr=1e-2)
-    history = trainer.fit(_data(name, 600), _data(name, 200, seed=1), epochs=20, batch_size=50, progress=False,
-                          log=None)
+    history = trainer.fit(
+        _data(name, 600), _data(name, 200, seed=1), epochs=20, batch_size=50, progress=False, log=None
+    )
     print(name, [round(r["test_elbo"], 2) for r in history[::4]])
     assert history[-1]["test_elbo"] > history[0]["test_elbo"] + 1, [r["test_elbo"] for r in history]
     assert ("test_bits_per_dim" in history[-1]) == vae.likelihood.discrete

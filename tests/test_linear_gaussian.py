@@ -13,8 +13,8 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from torch.distributions import kl_divergence
 
-from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.errors import InvalidDataError
+from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 
 F64 = torch.float64

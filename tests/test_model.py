@@ -45,8 +45,11 @@ def test_model_and_guide_sites_shapes_and_plate():
     # decoder and encoder are registered with Pyro
     names = set(pyro.get_param_store().keys())
     assert {"vae.decoder$$$0.weight", "vae.guide$$$encoder.net.0.weight"} <= names
-    latent = [n for n, s in model_tr.nodes.items()
-              if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    latent = [
+        n
+        for n, s in model_tr.nodes.items()
+        if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+    ]
     assert latent == ["z"]
 
 

@@ -6,9 +6,9 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import JitTrace_ELBO, RenyiELBO, SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
-from pyro_vae import Callback, LinearGaussianGuide, LinearGaussianModel, Trainer, VAE, elbo_terms
+from pyro_vae import VAE, Callback, LinearGaussianGuide, LinearGaussianModel, Trainer, elbo_terms
 from pyro_vae.inference.objectives import IWAE_ELBO, get_objective, kl_weighted
 
 F64 = torch.float64
@@ -43,7 +43,9 @@ def test_iwae_is_above_the_elbo_rises_with_k_and_stays_below_log_evidence():
     def guide(x, num_data=None):
         post = model.posterior(x)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", pyro.distributions.MultivariateNormal(post.loc + shift, scale_tril=inflate * post.scale_tril))
+            pyro.sample(
+                "z", pyro.distributions.MultivariateNormal(post.loc + shift, scale_tril=inflate * post.scale_tril)
+            )
 
     post = model.posterior(x)
     log_px = model.log_evidence(x).sum().item()
@@ -74,8 +76,9 @@ def test_iwae_scales_a_minibatch_by_n_over_b_where_renyi_elbo_does_not():
     scaled = IWAE_ELBO(20).loss(model.model, guide, x, num_data=80)
     assert scaled == pytest.approx(10 * full, rel=1e-12)
     # Without subsampling Pyro's RenyiELBO(alpha=0) estimates the same per-datapoint bound.
-    renyi = torch.tensor([RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True).loss(model.model, guide, x)
-                          for _ in range(100)])
+    renyi = torch.tensor(
+        [RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True).loss(model.model, guide, x) for _ in range(100)]
+    )
     ours = torch.tensor([IWAE_ELBO(20).loss(model.model, guide, x) for _ in range(100)])
     se = math.sqrt(renyi.var() / 100 + ours.var() / 100)
     assert abs(renyi.mean() - ours.mean()) < 4 * se

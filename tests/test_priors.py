@@ -13,10 +13,10 @@ from torch.distributions import kl_divergence
 from pyro_vae import VAE, ConfigError, Trainer
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.inference.evaluate import log_likelihood
-from pyro_vae.models.hvae import HVAE
-from pyro_vae.models.registry import build_model
 from pyro_vae.inference.objectives import IWAE_ELBO
+from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.priors import DiagonalNormalMixture, VampPrior, cached_priors
+from pyro_vae.models.registry import build_model
 
 F64 = torch.float64
 
@@ -74,14 +74,19 @@ def test_matrix_product_density_in_float32_against_the_float64_brute_force():
     weights = dist.Categorical(logits=torch.zeros(k))
     fast = DiagonalNormalMixture.of(dist.Normal(locs, scales).to_event(1)).expand([b])
     slow = dist.MixtureSameFamily(weights, dist.Normal(locs, scales).to_event(1)).expand([b])
-    z = torch.cat([locs[:b // 2].detach() + 0.02 * torch.randn(b // 2, d, generator=g),  # near a sharp component
-                   6 * torch.randn(b // 2, d, generator=g)])  # far from all of them
+    z = torch.cat(
+        [
+            locs[: b // 2].detach() + 0.02 * torch.randn(b // 2, d, generator=g),  # near a sharp component
+            6 * torch.randn(b // 2, d, generator=g),
+        ]
+    )  # far from all of them
     exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
     ours = fast.log_prob(z)
     assert ours.dtype == torch.float32 and ours.shape == (b,)
     assert ((ours.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6
-    for ours_grad, their_grad in zip(torch.autograd.grad(ours.sum(), [locs, scales]),
-                                     torch.autograd.grad(slow.log_prob(z).sum(), [locs, scales])):
+    for ours_grad, their_grad in zip(
+        torch.autograd.grad(ours.sum(), [locs, scales]), torch.autograd.grad(slow.log_prob(z).sum(), [locs, scales])
+    ):
         assert torch.allclose(ours_grad, their_grad, rtol=1e-3, atol=1e-3 * their_grad.abs().max().item())
     assert fast.sample((3,)).shape == (3, b, d)
     assert fast.log_prob(torch.randn(5, b, d)).shape == (5, b)
@@ -136,6 +141,7 @@ def test_cached_priors_encode_the_pseudo_inputs_once_and_change_no_estimate():
     assert calls.count(pseudo) == 4
     # the same particles without the cache: what log_likelihood computed before it had one
     from pyro_vae.inference import evaluate
+
     torch.manual_seed(0)
     plain = evaluate._log_likelihood(vae.model, vae.guide, x, 40, 2, 10, 5000, None, None)
     assert torch.allclose(cached.log_likelihood, plain.log_likelihood, atol=1e-12, rtol=0)
@@ -251,7 +257,9 @@ def test_vamp_with_each_built_in_guide():
         vae = VAE(z_dim=4, hidden_dims=(16,), guide=guide, prior="vamp", num_pseudo_inputs=5)
         assert math.isfinite(Trace_ELBO().loss(vae.model, vae.guide, x))
         assert torch.isfinite(log_likelihood(vae.model, vae.guide, x, num_samples=4).log_likelihood).all()
-    with pytest.raises(ConfigError, match=r"^prior='vamp' needs the guide's density q\(z\|u_k\) .* the iaf guide cannot give"):
+    with pytest.raises(
+        ConfigError, match=r"^prior='vamp' needs the guide's density q\(z\|u_k\) .* the iaf guide cannot give"
+    ):
         VAE(z_dim=4, hidden_dims=(16,), guide="iaf", prior="vamp", num_pseudo_inputs=5)
 
 

@@ -44,9 +44,12 @@ def prob_pairs(draw, positive_p=False):
 probabilities = st.floats(0.0, 1.0)
 discrete_distributions = st.one_of(
     prob_vectors.map(lambda p: Categorical(probs=p)),
-    st.lists(probabilities, min_size=1, max_size=6).map(lambda p: Bernoulli(probs=torch.tensor(p, dtype=torch.float64))),
+    st.lists(probabilities, min_size=1, max_size=6).map(
+        lambda p: Bernoulli(probs=torch.tensor(p, dtype=torch.float64))
+    ),
     st.tuples(st.integers(0, 20), probabilities).map(
-        lambda a: Binomial(total_count=a[0], probs=torch.tensor(a[1], dtype=torch.float64))),
+        lambda a: Binomial(total_count=a[0], probs=torch.tensor(a[1], dtype=torch.float64))
+    ),
 )
 
 # pixel values: mostly valid, sometimes at or past the edges of [0, 1], sometimes not finite
@@ -64,6 +67,7 @@ def pixel_batches(draw):
 
 
 # ---- information ----------------------------------------------------------------------------------
+
 
 @FAST
 @given(discrete_distributions)
@@ -116,12 +120,16 @@ def test_kl_is_infinite_where_q_has_mass_that_p_lacks(pair):
 @given(prob_pairs(positive_p=True))
 def test_bits_are_nats_over_ln_2(pair):
     q, p = pair
-    for f in (lambda unit: entropy(q, unit), lambda unit: kl_divergence(q, p, unit),
-              lambda unit: cross_entropy(q, p, unit)):
+    for f in (
+        lambda unit: entropy(q, unit),
+        lambda unit: kl_divergence(q, p, unit),
+        lambda unit: cross_entropy(q, p, unit),
+    ):
         assert f("bits").value.item() == pytest.approx(f("nats").value.item() / LN2, rel=1e-12, abs=1e-12)
 
 
 # ---- data validation ------------------------------------------------------------------------------
+
 
 @FAST
 @given(pixel_batches())
@@ -139,8 +147,10 @@ VAE_12 = VAE(x_dim=X_DIM, z_dim=2, hidden_dims=(4,))
 
 
 @FAST
-@given(st.lists(st.integers(0, 6), min_size=0, max_size=4),
-       st.sampled_from([torch.float32, torch.float64, torch.int64, torch.uint8, torch.bool]))
+@given(
+    st.lists(st.integers(0, 6), min_size=0, max_size=4),
+    st.sampled_from([torch.float32, torch.float64, torch.int64, torch.uint8, torch.bool]),
+)
 def test_flatten_accepts_exactly_batches_of_x_dim_pixels_of_the_parameters_dtype(shape, dtype):
     x = torch.zeros(shape, dtype=dtype)
     # float pixels of the parameters' dtype (float32): float64 is refused, naming x.float() or vae.double()

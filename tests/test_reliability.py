@@ -14,13 +14,11 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
-
-
-from pyro_vae import Callback, CheckpointError, Trainer, VAE
-from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
-from pyro_vae.errors import DiskFullError, NonFiniteError, TrainingInterrupted
-
 from conftest import assert_same_tensors, message_lines
+
+from pyro_vae import VAE, Callback, CheckpointError, Trainer
+from pyro_vae.errors import DiskFullError, NonFiniteError, TrainingInterrupted
+from pyro_vae.training.checkpoint import load_checkpoint, save_checkpoint
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 
@@ -65,10 +63,22 @@ def test_a_poisoned_decoder_stops_training_at_that_step_naming_the_term_and_chec
     path = str(tmp_path / "ck.pt")
     trainer = make()
     good = {}
-    log = lambda line: good.update(snapshot(trainer)) if trainer.epoch == 1 else None
+
+    def log(line):
+        if trainer.epoch == 1:
+            good.update(snapshot(trainer))
+
     with pytest.raises(NonFiniteError) as err:
-        trainer.fit(mnist.train_images[:640], None, epochs=3, batch_size=64, checkpoint=path, progress=False, log=log,
-                    callbacks=[PoisonAt(epoch=2, step=3, value=value)])
+        trainer.fit(
+            mnist.train_images[:640],
+            None,
+            epochs=3,
+            batch_size=64,
+            checkpoint=path,
+            progress=False,
+            log=log,
+            callbacks=[PoisonAt(epoch=2, step=3, value=value)],
+        )
     e = err.value
     assert (e.epoch, e.step, e.term, e.checkpoint, e.checkpoint_epoch) == (2, 3, "reconstruction", path, 1)
     assert isinstance(e, FloatingPointError)  # what code that predates NonFiniteError catches
@@ -92,7 +102,9 @@ def test_a_diverging_learning_rate_stops_with_the_named_error(mnist, tmp_path):
     trainer.fit(mnist.train_images[:640], None, epochs=1, batch_size=64, checkpoint=path, **QUIET)
     good = snapshot(trainer)
     trainer.set_lr(1e8)  # one Adam step moves every weight by about 1e8: the ELBO overflows
-    with pytest.raises(NonFiniteError, match=r"training stopped at epoch 2, step [12]: the loss is (nan|inf|-inf)") as err:
+    with pytest.raises(
+        NonFiniteError, match=r"training stopped at epoch 2, step [12]: the loss is (nan|inf|-inf)"
+    ) as err:
         trainer.fit(mnist.train_images[:640], None, epochs=2, batch_size=64, checkpoint=path, **QUIET)
     assert err.value.term in ("reconstruction", "KL", "reconstruction and KL")
     assert f"went bad. Nothing was written after it: the last good checkpoint is {path} (epoch 1)" in str(err.value)
@@ -117,7 +129,9 @@ def test_non_finite_weights_are_never_written_over_a_checkpoint(tmp_path):
     before = path.read_bytes()
     with torch.no_grad():
         trainer.vae.decoder[0].bias[1] = float("nan")
-    with pytest.raises(NonFiniteError, match=r"refusing to write a checkpoint with non-finite weights \(decoder\.0\.bias\)"):
+    with pytest.raises(
+        NonFiniteError, match=r"refusing to write a checkpoint with non-finite weights \(decoder\.0\.bias\)"
+    ):
         trainer.save(str(path))
     assert path.read_bytes() == before
 
@@ -151,6 +165,7 @@ def test_the_grad_check_refuses_a_finite_loss_with_a_non_finite_gradient(mnist):
 
 
 # ---- signals and mid-epoch checkpoints ---------------------------------------------------------
+
 
 class InterruptAfter(Callback):
     """Send ``signum`` to this process right after the ``steps``-th SVI step of a fit."""
@@ -210,10 +225,13 @@ def test_an_interrupted_trainer_continues_in_memory(mnist):
 
 # ---- the checkpoint file -------------------------------------------------------------------------
 
+
 def test_checkpoints_are_fsynced_file_then_directory_and_leave_no_temporary_file(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
     stale = tmp_path / "ck.pt.abc123.tmp"  # left by a writer that was killed
     stale.write_bytes(b"torn")
     save_checkpoint({"epoch": 3}, tmp_path / "ck.pt")
@@ -230,9 +248,12 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(DiskFullError, match=rf"^could not write {tmp_path}/ck\.pt: no space left on the device "
-                                            rf"\([0-9.]+ [KMG]iB free\); free some space or choose another output "
-                                            rf"directory$") as err:
+    with pytest.raises(
+        DiskFullError,
+        match=rf"^could not write {tmp_path}/ck\.pt: no space left on the device "
+        rf"\([0-9.]+ [KMG]iB free\); free some space or choose another output "
+        rf"directory$",
+    ) as err:
         save_checkpoint({"epoch": 2}, tmp_path / "ck.pt")
     assert isinstance(err.value, OSError) and err.value.path == str(tmp_path / "ck.pt")
     monkeypatch.undo()
@@ -240,8 +261,8 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
-
 # ---- a full disk ----------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def small_filesystem(path, size):
@@ -257,8 +278,25 @@ def small_filesystem(path, size):
 
 
 def run_example(out, *options):
-    command = [sys.executable, str(EXAMPLE), "--z-dim", "2", "--hidden", "16", "--epochs", "3", "--no-progress",
-               "--train-size", "1000", "--test-size", "200", "--no-download", "--out", str(out), *options]
+    command = [
+        sys.executable,
+        str(EXAMPLE),
+        "--z-dim",
+        "2",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--no-progress",
+        "--train-size",
+        "1000",
+        "--test-size",
+        "200",
+        "--no-download",
+        "--out",
+        str(out),
+        *options,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=out.parent)
 
 
@@ -273,7 +311,9 @@ def test_a_full_disk_leaves_no_partial_file_and_says_which_checkpoint_is_intact(
         assert re.fullmatch(
             rf"error: could not write {disk}/run/checkpoint\.pt: no space left on the device \([0-9.]+ KiB free\); "
             rf"free some space or choose another output directory; the last good checkpoint, {disk}/run/checkpoint\.pt "
-            rf"\(epoch 1\), is intact: resume from it \(command line: --out\)", line), line
+            rf"\(epoch 1\), is intact: resume from it \(command line: --out\)",
+            line,
+        ), line
         assert sorted(p.name for p in (disk / "run").iterdir()) == ["checkpoint.pt", "metrics.json"]
         assert load_checkpoint(disk / "run" / "checkpoint.pt")["epoch"] == 1
         json.loads((disk / "run" / "metrics.json").read_text())  # whole, not torn
@@ -289,12 +329,22 @@ def test_figures_and_the_page_that_do_not_fit_are_said_in_one_line_each_and_leav
         result = run_example(disk / "run")
         assert result.returncode == 0, result.stderr
         left_out = [line for line in result.stdout.splitlines() if "not drawn" in line or "not written" in line]
-        assert left_out and all(re.fullmatch(r"(figure \w+\.png not drawn|explorer\.html not written): could not write "
-                                             rf"{disk}/run/\S+: no space left on the device \([0-9.]+ KiB free\); free "
-                                             r"some space or choose another output directory", line)
-                                for line in left_out), left_out
+        assert left_out and all(
+            re.fullmatch(
+                r"(figure \w+\.png not drawn|explorer\.html not written): could not write "
+                rf"{disk}/run/\S+: no space left on the device \([0-9.]+ KiB free\); free "
+                r"some space or choose another output directory",
+                line,
+            )
+            for line in left_out
+        ), left_out
         record = json.loads((disk / "run" / "metrics.json").read_text())
-        expected = {"checkpoint.pt", "metrics.json", *record["figures"].values(), *([record["explorer"]] if record["explorer"] else [])}
+        expected = {
+            "checkpoint.pt",
+            "metrics.json",
+            *record["figures"].values(),
+            *([record["explorer"]] if record["explorer"] else []),
+        }
         assert {p.name for p in (disk / "run").iterdir()} == expected
         assert len(record["figures_not_drawn"]) + len(record["figures"]) == 5
         for name in record["figures"].values():  # each figure whole: a PNG that ends with its IEND chunk

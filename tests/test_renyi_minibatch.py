@@ -19,7 +19,7 @@ def test_renyi_elbo_misses_the_n_over_b_scale_that_iwae_elbo_applies():
     x = model.sample(8, generator=2)  # B = 8 datapoints standing for N = 80: N/B = 10
     guide = LinearGaussianGuide(5, 2).double()  # untrained: a poor proposal, as early in training
 
-    def pair(objective):  # (full-batch loss, the same draws with num_data=80)
+    def pair(objective, seed):  # (full-batch loss, the same draws with num_data=80)
         torch.manual_seed(seed)
         full = objective.loss(model.model, guide, x)
         torch.manual_seed(seed)
@@ -27,8 +27,8 @@ def test_renyi_elbo_misses_the_n_over_b_scale_that_iwae_elbo_applies():
 
     renyi, ours = [], []
     for seed in range(40):
-        renyi.append(pair(RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True)))
-        full, scaled = pair(IWAE_ELBO(20))
+        renyi.append(pair(RenyiELBO(alpha=0, num_particles=20, vectorize_particles=True), seed))
+        full, scaled = pair(IWAE_ELBO(20), seed)
         assert scaled == pytest.approx(10 * full, rel=1e-12)  # every draw scaled by exactly N/B
         ours.append((full, scaled))
     ratio = sum(s for _, s in renyi) / sum(f for f, _ in renyi)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pyro_vae import Trainer, VAE
+from pyro_vae import VAE, Trainer
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from conftest import StopAt
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Bernoulli, Categorical, Normal
@@ -21,8 +22,6 @@ from pyro_vae.models.ssvae import SSVAE, SemiSupervisedELBO
 from pyro_vae.training import EarlyStopping, Trainer, WeightAveraging
 from pyro_vae.training.accuracy import ClassifierAccuracy
 from pyro_vae.training.callbacks import Callback
-
-from conftest import StopAt
 
 
 class FixedZ(Messenger):
@@ -49,8 +48,11 @@ def brute_force_terms(vae, x, y, z):
     """Per datapoint, by hand: log p(y) + log p(z) + log p(x|y,z) - log q(z|x,y) at ``z``."""
     k = vae.num_classes
     one_hot = F.one_hot(y, k).double()
-    log_p = (math.log(1 / k) + Normal(0.0, 1.0).log_prob(z).sum(-1)
-             + Bernoulli(logits=vae.decoder(torch.cat([one_hot, z], -1))).log_prob(x).sum(-1))
+    log_p = (
+        math.log(1 / k)
+        + Normal(0.0, 1.0).log_prob(z).sum(-1)
+        + Bernoulli(logits=vae.decoder(torch.cat([one_hot, z], -1))).log_prob(x).sum(-1)
+    )
     loc, scale = vae.encoder_z(torch.cat([one_hot, x], -1)).chunk(2, -1)
     log_q = Normal(loc, F.softplus(scale) + 1e-6).log_prob(z).sum(-1)
     return log_p - log_q
@@ -106,8 +108,11 @@ def test_grey_targets_score_the_cross_entropy_of_grey_levels_and_nothing_else_pa
         p = torch.sigmoid(vae.decoder(torch.cat([F.one_hot(y, 3).double(), z], -1)))
         cross_entropy = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
         loc, scale = vae.encoder_z(torch.cat([F.one_hot(y, 3).double(), x], -1)).chunk(2, -1)
-        rest = (math.log(1 / 3) + Normal(0.0, 1.0).log_prob(z).sum(-1)
-                - Normal(loc, F.softplus(scale) + 1e-6).log_prob(z).sum(-1))
+        rest = (
+            math.log(1 / 3)
+            + Normal(0.0, 1.0).log_prob(z).sum(-1)
+            - Normal(loc, F.softplus(scale) + 1e-6).log_prob(z).sum(-1)
+        )
     assert abs(labelled + float((cross_entropy + rest).sum())) < 1e-9
     assert vae.config["grey_targets"] is True
     with pytest.raises(InvalidDataError, match=r"grey levels in \[0, 1\]"):
@@ -134,12 +139,15 @@ def test_guide_contract_holds_for_the_unlabelled_model():
     check_guide(vae.model, vae.guide, binary(3, 6, 4), reparameterized_required=False)
 
 
-@pytest.mark.parametrize("labels, words", [
-    (torch.tensor([0, 10, 1]), "label 10 at position 1 is outside 0-2"),
-    (torch.tensor([0, -1, 1]), "label -1 at position 1 is outside 0-2"),
-    (torch.tensor([0.0, 1.0, 1.0]), "labels must be integers"),
-    (torch.tensor([0, 1]), "labels must have shape [3]"),
-])
+@pytest.mark.parametrize(
+    "labels, words",
+    [
+        (torch.tensor([0, 10, 1]), "label 10 at position 1 is outside 0-2"),
+        (torch.tensor([0, -1, 1]), "label -1 at position 1 is outside 0-2"),
+        (torch.tensor([0.0, 1.0, 1.0]), "labels must be integers"),
+        (torch.tensor([0, 1]), "labels must have shape [3]"),
+    ],
+)
 def test_bad_labels_get_one_clear_line(labels, words):
     vae = small_ssvae()
     with pytest.raises(InvalidDataError) as info:
@@ -166,10 +174,21 @@ def test_the_label_columns_picked_by_index_equal_the_network_of_the_one_hot_conc
         assert torch.allclose(vae._with_label(net, labels, other), net(joined), atol=1e-6)
 
 
-
-
-def run_m2(vae, data, num_labels=50, epochs=1, batch_size=50, lr=1e-3, validation=0, average_from=0, shift=0,
-           binarize="dynamic", checkpoint=None, resume=False, extra=()):
+def run_m2(
+    vae,
+    data,
+    num_labels=50,
+    epochs=1,
+    batch_size=50,
+    lr=1e-3,
+    validation=0,
+    average_from=0,
+    shift=0,
+    binarize="dynamic",
+    checkpoint=None,
+    resume=False,
+    extra=(),
+):
     """M2 trained as examples/ss_vae.py trains it: the last ``validation`` training images held
     out, the labelled subset drawn from the rest, the Trainer on the unlabelled ones. Returns the
     history and the callbacks (accuracy, early stopping on validation, averaging)."""
@@ -186,16 +205,25 @@ def run_m2(vae, data, num_labels=50, epochs=1, batch_size=50, lr=1e-3, validatio
     averaging = WeightAveraging(average_from) if average_from else None
     picking = EarlyStopping(None, monitor="validation_accuracy") if validation else None
     callbacks = [c for c in (ClassifierAccuracy(vae.classify, held_out, averaging), picking, averaging, *extra) if c]
-    history = trainer.fit(images[unlabelled], None, epochs=epochs, batch_size=batch_size, checkpoint=checkpoint,
-                          progress=False, log=None, callbacks=callbacks)
+    history = trainer.fit(
+        images[unlabelled],
+        None,
+        epochs=epochs,
+        batch_size=batch_size,
+        checkpoint=checkpoint,
+        progress=False,
+        log=None,
+        callbacks=callbacks,
+    )
     return history, picking, labelled
 
 
 def test_a_grey_run_needs_a_model_that_takes_grey_targets(mnist):
     with pytest.raises(InvalidDataError, match=r"grey_targets=True"):
         run_m2(SSVAE(z_dim=4, hidden_dims=(16,)), mnist.subset(500, 100), binarize="none")
-    history, _, _ = run_m2(SSVAE(z_dim=4, hidden_dims=(16,), grey_targets=True), mnist.subset(500, 100),
-                           binarize="none")
+    history, _, _ = run_m2(
+        SSVAE(z_dim=4, hidden_dims=(16,), grey_targets=True), mnist.subset(500, 100), binarize="none"
+    )
     assert len(history) == 1 and 0 <= history[0]["test_accuracy"] <= 1 and "train_objective" in history[0]
 
 
@@ -216,8 +244,11 @@ def test_scaled_minibatch_objective_is_unbiased_for_the_semi_supervised_objectiv
     # J^alpha by hand: labelled ELBO and classification loss, unlabelled enumerated sum
     with torch.no_grad():
         log_q_y = Categorical(logits=vae.encoder_y(x_l)).log_prob(y_l)
-        by_hand = -float(brute_force_terms(vae, x_l, y_l, z_l).sum() + 2.5 * log_q_y.sum()
-                         + brute_force_unlabelled(vae, x_u, z_u).sum())
+        by_hand = -float(
+            brute_force_terms(vae, x_l, y_l, z_l).sum()
+            + 2.5 * log_q_y.sum()
+            + brute_force_unlabelled(vae, x_u, z_u).sum()
+        )
     assert abs(full - by_hand) < 1e-6, (full, by_hand)
     pairs = list(itertools.product(itertools.combinations(range(n_u), b), itertools.combinations(range(n_l), b)))
     expectation = sum(loss(list(u), list(s)) for u, s in pairs) / len(pairs)
@@ -243,11 +274,20 @@ def test_short_real_run_classifies_far_above_chance(mnist, classifier):
     assert mnist.train_labels[labelled].bincount().tolist() == [20] * 10
     epochs = round(300 / -(-len(unlabelled) // 100))  # 1 on full MNIST, 8 on the embedded sample
     trainer = Trainer(vae, objective=SemiSupervisedELBO(vae, 200), transform=batches)
-    history = trainer.fit(mnist.train_images[unlabelled], None, epochs=epochs, batch_size=100, progress=False, log=None,
-                          callbacks=[ClassifierAccuracy(vae.classify, {"test": (mnist.test_images, mnist.test_labels)})])
+    history = trainer.fit(
+        mnist.train_images[unlabelled],
+        None,
+        epochs=epochs,
+        batch_size=100,
+        progress=False,
+        log=None,
+        callbacks=[ClassifierAccuracy(vae.classify, {"test": (mnist.test_images, mnist.test_labels)})],
+    )
     accuracy = history[-1]["test_accuracy"]
-    print(f"M2 ({classifier} classifier), 200 labels, {epochs} epoch(s) of {-(-len(unlabelled) // 100)} steps: "
-          f"test accuracy {accuracy:.4f} on {len(mnist.test_images)} test images")
+    print(
+        f"M2 ({classifier} classifier), 200 labels, {epochs} epoch(s) of {-(-len(unlabelled) // 100)} steps: "
+        f"test accuracy {accuracy:.4f} on {len(mnist.test_images)} test images"
+    )
     assert accuracy > 0.6, accuracy
     assert accuracy == vae.accuracy(mnist.test_images, mnist.test_labels)
 
@@ -258,8 +298,11 @@ def test_a_non_finite_loss_stops_training_with_the_parameters_untouched(mnist):
     with torch.no_grad():
         vae.decoder[0].weight[0, 0] = float("nan")
     before = {k: v.clone() for k, v in vae.state_dict().items()}
-    with pytest.raises(NonFiniteError, match=r"^training stopped at epoch 1, step 0: .*on its unlabelled minibatch, "
-                                             r".*lower learning rate \(lr\)") as info:
+    with pytest.raises(
+        NonFiniteError,
+        match=r"^training stopped at epoch 1, step 0: .*on its unlabelled minibatch, "
+        r".*lower learning rate \(lr\)",
+    ) as info:
         run_m2(vae, mnist.subset(500, 100))
     assert "\n" not in str(info.value)
     for k, v in vae.state_dict().items():
@@ -325,8 +368,9 @@ def test_shifted_labels_train_another_run_that_resumes_to_the_bit(mnist, tmp_pat
     run_m2(resumed, data, epochs=2, shift=2, checkpoint=path, resume=True)
     for name, value in runs["shifted"].state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
-    assert not torch.equal(runs["plain"].classifier_logits(data.test_images[:10]),
-                           runs["shifted"].classifier_logits(data.test_images[:10]))
+    assert not torch.equal(
+        runs["plain"].classifier_logits(data.test_images[:10]), runs["shifted"].classifier_logits(data.test_images[:10])
+    )
     with pytest.raises(ConfigError, match=r"^shift must be a whole number of pixels >= 0, got -1"):
         LabelledBatches(data.train_images[:10], data.train_labels[:10], shift=-1)
     with pytest.raises(ConfigError, match=r"^shift=14 needs square images at least 29 pixels wide"):
@@ -375,15 +419,18 @@ def test_weight_averaging_scores_the_mean_of_the_epochs_weights_and_resumes_exac
             weights.append({k: v.detach().clone() for k, v in trainer.program.module.state_dict().items()})
 
     plain, weights = fresh(), []
-    plain_history, _, _ = run_m2(plain, data, epochs=4, validation=100, checkpoint=str(tmp_path / "plain.pt"),
-                                 extra=[KeepWeights()])
+    plain_history, _, _ = run_m2(
+        plain, data, epochs=4, validation=100, checkpoint=str(tmp_path / "plain.pt"), extra=[KeepWeights()]
+    )
     averaged = fresh()
     history, picking, _ = run_m2(averaged, data, epochs=4, validation=100, average_from=2)
     assert [r.get("averaged_epochs") for r in history] == [None, 1, 2, 3]
     for mine, theirs in zip(history, plain_history):
         prefix = "unaveraged_" if "averaged_epochs" in mine else ""
-        assert (mine[f"{prefix}test_accuracy"], mine[f"{prefix}validation_accuracy"]) == \
-            (theirs["test_accuracy"], theirs["validation_accuracy"])
+        assert (mine[f"{prefix}test_accuracy"], mine[f"{prefix}validation_accuracy"]) == (
+            theirs["test_accuracy"],
+            theirs["validation_accuracy"],
+        )
     probe = fresh()
     for epoch in (2, 3, 4):
         probe.load_state_dict({k: torch.stack([w[k] for w in weights[1:epoch]]).mean(0) for k in weights[0]})
@@ -405,24 +452,38 @@ def test_weight_averaging_scores_the_mean_of_the_epochs_weights_and_resumes_exac
     for name, value in averaged.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
     # a resumed run keeps the averaging it began, and cannot begin one in its past
-    with pytest.raises(ConfigError, match=r"^the checkpoint's weights are averaged from epoch 2; resume with "
-                                          r"start_epoch=2"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^the checkpoint's weights are averaged from epoch 2; resume with "
+        r"start_epoch=2",
+    ):
         run_m2(fresh(), data, epochs=5, validation=100, average_from=3, checkpoint=path, resume=True)
-    with pytest.raises(ConfigError, match=r"^start_epoch=2 is not after the checkpoint's epoch 4, whose earlier "
-                                          r"weights are gone; pass start_epoch=5 or later$"):  # a plain run's
-        run_m2(fresh(), data, epochs=5, validation=100, average_from=2, checkpoint=str(tmp_path / "plain.pt"),
-               resume=True)
+    with pytest.raises(
+        ConfigError,
+        match=r"^start_epoch=2 is not after the checkpoint's epoch 4, whose earlier "
+        r"weights are gone; pass start_epoch=5 or later$",
+    ):  # a plain run's
+        run_m2(
+            fresh(), data, epochs=5, validation=100, average_from=2, checkpoint=str(tmp_path / "plain.pt"), resume=True
+        )
 
 
 def test_m2_refuses_other_objectives_and_data_without_labelled_batches(mnist):
     vae = SSVAE(z_dim=4, hidden_dims=(16,))
-    with pytest.raises(ConfigError, match=r"^M2 trains on the semi-supervised objective of this very model, got "
-                                          r"Trace_ELBO; pass objective=SemiSupervisedELBO"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^M2 trains on the semi-supervised objective of this very model, got "
+        r"Trace_ELBO; pass objective=SemiSupervisedELBO",
+    ):
         Trainer(vae)
-    with pytest.raises(ConfigError, match=r"^M2 steps on unlabelled images each beside a labelled minibatch.*got 1 "
-                                          r"tensor\(s\); pass transform=LabelledBatches"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^M2 steps on unlabelled images each beside a labelled minibatch.*got 1 "
+        r"tensor\(s\); pass transform=LabelledBatches",
+    ):
         Trainer(vae, objective=SemiSupervisedELBO(vae, 10), binarize="dynamic").fit(
-            mnist.train_images[:100], None, epochs=1, progress=False, log=None)
+            mnist.train_images[:100], None, epochs=1, progress=False, log=None
+        )
     with pytest.raises(InvalidDataError, match=r"^the labels must be a tensor of shape \[10\]"):
         LabelledBatches(mnist.train_images[:10], mnist.train_labels[:9])
 
@@ -444,12 +505,12 @@ def test_m2_stopped_mid_epoch_with_its_callbacks_resumes_bit_identically(mnist, 
     whole, picked, _ = run_m2(straight, data, epochs=4, validation=100, average_from=2, shift=1)
     path = str(tmp_path / "m2.pt")
     with pytest.raises(TrainingInterrupted) as stop:
-        run_m2(fresh(), data, epochs=4, validation=100, average_from=2, shift=1, checkpoint=path,
-               extra=[StopAt(3, 4)])
+        run_m2(fresh(), data, epochs=4, validation=100, average_from=2, shift=1, checkpoint=path, extra=[StopAt(3, 4)])
     assert (stop.value.epoch, stop.value.step) == (3, 5)
     resumed = SSVAE(z_dim=4, hidden_dims=(32,), alpha=600.0)
-    again, picked_again, _ = run_m2(resumed, data, epochs=4, validation=100, average_from=2, shift=1,
-                                    checkpoint=path, resume=True)
+    again, picked_again, _ = run_m2(
+        resumed, data, epochs=4, validation=100, average_from=2, shift=1, checkpoint=path, resume=True
+    )
     assert _without_seconds(again) == _without_seconds(whole) and picked_again.best_epoch == picked.best_epoch
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

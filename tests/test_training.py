@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import CheckpointError, InvalidDataError, Trainer, VAE, data_plate
+from pyro_vae import VAE, CheckpointError, InvalidDataError, Trainer, data_plate
 from pyro_vae.training.checkpoint import load_checkpoint
 
 
@@ -32,9 +32,11 @@ def _params(vae):
 
 def test_resume_continues_bit_identically(mnist, tmp_path):
     train, test = mnist.train_images[:600], mnist.test_images[:200]
+
     def make():
         pyro.set_rng_seed(7)  # the seed governs the initial weights too
         return Trainer(VAE(z_dim=5, hidden_dims=(32,)), seed=7)
+
     quiet = dict(batch_size=64, progress=False, log=lambda _: None)
 
     straight = make()
@@ -138,7 +140,9 @@ def test_a_guide_keeping_its_parameters_in_the_param_store_resumes_bit_identical
             pyro.module("outside_encoder", encoder)
             floor = 0.01
             if with_floor:
-                floor = pyro.param("scale_floor", torch.tensor(0.01), constraint=pyro.distributions.constraints.positive)
+                floor = pyro.param(
+                    "scale_floor", torch.tensor(0.01), constraint=pyro.distributions.constraints.positive
+                )
             loc, raw = encoder(x).chunk(2, -1)
             with data_plate(x.shape[0], num_data, x.device):
                 pyro.sample("z", pyro.distributions.Normal(loc, torch.nn.functional.softplus(raw) + floor).to_event(1))
@@ -168,6 +172,9 @@ def test_a_guide_keeping_its_parameters_in_the_param_store_resumes_bit_identical
 
     other, _ = make(encoder_seed=1, with_floor=False)  # a guide with other parameters cannot take it
     other.resume(str(tmp_path / "ck.pt"))
-    with pytest.raises(CheckpointError, match=r"holds the param-store parameters .*'scale_floor'\], but this model and "
-                                              r"guide have \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"holds the param-store parameters .*'scale_floor'\], but this model and "
+        r"guide have \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]",
+    ):
         other.fit(train, test, epochs=2, **quiet)

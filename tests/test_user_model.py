@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import StopAt
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -16,8 +17,6 @@ from pyro_vae.errors import ConfigError, InvalidDataError, NonFiniteError, Train
 from pyro_vae.inference.guide_contract import GuideError
 from pyro_vae.models.linear_gaussian import LinearGaussianGuide, LinearGaussianModel
 from pyro_vae.training import Callback, TrainConfig, Trainer
-
-from conftest import StopAt
 
 quiet = dict(progress=False, log=None)
 D, Z, C = 13, 2, 3  # features, latent size, classes of the covariate
@@ -167,8 +166,13 @@ def test_every_data_form_trains_the_same_run():
         def __getitem__(self, i):
             return {"x": x[i], "c": c[i]}
 
-    forms = {"tuple": (x, c), "dict": {"x": x, "c": c}, "dataset": TensorDataset(x, c), "dict items": Rows(),
-             "loader": DataLoader(TensorDataset(x, c), batch_size=7, shuffle=True)}
+    forms = {
+        "tuple": (x, c),
+        "dict": {"x": x, "c": c},
+        "dataset": TensorDataset(x, c),
+        "dict items": Rows(),
+        "loader": DataLoader(TensorDataset(x, c), batch_size=7, shuffle=True),
+    }
     results = {}
     for name, data in forms.items():
         trainer, net = new_tabular_trainer()
@@ -215,7 +219,7 @@ def test_a_model_of_pyro_params_only_checkpoints_its_param_store(tmp_path):
     # posterior is z | x ~ N((x + loc) / 2, 1/2), which the guide can be.
     assert straight["loc"] == pytest.approx(x.mean(0), abs=0.25)
     assert straight["weight"] == pytest.approx(torch.full((3,), 0.5), abs=0.1)
-    assert straight["scale"] == pytest.approx(torch.full((3,), 0.5 ** 0.5), abs=0.1)
+    assert straight["scale"] == pytest.approx(torch.full((3,), 0.5**0.5), abs=0.1)
 
 
 def tutorial_guide(encoder):
@@ -240,9 +244,12 @@ def test_the_guide_contract_judges_the_call_that_is_made():
     svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     assert math.isfinite(svi.step(x))  # no minibatch scaled: the guide is right
     assert math.isfinite(svi.step(x, num_data=32))  # num_data equal to the batch: still nothing scaled
-    with pytest.raises(GuideError, match=r"rule 2 \(plate 'data'\): called as guide\(x, num_data=1000\) on a "
-                                         r"minibatch of 32, the guide's plate 'data' has full size 2 but the "
-                                         r"model's has 1000"):
+    with pytest.raises(
+        GuideError,
+        match=r"rule 2 \(plate 'data'\): called as guide\(x, num_data=1000\) on a "
+        r"minibatch of 32, the guide's plate 'data' has full size 2 but the "
+        r"model's has 1000",
+    ):
         svi.step(x, num_data=1000)
     # Every Trainer run over minibatches scales them: refused before the first step.
     vae = VAE(z_dim=4, hidden_dims=(16,), guide=tutorial_guide(nn.Linear(784, 8)))
@@ -262,8 +269,11 @@ def test_a_user_guide_that_ignores_num_data_is_refused_in_words_about_the_traine
             loc, log_scale = net.encoder(torch.cat([x, c], -1)).chunk(2, -1)
             pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
-    with pytest.raises(GuideError, match=r"the Trainer called the guide with num_data=300 on a minibatch of 100: at "
-                                         r"site 'z' the guide's plate 'data' has full size 2 but the model's has 300"):
+    with pytest.raises(
+        GuideError,
+        match=r"the Trainer called the guide with num_data=300 on a minibatch of 100: at "
+        r"site 'z' the guide's plate 'data' has full size 2 but the model's has 300",
+    ):
         Trainer(net.model, guide).fit(tabular(300), None, epochs=1, batch_size=100, **quiet)
 
 
@@ -277,8 +287,11 @@ def test_a_model_without_num_data_trains_on_the_full_batch_and_is_refused_miniba
             pyro.sample("x", lg.likelihood(z), obs=x)
 
     guide = LinearGaussianGuide(4, 2)
-    with pytest.raises(ConfigError, match=r"the model takes no num_data argument, so a minibatch of your 100 "
-                                          r"datapoints cannot be scaled by N/B") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"the model takes no num_data argument, so a minibatch of your 100 "
+        r"datapoints cannot be scaled by N/B",
+    ) as err:
         Trainer(model, guide).fit(x, None, epochs=1, batch_size=10, **quiet)
     assert err.value.settings == ("batch_size",)
     history = Trainer(model, guide, lr=0.05).fit(x, x, epochs=20, batch_size=100, **quiet)
@@ -289,8 +302,11 @@ def test_a_non_finite_gradient_in_a_user_model_stops_before_the_update():
     trainer, net = new_tabular_trainer()
     before = weights(net)
     net.decoder[0].weight.register_hook(lambda grad: grad * float("nan"))
-    with pytest.raises(NonFiniteError, match=r"training stopped at epoch 1, step 0: the loss is finite .* but its "
-                                             r"gradient norm is not.* the reconstruction term"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"training stopped at epoch 1, step 0: the loss is finite .* but its "
+        r"gradient norm is not.* the reconstruction term",
+    ):
         trainer.fit(tabular(100), None, epochs=1, batch_size=50, **quiet)
     after = weights(net)
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -300,18 +316,27 @@ def test_nan_in_a_users_data_is_refused_in_one_line_about_values_and_rows():
     x, c = tabular(100)
     x[3, 5], x[7, 0] = float("nan"), float("inf")
     trainer, _ = new_tabular_trainer()
-    with pytest.raises(InvalidDataError, match=r"^the training data holds 1 NaN and 1 infinite values \(in 2 of 100 "
-                                               r"rows\); clean or drop those rows$"):
+    with pytest.raises(
+        InvalidDataError,
+        match=r"^the training data holds 1 NaN and 1 infinite values \(in 2 of 100 "
+        r"rows\); clean or drop those rows$",
+    ):
         trainer.fit((x, c), None, epochs=1, batch_size=50, **quiet)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: Trainer(lambda x: None), r"Trainer\(model, guide\) needs a guide"),
-    (lambda: Trainer((lambda x: None, lambda x: None)), r"^pass the model and the guide as two arguments, "
-                                                         r"Trainer\(model, guide\), not as one tuple$"),
-    (lambda: Trainer(lambda x: None, "guide"), r"the guide must be callable"),
-    (lambda: Trainer(VAE(z_dim=2, hidden_dims=(8,)), TrainConfig()), r"pass the settings as Trainer\(vae, config="),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: Trainer(lambda x: None), r"Trainer\(model, guide\) needs a guide"),
+        (
+            lambda: Trainer((lambda x: None, lambda x: None)),
+            r"^pass the model and the guide as two arguments, "
+            r"Trainer\(model, guide\), not as one tuple$",
+        ),
+        (lambda: Trainer(lambda x: None, "guide"), r"the guide must be callable"),
+        (lambda: Trainer(VAE(z_dim=2, hidden_dims=(8,)), TrainConfig()), r"pass the settings as Trainer\(vae, config="),
+    ],
+)
 def test_a_trainer_built_wrongly_says_how_to_build_it(call, match):
     with pytest.raises(ConfigError, match=match):
         call()

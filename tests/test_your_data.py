@@ -89,28 +89,47 @@ def test_a_download_that_cannot_happen_is_one_line(monkeypatch, tmp_path):
     from torchvision import datasets
 
     def offline(*args, **kwargs):
-        raise RuntimeError("Error downloading t10k-images-idx3-ubyte.gz:\nTried http://a/, got: <urlopen error "
-                           "[Errno -2] Name or service not known>")
+        raise RuntimeError(
+            "Error downloading t10k-images-idx3-ubyte.gz:\nTried http://a/, got: <urlopen error "
+            "[Errno -2] Name or service not known>"
+        )
 
     monkeypatch.setattr(datasets, "KMNIST", offline)
-    with pytest.raises(DataNotFoundError, match=r"^KMNIST is not in .* and could not be downloaded \(<urlopen error "
-                                                r"\[Errno -2\] Name or service not known>\); put its four files in "):
+    with pytest.raises(
+        DataNotFoundError,
+        match=r"^KMNIST is not in .* and could not be downloaded \(<urlopen error "
+        r"\[Errno -2\] Name or service not known>\); put its four files in ",
+    ):
         load_data("kmnist", str(tmp_path))
 
 
-@pytest.mark.parametrize("make, error, words", [
-    (lambda p: write_csv(p / "t.csv", ["1,2,3,0", "1,red,3,1"]), InvalidDataError,
-     r"t\.csv: column 'b' holds text \('red' on line 3\); give numbers only, or take the column out as the labels"),
-    (lambda p: write_csv(p / "t.csv", ["1,2,3,0", "1,2,1"]), InvalidDataError,
-     r"t\.csv: line 3 has 3 values, but the header has 4; give every row the same columns"),
-    (lambda p: (p / "e.csv").write_text("") or str(p / "e.csv"), InvalidDataError,
-     r"e\.csv is empty \(0 bytes\)"),
-    (lambda p: str(p / "missing.csv"), DataNotFoundError, r"missing\.csv does not exist; pass a \.npy"),
-    (lambda p: png_folder(p / "mixed", sizes=((6, 6), (6, 6), (8, 6))), InvalidDataError,
-     r"the images in .*mixed differ in size: .*002\.png is 6x8, .*000\.png 6x6; resize them to one size"),
-    (lambda p: np.save(p / "n.npy", np.array([[1.0, np.nan], [0.0, 1.0]])) or str(p / "n.npy"), InvalidDataError,
-     r"n\.npy holds 1 NaN value \(in 1 of 2 rows\); clean or drop those rows"),
-])
+@pytest.mark.parametrize(
+    "make, error, words",
+    [
+        (
+            lambda p: write_csv(p / "t.csv", ["1,2,3,0", "1,red,3,1"]),
+            InvalidDataError,
+            r"t\.csv: column 'b' holds text \('red' on line 3\); give numbers only, or take the column out as the labels",
+        ),
+        (
+            lambda p: write_csv(p / "t.csv", ["1,2,3,0", "1,2,1"]),
+            InvalidDataError,
+            r"t\.csv: line 3 has 3 values, but the header has 4; give every row the same columns",
+        ),
+        (lambda p: (p / "e.csv").write_text("") or str(p / "e.csv"), InvalidDataError, r"e\.csv is empty \(0 bytes\)"),
+        (lambda p: str(p / "missing.csv"), DataNotFoundError, r"missing\.csv does not exist; pass a \.npy"),
+        (
+            lambda p: png_folder(p / "mixed", sizes=((6, 6), (6, 6), (8, 6))),
+            InvalidDataError,
+            r"the images in .*mixed differ in size: .*002\.png is 6x8, .*000\.png 6x6; resize them to one size",
+        ),
+        (
+            lambda p: np.save(p / "n.npy", np.array([[1.0, np.nan], [0.0, 1.0]])) or str(p / "n.npy"),
+            InvalidDataError,
+            r"n\.npy holds 1 NaN value \(in 1 of 2 rows\); clean or drop those rows",
+        ),
+    ],
+)
 def test_a_bad_file_is_one_line(tmp_path, make, error, words):
     with pytest.raises(error, match=words) as info:
         load_data(make(tmp_path))
@@ -120,9 +139,13 @@ def test_a_bad_file_is_one_line(tmp_path, make, error, words):
 
 
 def run_example(args, out):
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "your_data.py"), *args, "--out", str(out),
-                           "--no-progress"], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "your_data.py"), *args, "--out", str(out), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads((out / "metrics.json").read_text())
 
@@ -130,17 +153,31 @@ def run_example(args, out):
 def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
     """Each source through the whole story: it trains (the test ELBO rises), evaluates, draws what
     fits and checkpoints; bits/dim only for discrete data."""
-    counts = np.random.default_rng(0).poisson(np.exp(np.random.default_rng(1).normal(size=(300, 1)) + 1),
-                                              size=(300, 10))
+    counts = np.random.default_rng(0).poisson(
+        np.exp(np.random.default_rng(1).normal(size=(300, 1)) + 1), size=(300, 10)
+    )
     np.save(tmp_path / "counts.npy", counts)
     runs = {
         "digits": (["--data", "digits", "--epochs", "8"], {"reconstructions", "prior_samples", "latent_map"}),
-        "table": (["--data", table_csv(tmp_path / "t.csv", n=300), "--label-column", "kind", "--epochs", "15"],
-                  {"feature_reconstructions", "latent_map", "elbo_curves"}),
-        "pngs": (["--data", png_folder(tmp_path / "pngs", sizes=((6, 6),) * 60, colour=True), "--likelihood",
-                  "discretized_logistic", "--epochs", "5"], {"reconstructions", "prior_samples"}),
-        "counts": (["--data", str(tmp_path / "counts.npy"), "--likelihood", "poisson", "--epochs", "15"],
-                   {"feature_reconstructions"}),
+        "table": (
+            ["--data", table_csv(tmp_path / "t.csv", n=300), "--label-column", "kind", "--epochs", "15"],
+            {"feature_reconstructions", "latent_map", "elbo_curves"},
+        ),
+        "pngs": (
+            [
+                "--data",
+                png_folder(tmp_path / "pngs", sizes=((6, 6),) * 60, colour=True),
+                "--likelihood",
+                "discretized_logistic",
+                "--epochs",
+                "5",
+            ],
+            {"reconstructions", "prior_samples"},
+        ),
+        "counts": (
+            ["--data", str(tmp_path / "counts.npy"), "--likelihood", "poisson", "--epochs", "15"],
+            {"feature_reconstructions"},
+        ),
     }
     for name, (args, figures) in runs.items():
         stdout, record = run_example(args, tmp_path / name)
@@ -162,11 +199,25 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
     stdout, record = run_example([*table_args, "--epochs", "16", "--resume"], tmp_path / "table")
     assert "a density: no bits/dim" in stdout and len(record["history"]) == 16
     # the same file read with its label column as a feature is other data: the checkpoint says so
-    refused = subprocess.run([sys.executable, str(ROOT / "examples" / "your_data.py"), "--data", str(tmp_path / "t.csv"),
-                              "--epochs", "17", "--resume", "--out", str(tmp_path / "table")],
-                             capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "your_data.py"),
+            "--data",
+            str(tmp_path / "t.csv"),
+            "--epochs",
+            "17",
+            "--resume",
+            "--out",
+            str(tmp_path / "table"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and refused.stderr.startswith(
-        "error: the checkpoint was written for another configuration (x_dim: checkpoint 5 vs now 6)"), refused.stderr
+        "error: the checkpoint was written for another configuration (x_dim: checkpoint 5 vs now 6)"
+    ), refused.stderr
 
 
 def test_the_pages_table_is_generated_from_the_committed_records():
@@ -177,8 +228,12 @@ def test_the_pages_table_is_generated_from_the_committed_records():
         sys.path.pop(0)
     page = PAGE.read_text()
     assert f"<!-- your_data:start -->\n{table()}\n<!-- your_data:end -->" in page
-    for figure in ("digits/reconstructions.png", "digits/latent_map.png", "wine/feature_reconstructions.png",
-                   "wine/latent_map.png"):
+    for figure in (
+        "digits/reconstructions.png",
+        "digits/latent_map.png",
+        "wine/feature_reconstructions.png",
+        "wine/latent_map.png",
+    ):
         assert f"_static/figures/your_data/{figure}" in page
         assert (ROOT / "docs" / "_static" / "figures" / "your_data" / figure).stat().st_size > 1000
 
@@ -193,6 +248,9 @@ def test_the_explorer_draws_images_of_their_own_shape_and_says_what_it_cannot(tm
     assert '"imageShape":[3,4]' in Path(page).read_text() and '"channels":1' in Path(page).read_text()
     page = write_explorer(vae, images, torch.arange(6), tmp_path / "c.html", shape=(3, 2, 2))
     assert '"imageShape":[2,2]' in Path(page).read_text() and '"channels":3' in Path(page).read_text()
-    with pytest.raises(ConfigError, match=r"^the explorer draws images of x_dim=12 values, grey or colour \(1 or 3 "
-                                          r"channels of height x width\); a table of 12 features cannot be drawn there"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^the explorer draws images of x_dim=12 values, grey or colour \(1 or 3 "
+        r"channels of height x width\); a table of 12 features cannot be drawn there",
+    ):
         write_explorer(vae, images, torch.arange(6), tmp_path / "e.html", shape=(12,))

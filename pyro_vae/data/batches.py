@@ -91,13 +91,16 @@ def check_tensors(batch: Batch, what: str) -> None:
         if not isinstance(t, torch.Tensor):
             raise InvalidDataError(
                 f"{where} is a {type(t).__name__}; pass a torch.Tensor (convert it with torch.as_tensor), a "
-                f"tuple or dict of tensors, a torch.utils.data.Dataset or a DataLoader")
+                f"tuple or dict of tensors, a torch.utils.data.Dataset or a DataLoader"
+            )
         if t.dim() == 0:
             raise InvalidDataError(f"{where} is a scalar; every tensor needs a first dimension over the datapoints")
     sizes = {int(t.shape[0]) for t in batch.tensors}
     if len(sizes) > 1:
-        raise InvalidDataError(f"the tensors of the {what} have {sorted(sizes)} datapoints (first dimensions); "
-                               f"pass tensors of equal length, one row per datapoint")
+        raise InvalidDataError(
+            f"the tensors of the {what} have {sorted(sizes)} datapoints (first dimensions); "
+            f"pass tensors of equal length, one row per datapoint"
+        )
     if batch.size == 0:
         raise InvalidDataError(f"the {what} is empty (0 datapoints); pass at least one")
 
@@ -130,14 +133,21 @@ class TensorSource:
 class DatasetSource:
     """A map-style :class:`~torch.utils.data.Dataset`: a minibatch collates its items."""
 
-    def __init__(self, dataset: Dataset, collate: Callable[[list], Any] = default_collate,
-                 prepare: Optional[Callable[[Batch], Batch]] = None, what: str = "data") -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        collate: Callable[[list], Any] = default_collate,
+        prepare: Optional[Callable[[Batch], Batch]] = None,
+        what: str = "data",
+    ) -> None:
         try:
             self._size = len(dataset)  # type: ignore[arg-type]
         except TypeError:
-            raise InvalidDataError(f"the {what} is an iterable-style dataset without a length; the Trainer "
-                                   f"draws minibatches by index, so pass a map-style Dataset "
-                                   f"(__getitem__ and __len__) or tensors") from None
+            raise InvalidDataError(
+                f"the {what} is an iterable-style dataset without a length; the Trainer "
+                f"draws minibatches by index, so pass a map-style Dataset "
+                f"(__getitem__ and __len__) or tensors"
+            ) from None
         if self._size == 0:
             raise InvalidDataError(f"the {what} is empty (0 datapoints); pass at least one")
         self.dataset, self.collate, self.prepare, self.what = dataset, collate, prepare, what

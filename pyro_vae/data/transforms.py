@@ -19,9 +19,9 @@ from typing import Protocol
 
 import torch
 
+from pyro_vae.data.batches import Batch, Source
 from pyro_vae.data.images import binarize, check_binarization
 from pyro_vae.rng import TEST_BINARIZATION_SEED
-from pyro_vae.data.batches import Batch, Source
 
 
 class Transform(Protocol):
@@ -56,4 +56,5 @@ class Binarize:
             # the same seed, so that every evaluation of the run draws alike.
             generator = torch.Generator(batch.first.device).manual_seed(TEST_BINARIZATION_SEED)
             return batch.with_first(binarize(batch.first, self.mode, generator))
+
         return data.map(once)

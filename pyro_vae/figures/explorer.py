@@ -33,13 +33,13 @@ from torch import nn
 from torch.distributions import Independent, LowRankMultivariateNormal, MultivariateNormal, Normal, kl_divergence
 from torch.nn import functional as F
 
-from pyro_vae.training.checkpoint import check_writable_dir
-from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.errors import ConfigError, InvalidDataError, check_positive
-from pyro_vae.inference.evaluate import principal_plane
 from pyro_vae.files import write_text
-from pyro_vae.rng import rng_fork
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.inference.evaluate import principal_plane
 from pyro_vae.models.vae import VAE
+from pyro_vae.rng import rng_fork
+from pyro_vae.training.checkpoint import check_writable_dir
 
 SAMPLE_ROW = 8  #: decoded draws z ~ q(z|x) shown for a clicked digit
 MC_DRAWS = 64  #: draws that estimate the mean and covariance of a guide with no closed form
@@ -80,7 +80,9 @@ def write_explorer(
     if (model, prior) != ("vae", "standard"):
         raise ConfigError(
             f"the explorer draws one latent layer under the prior N(0, I), but this is model {model!r} with "
-            f"prior {prior!r}; write it for a one-layer VAE with prior='standard'", settings=("model", "prior"))
+            f"prior {prior!r}; write it for a one-layer VAE with prior='standard'",
+            settings=("model", "prior"),
+        )
     channels, image_shape = (1, _image_shape(vae.x_dim)) if shape is None else _given_shape(shape, vae.x_dim)
     x, labels = _checked_test_set(vae, test_x, test_y, max_points)
     check_writable_dir(os.path.dirname(os.path.abspath(path)))
@@ -137,13 +139,20 @@ def _page_data(vae: VAE, x: torch.Tensor, labels: torch.Tensor, seed: int) -> Di
         "planeMean": view["plane_mean"].tolist(),
         "planeAxes": view["axes"].tolist(),
         "axisTitles": view["axis_titles"],
-        "elbo": {k: [round(v, 4) if math.isfinite(v) else None for v in getattr(terms, k).cpu().tolist()]
-                 for k in ("recon", "kl", "elbo")},
+        "elbo": {
+            k: [round(v, 4) if math.isfinite(v) else None for v in getattr(terms, k).cpu().tolist()]
+            for k in ("recon", "kl", "elbo")
+        },
         "samples": posterior["samples"],
         "decoder": decoder,
         "seed": seed,
-        "captions": {"view": view["caption"], "posterior": posterior["caption"], "decoder": decoder["caption"],
-                     "samples": posterior["samples_caption"], "elbo": _elbo_caption(posterior["kl_analytic"])},
+        "captions": {
+            "view": view["caption"],
+            "posterior": posterior["caption"],
+            "decoder": decoder["caption"],
+            "samples": posterior["samples_caption"],
+            "elbo": _elbo_caption(posterior["kl_analytic"]),
+        },
     }
     if not decoder["supported"]:  # the page cannot decode: ship the reconstructions as pictures
         data["reconstructions"] = _b64((vae.decoded_mean(mean.to(x)).clamp(0, 1) * 255).round(), "u1")
@@ -158,8 +167,10 @@ def _posterior_summary(vae: VAE, x: torch.Tensor) -> Dict[str, Any]:
         cov = torch.diag_embed(std**2)
         samples = {"kind": "diagonal", "count": SAMPLE_ROW, "std": _b64(std.clamp(max=_FLOAT16_MAX), "<f2")}
         caption = "q(z|x) is a diagonal Gaussian: the ellipses use its exact covariance."
-        samples_caption = (f"{SAMPLE_ROW} draws z = μ + σ ⊙ ε from the diagonal Gaussian, drawn in this page "
-                           f"(seeded per digit) and decoded live.")
+        samples_caption = (
+            f"{SAMPLE_ROW} draws z = μ + σ ⊙ ε from the diagonal Gaussian, drawn in this page "
+            f"(seeded per digit) and decoded live."
+        )
     else:
         if isinstance(q, (MultivariateNormal, LowRankMultivariateNormal)):
             mean, cov, draws = q.mean, q.covariance_matrix, q.sample((SAMPLE_ROW,))
@@ -170,21 +181,31 @@ def _posterior_summary(vae: VAE, x: torch.Tensor) -> Dict[str, Any]:
             mean = draws.mean(0)
             centred = draws - mean
             cov = torch.einsum("sni,snj->nij", centred, centred) / (MC_DRAWS - 1)
-            caption = (f"q(z|x) ({type(q).__name__}) has no closed-form covariance: its mean and covariance are "
-                       f"estimated from {MC_DRAWS} draws, and the ellipses are the Gaussian with those moments.")
+            caption = (
+                f"q(z|x) ({type(q).__name__}) has no closed-form covariance: its mean and covariance are "
+                f"estimated from {MC_DRAWS} draws, and the ellipses are the Gaussian with those moments."
+            )
             source = f"the first {SAMPLE_ROW} of those {MC_DRAWS} draws"
             draws = draws[:SAMPLE_ROW]
         samples = _quantized_draws(draws, mean)
-        samples_caption = (f"{SAMPLE_ROW} draws z ~ q(z|x): {source}, drawn in Python and stored as 8-bit "
-                           f"offsets from the mean, decoded live.")
+        samples_caption = (
+            f"{SAMPLE_ROW} draws z ~ q(z|x): {source}, drawn in Python and stored as 8-bit "
+            f"offsets from the mean, decoded live."
+        )
     prior = dist.Normal(x.new_zeros(()), x.new_ones(())).expand([len(x), vae.z_dim]).to_event(1)  # the model's
     try:
         kl_divergence(q, prior)
         kl_analytic = True
     except NotImplementedError:
         kl_analytic = False  # elbo_terms falls back to Monte Carlo, as here
-    return {"mean": mean.cpu().float(), "cov": cov.cpu().float(), "samples": samples, "caption": caption,
-            "samples_caption": samples_caption, "kl_analytic": kl_analytic}
+    return {
+        "mean": mean.cpu().float(),
+        "cov": cov.cpu().float(),
+        "samples": samples,
+        "caption": caption,
+        "samples_caption": samples_caption,
+        "kl_analytic": kl_analytic,
+    }
 
 
 def _quantized_draws(draws: torch.Tensor, mean: torch.Tensor) -> Dict[str, Any]:
@@ -204,30 +225,56 @@ def _map_view(mean: torch.Tensor, labels: torch.Tensor, seed: int) -> Dict[str, 
     if d == 1:
         # The label on the vertical axis, jittered so that equal codes of one digit stay apart.
         jitter = 0.12 * torch.randn(n, generator=torch.Generator().manual_seed(seed))
-        return {"name": "z1", "coords": torch.stack([mean[:, 0], labels.float() + jitter], 1),
-                "plane_mean": torch.zeros(1), "axes": torch.ones(1, 1), "axis_titles": ["z", "digit label (jittered)"],
-                "caption": (f"z_dim = 1: the horizontal axis is z itself; the vertical position is the digit's "
-                            f"label plus a fixed random jitter, so only the horizontal position is a code. "
-                            f"{n} posterior mean{plural}.")}
+        return {
+            "name": "z1",
+            "coords": torch.stack([mean[:, 0], labels.float() + jitter], 1),
+            "plane_mean": torch.zeros(1),
+            "axes": torch.ones(1, 1),
+            "axis_titles": ["z", "digit label (jittered)"],
+            "caption": (
+                f"z_dim = 1: the horizontal axis is z itself; the vertical position is the digit's "
+                f"label plus a fixed random jitter, so only the horizontal position is a code. "
+                f"{n} posterior mean{plural}."
+            ),
+        }
     if d == 2:
-        return {"name": "z", "coords": mean, "plane_mean": torch.zeros(2), "axes": torch.eye(2),
-                "axis_titles": ["z₁", "z₂"],
-                "caption": f"z_dim = 2: the map is z itself, showing the posterior means of {n} test digit{plural}."}
+        return {
+            "name": "z",
+            "coords": mean,
+            "plane_mean": torch.zeros(2),
+            "axes": torch.eye(2),
+            "axis_titles": ["z₁", "z₂"],
+            "caption": f"z_dim = 2: the map is z itself, showing the posterior means of {n} test digit{plural}.",
+        }
     plane = principal_plane(mean)
     if plane is None:  # no principal axes: show z₁, z₂ through m
         centre, axes = mean.mean(0), torch.eye(d)[:2]
-        return {"name": "axes", "coords": (mean - centre) @ axes.T, "plane_mean": centre, "axes": axes,
-                "axis_titles": ["z₁ − m₁", "z₂ − m₂"],
-                "caption": (f"z_dim = {d}, but PCA has no axes ({n} posterior mean{plural}, all equal): the map "
-                            f"shows the plane of z₁ and z₂ through their mean m = E[μ(x)]; the cursor moves "
-                            f"z = m + u e₁ + w e₂ in it.")}
+        return {
+            "name": "axes",
+            "coords": (mean - centre) @ axes.T,
+            "plane_mean": centre,
+            "axes": axes,
+            "axis_titles": ["z₁ − m₁", "z₂ − m₂"],
+            "caption": (
+                f"z_dim = {d}, but PCA has no axes ({n} posterior mean{plural}, all equal): the map "
+                f"shows the plane of z₁ and z₂ through their mean m = E[μ(x)]; the cursor moves "
+                f"z = m + u e₁ + w e₂ in it."
+            ),
+        }
     explained = [100 * fraction for fraction in plane.explained]
-    return {"name": "pca", "coords": plane.project(mean), "plane_mean": plane.centre, "axes": plane.axes,
-            "axis_titles": [f"PC 1 ({explained[0]:.1f}% of variance)", f"PC 2 ({explained[1]:.1f}% of variance)"],
-            "caption": (f"z_dim = {d}: PCA of the posterior means of {n} test digit{plural}: the map shows them "
-                        f"on their first two principal axes v₁, v₂, which explain {explained[0]:.1f}% and "
-                        f"{explained[1]:.1f}% of their variance. The cursor moves z = m + u v₁ + w v₂ in the "
-                        f"plane through their mean m; the sliders move z anywhere.")}
+    return {
+        "name": "pca",
+        "coords": plane.project(mean),
+        "plane_mean": plane.centre,
+        "axes": plane.axes,
+        "axis_titles": [f"PC 1 ({explained[0]:.1f}% of variance)", f"PC 2 ({explained[1]:.1f}% of variance)"],
+        "caption": (
+            f"z_dim = {d}: PCA of the posterior means of {n} test digit{plural}: the map shows them "
+            f"on their first two principal axes v₁, v₂, which explain {explained[0]:.1f}% and "
+            f"{explained[1]:.1f}% of their variance. The cursor moves z = m + u v₁ + w v₂ in the "
+            f"plane through their mean m; the sliders move z anywhere."
+        ),
+    }
 
 
 def _decoder_spec(vae: VAE) -> Dict[str, Any]:
@@ -242,10 +289,14 @@ def _decoder_spec(vae: VAE) -> Dict[str, Any]:
     for module in modules:
         if isinstance(module, nn.Linear):
             w = module.weight.detach().cpu().float().numpy()
-            b = (module.bias.detach().cpu().float().numpy() if module.bias is not None
-                 else np.zeros(w.shape[0], np.float32))
-            layers.append({"kind": "linear", "in": w.shape[1], "out": w.shape[0], "weight": offset,
-                           "bias": offset + w.size})
+            b = (
+                module.bias.detach().cpu().float().numpy()
+                if module.bias is not None
+                else np.zeros(w.shape[0], np.float32)
+            )
+            layers.append(
+                {"kind": "linear", "in": w.shape[1], "out": w.shape[0], "weight": offset, "bias": offset + w.size}
+            )
             weights += [w.ravel(), b]
             offset += w.size + b.size
         elif type(module) in _ACTIVATIONS:  # exact types: a subclass may compute something else
@@ -258,13 +309,21 @@ def _decoder_spec(vae: VAE) -> Dict[str, Any]:
         elif unsupported is None:
             unsupported = f"a {type(module).__name__} module in the decoder"
     if unsupported is not None:
-        return {"supported": False, "caption": (
-            f"The page cannot run this decoder ({unsupported}; it runs nn.Linear, Softplus, ReLU, Tanh and ELU, "
-            f"with a Bernoulli or continuous Bernoulli likelihood): live decoding, sliders and samples are off; "
-            f"the map, the digits, their reconstructions (computed in Python) and ELBOs still work.")}
-    return {"supported": True, "likelihood": vae.likelihood.name, "layers": layers,
-            "weights": _b64(np.concatenate(weights), "<f4"),
-            "caption": f"Decoder run in this page: {_describe(layers)}, then the {vae.likelihood.name} mean."}
+        return {
+            "supported": False,
+            "caption": (
+                f"The page cannot run this decoder ({unsupported}; it runs nn.Linear, Softplus, ReLU, Tanh and ELU, "
+                f"with a Bernoulli or continuous Bernoulli likelihood): live decoding, sliders and samples are off; "
+                f"the map, the digits, their reconstructions (computed in Python) and ELBOs still work."
+            ),
+        }
+    return {
+        "supported": True,
+        "likelihood": vae.likelihood.name,
+        "layers": layers,
+        "weights": _b64(np.concatenate(weights), "<f4"),
+        "caption": f"Decoder run in this page: {_describe(layers)}, then the {vae.likelihood.name} mean.",
+    }
 
 
 def _describe(layers: List[Dict[str, Any]]) -> str:
@@ -276,17 +335,21 @@ def _describe(layers: List[Dict[str, Any]]) -> str:
 
 def _elbo_caption(kl_analytic: bool) -> str:
     kl = "KL in closed form" if kl_analytic else "KL by Monte Carlo (no closed form for this guide)"
-    return (f"ELBO = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), in nats, by pyro_vae.inference.elbo.elbo_terms: the "
-            f"reconstruction term averages {ELBO_PARTICLES} draws of q(z|x); {kl}.")
+    return (
+        f"ELBO = E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)), in nats, by pyro_vae.inference.elbo.elbo_terms: the "
+        f"reconstruction term averages {ELBO_PARTICLES} draws of q(z|x); {kl}."
+    )
 
 
 def _given_shape(shape: Sequence[int], x_dim: int) -> Tuple[int, List[int]]:
     """Channels, and height and width, of the images of ``shape``: grey or colour; a table is refused."""
     if len(shape) != 3 or shape[0] not in (1, 3) or math.prod(shape) != x_dim:
         what = f"a table of {math.prod(shape)} features" if len(shape) == 1 else f"data of shape {tuple(shape)}"
-        raise ConfigError(f"the explorer draws images of x_dim={x_dim} values, grey or colour (1 or 3 channels of "
-                          f"height x width); {what} cannot be drawn there: read the run's figures instead",
-                          settings=("shape",))
+        raise ConfigError(
+            f"the explorer draws images of x_dim={x_dim} values, grey or colour (1 or 3 channels of "
+            f"height x width); {what} cannot be drawn there: read the run's figures instead",
+            settings=("shape",),
+        )
     return int(shape[0]), [int(shape[1]), int(shape[2])]
 
 

@@ -14,17 +14,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed (CI, servers)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+from torchvision.utils import make_grid
 
-from pyro_vae.errors import DiskFullError  # noqa: E402
-from pyro_vae.files import save_figure  # noqa: E402
-from pyro_vae.rng import rng_fork  # noqa: E402
-from pyro_vae.inference.evaluate import principal_plane  # noqa: E402
-from pyro_vae.models.vae import VAE  # noqa: E402
+from pyro_vae.errors import DiskFullError
+from pyro_vae.files import save_figure
+from pyro_vae.inference.evaluate import principal_plane
+from pyro_vae.models.vae import VAE
+from pyro_vae.rng import rng_fork
 
 PADDING = 2  # pixels between the images of a grid
 
@@ -116,7 +116,7 @@ def plot_reconstructions(vae: VAE, x: torch.Tensor, path: str, n: int = 16, shap
     pairs = []
     for start in range(0, n, columns):
         # make_grid fills rows left to right: pad a short last row with white images
-        data, mean = x[start:start + columns].reshape(-1, size), recon[start:start + columns]
+        data, mean = x[start : start + columns].reshape(-1, size), recon[start : start + columns]
         blank = torch.ones(columns - len(data), size, device=data.device)
         pairs += [torch.cat([data, blank]), torch.cat([mean, blank])]
     fig, ax = plt.subplots(figsize=(max(3.0, columns), 1.1 * len(pairs)))
@@ -143,7 +143,7 @@ def plot_prior_samples(vae: VAE, path: str, n: int = 64, seed: int = 0, shape: S
         with rng_fork(seed):
             images = vae.sample_prior(n)
         top = r"\frac{1}{K}\sum_k q(\cdot|u_k)" if prior == "vamp" else r"\mathcal{N}(0, I)"
-        law = (rf"$z_2 \sim {top}$, $z_1 \sim p(z_1|z_2)$" if model == "hvae" else rf"$z \sim {top}$ (VampPrior)")
+        law = rf"$z_2 \sim {top}$, $z_1 \sim p(z_1|z_2)$" if model == "hvae" else rf"$z \sim {top}$ (VampPrior)"
     fig, ax = plt.subplots(figsize=(7, 7))
     _show(ax, _image_grid(images, shape, nrow=8))
     ax.axis("off")
@@ -181,8 +181,9 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, 
     classes = max(10, int(labels.max()) + 1) if len(labels) else 10
     cmap = plt.get_cmap("tab10" if classes == 10 else "tab20" if classes <= 20 else "viridis", classes)
     shown = 10 if noun == "digit" else max(int(labels.max()) + 1, 1)  # a colour bar of the classes there are
-    points = ax.scatter(*coords.T.numpy(), c=labels.numpy(), cmap=cmap, s=size, alpha=0.8, vmin=-0.5,
-                        vmax=classes - 0.5)
+    points = ax.scatter(
+        *coords.T.numpy(), c=labels.numpy(), cmap=cmap, s=size, alpha=0.8, vmin=-0.5, vmax=classes - 0.5
+    )
     if vae.z_dim == 1:
         ax.set_yticks(sorted(set(labels.tolist())))
     else:
@@ -194,8 +195,9 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, 
 
 
 @torch.no_grad()
-def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, steps: int = 10,
-                       shape: Shape = None) -> str:
+def plot_interpolation(
+    vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, steps: int = 10, shape: Shape = None
+) -> str:
     """Decoder means along straight lines between the posterior means of pairs of test
     images: pairs of different digits where the labels allow, else of different images."""
     shape = _image_shape(vae, shape)
@@ -221,8 +223,9 @@ def plot_interpolation(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: st
 
 
 @torch.no_grad()
-def plot_feature_reconstructions(vae: VAE, x: torch.Tensor, path: str, names: Optional[Sequence[str]] = None,
-                                 most: int = 12) -> str:
+def plot_feature_reconstructions(
+    vae: VAE, x: torch.Tensor, path: str, names: Optional[Sequence[str]] = None, most: int = 12
+) -> str:
     """For a table: each feature's test values against their mean reconstructions E[x | z = μ(x)],
     one panel per feature (the first ``most``), the diagonal where they would agree."""
     if len(x) == 0:
@@ -263,8 +266,14 @@ def _distinct_label_pairs(labels: torch.Tensor, n: int) -> Sequence[Tuple[int, i
 
 
 def plot_all(
-    vae: VAE, history: List[Dict[str, float]], x: torch.Tensor, labels: Optional[torch.Tensor], out: str,
-    shape: Shape = None, feature_names: Optional[Sequence[str]] = None, noun: str = "digit",
+    vae: VAE,
+    history: List[Dict[str, float]],
+    x: torch.Tensor,
+    labels: Optional[torch.Tensor],
+    out: str,
+    shape: Shape = None,
+    feature_names: Optional[Sequence[str]] = None,
+    noun: str = "digit",
 ) -> Tuple[Dict[str, str], Dict[str, str]]:
     """Every figure of a run into directory ``out``; never raises. Images (``shape`` of three
     dimensions, or None: square grey images) get the image figures; a table (``shape`` of one)
@@ -275,12 +284,14 @@ def plot_all(
     reported as ``"unexpected TYPE: message (please report)"``, so that a bug in a figure
     never costs the run its metrics and checkpoint.
     """
+
     def labelled(plot: Callable[[str], str]) -> Callable[[str], str]:
         if labels is not None:
             return plot
 
         def unavailable(path: str) -> str:
             raise FigureUnavailable("the data has no labels to colour or pair the datapoints by")
+
         return unavailable
 
     table = shape is not None and len(shape) == 1
@@ -305,7 +316,7 @@ def plot_all(
                 continue
             except (FigureUnavailable, DiskFullError) as why:  # expected: said as it is
                 reason = str(why)
-            except Exception as error:  # noqa: BLE001 -- a figure must not end the run
+            except Exception as error:
                 reason = f"unexpected {type(error).__name__}: {error} (please report)"
             not_drawn[name] = " ".join(reason.split())  # one line, whatever the message
             for number in set(plt.get_fignums()) - open_before:

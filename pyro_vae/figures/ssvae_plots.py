@@ -38,15 +38,22 @@ def plot_accuracy(runs: Dict[str, Dict[str, Any]], path: str) -> str:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for count, run in runs.items():
         epochs = [r["epoch"] for r in run["history"]]
-        line, = ax.plot(epochs, [r["test_accuracy"] for r in run["history"]], marker="o", ms=3, label=f"{count} labels")
+        (line,) = ax.plot(
+            epochs, [r["test_accuracy"] for r in run["history"]], marker="o", ms=3, label=f"{count} labels"
+        )
         if run.get("best_epoch") is not None:
             ax.plot(epochs, [r["validation_accuracy"] for r in run["history"]], ls="--", color=line.get_color(), lw=1)
             best = run["history"][run["best_epoch"] - 1]
             ax.plot([best["epoch"]], [best["test_accuracy"]], marker="*", ms=12, color=line.get_color(), mec="k")
         last = [r for r in run["history"] if "averaged_epochs" in r]
         if last:  # from --average-from on the line is the mean's; the last weights' own accuracy dotted
-            ax.plot([r["epoch"] for r in last], [r["unaveraged_test_accuracy"] for r in last], ls=":",
-                    color=line.get_color(), lw=1)
+            ax.plot(
+                [r["epoch"] for r in last],
+                [r["unaveraged_test_accuracy"] for r in last],
+                ls=":",
+                color=line.get_color(),
+                lw=1,
+            )
     held_out = any(run.get("best_epoch") is not None for run in runs.values())
     averaging = any("averaged_epochs" in r for run in runs.values() for r in run["history"])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -114,9 +114,7 @@ def elbo_terms(
     kl_sites: Dict[str, torch.Tensor] = {}
     for _ in range(num_particles):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         sites = model_sites(model_trace, plate)
         check_latent_match(model_trace, guide_trace)
         allowed = analytic_kl_allowed(sites.latent, latent_sites(guide_trace))

@@ -30,9 +30,9 @@ from torch.distributions import kl_divergence
 
 from pyro_vae.errors import check_positive
 from pyro_vae.inference.importance import log_importance_weights
+from pyro_vae.inference.sites import SiteError, choose_latent, is_latent, latent_sites
 from pyro_vae.models.plate import registration_skipped
 from pyro_vae.models.priors import cached_priors
-from pyro_vae.inference.sites import SiteError, choose_latent, is_latent, latent_sites
 
 
 class LogLikelihood(NamedTuple):
@@ -87,12 +87,14 @@ def log_likelihood(
     check_positive("num_samples", num_samples, example=5000)
     check_positive("batch_size", batch_size, example=100)
     with cached_priors():  # a learned prior depends on no particle: built once, not per chunk
-        return _log_likelihood(model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements,
-                               progress, plate)
+        return _log_likelihood(
+            model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements, progress, plate
+        )
 
 
-def _log_likelihood(model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements, progress,
-                    plate) -> LogLikelihood:
+def _log_likelihood(
+    model, guide, x, num_samples, batch_size, particles_per_chunk, max_elements, progress, plate
+) -> LogLikelihood:
     n = x.shape[0]
     out_ll, out_se, out_ess = [], [], []
     for start in range(0, n, batch_size):
@@ -221,8 +223,7 @@ def kl_per_dimension(
         q_base, p_base = getattr(q, "base_dist", None), getattr(p, "base_dist", None)
         if q_base is None or type(q_base).__name__ != "Normal":
             raise ValueError(
-                f"KL per dimension needs a factorized Normal guide; this guide's q({name}|x) is "
-                f"{type(q).__name__}"
+                f"KL per dimension needs a factorized Normal guide; this guide's q({name}|x) is {type(q).__name__}"
             )
         if p_base is None or type(p_base).__name__ != "Normal":
             raise ValueError(

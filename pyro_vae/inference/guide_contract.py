@@ -68,11 +68,14 @@ def _trace_guide(guide: Callable[..., Any], x: torch.Tensor, num_data: Optional[
         text = str(err).strip()
         text = text.splitlines()[0] if text else ""  # Pyro appends a trace-shape table; the cause is chained
         if "Shape mismatch inside plate" in text:
-            fix = ("a distribution over the z_dim coordinates needs `.to_event(1)` inside the plate, "
-                   "e.g. dist.Normal(loc, scale).to_event(1)")
+            fix = (
+                "a distribution over the z_dim coordinates needs `.to_event(1)` inside the plate, "
+                "e.g. dist.Normal(loc, scale).to_event(1)"
+            )
         else:
-            fix = ("a guide must accept the model's arguments (x, num_data=None), e.g. "
-                   "`def guide(x, num_data=None): ...`")
+            fix = (
+                "a guide must accept the model's arguments (x, num_data=None), e.g. `def guide(x, num_data=None): ...`"
+            )
         raise GuideError(
             f"the guide raised {type(err).__name__} when called as guide(x, num_data={num_data}) with "
             f"the model's arguments: {text}; {fix}"
@@ -85,8 +88,15 @@ def _plate_hint(plate: str) -> str:
     return f'wrap the sample in `with pyro.plate("{plate}", ...)`, the model\'s plate over datapoints'
 
 
-def _check_site(guide_trace, model_trace, name: str, plate: str, expected_event: Tuple[int, ...],
-                z_dim_told: bool, reparameterized_required: bool) -> None:
+def _check_site(
+    guide_trace,
+    model_trace,
+    name: str,
+    plate: str,
+    expected_event: Tuple[int, ...],
+    z_dim_told: bool,
+    reparameterized_required: bool,
+) -> None:
     """Rules 1-4 at the model's latent site ``name``."""
     site = guide_trace.nodes.get(name)
     # Rule 1: the guide samples the site.
@@ -110,8 +120,9 @@ def _check_site(guide_trace, model_trace, name: str, plate: str, expected_event:
             fix = "sample one scalar per datapoint, without `.to_event`"
         else:
             coordinates = f"{expected_event[0]} coordinates" if n == 1 else f"trailing {n} dimensions {expected_event}"
-            fix = (f"declare the {coordinates} one event with `.to_event({n})`, e.g. "
-                   f"dist.Normal(loc, scale).to_event({n})")
+            fix = (
+                f"declare the {coordinates} one event with `.to_event({n})`, e.g. dist.Normal(loc, scale).to_event({n})"
+            )
         raise GuideError(
             f"rule 3 (event shape): site {name!r} has event shape {event}, expected {expected_event} {why}; {fix}"
         )
@@ -190,8 +201,7 @@ def check_guide(
         )
     for name in sites.latent:
         expected = (z_dim,) if z_dim is not None else tuple(model_trace.nodes[name]["fn"].event_shape)
-        _check_site(guide_trace, model_trace, name, sites.plate, expected, z_dim is not None,
-                    reparameterized_required)
+        _check_site(guide_trace, model_trace, name, sites.plate, expected, z_dim is not None, reparameterized_required)
 
     # Rule 5: every latent site of the guide is a latent site of the model.
     model_latent = set(sites.latent)
@@ -209,8 +219,15 @@ def check_guide(
     _check_registered(guide, guide_trace)
 
 
-def _check_scale(model: Callable[..., Any], guide: Callable[..., Any], small: torch.Tensor, batch: int,
-                 num_data: int, sites: Any, model_trace: Any) -> None:
+def _check_scale(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    small: torch.Tensor,
+    batch: int,
+    num_data: int,
+    sites: Any,
+    model_trace: Any,
+) -> None:
     """Rule 2, continued: on a minibatch of a larger data set the guide scales like the model."""
     sub_guide = _trace_guide(guide, small, num_data)
     sub_model = poutine.trace(poutine.replay(model, trace=sub_guide)).get_trace(small, num_data=num_data)

@@ -112,9 +112,9 @@ def log_importance_weights(
     """
     check_positive("num_particles", num_particles, example=5)
     guide_trace = poutine.trace(_vectorize(guide, num_particles)).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(
-        poutine.replay(_vectorize(model, num_particles), trace=guide_trace)
-    ).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(_vectorize(model, num_particles), trace=guide_trace)).get_trace(
+        *args, **kwargs
+    )
     plate = data_plate_name(model_trace, plate)
     data_site = model_trace.nodes[observed_sites(model_trace)[0]]
     frame = frame_named(data_site, plate)

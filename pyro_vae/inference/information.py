@@ -105,15 +105,11 @@ def check_probability_vector(probs: ProbVector) -> torch.Tensor:
             "for a batch of them use torch.distributions.Categorical(probs=...)"
         )
     if not torch.isfinite(probs).all() or (probs < 0).any():
-        raise ValueError(
-            f"a probability vector must have finite, non-negative entries, got {probs}"
-        )
+        raise ValueError(f"a probability vector must have finite, non-negative entries, got {probs}")
     total = probs.sum()
     tol = torch.finfo(probs.dtype).eps ** 0.5
     if abs(total.item() - 1.0) > tol:
-        raise ValueError(
-            f"a probability vector must sum to 1, but this one sums to {total.item():.10g}"
-        )
+        raise ValueError(f"a probability vector must sum to 1, but this one sums to {total.item():.10g}")
     return probs
 
 
@@ -126,9 +122,7 @@ def _as_probs_or_dist(d: DistLike) -> Union[torch.Tensor, Distribution]:
         return d
     if isinstance(d, (torch.Tensor, list, tuple)):
         return check_probability_vector(d)
-    raise TypeError(
-        f"expected a torch/Pyro Distribution or a probability vector, got {type(d).__name__}"
-    )
+    raise TypeError(f"expected a torch/Pyro Distribution or a probability vector, got {type(d).__name__}")
 
 
 def _as_dist(d: DistLike) -> Distribution:
@@ -158,13 +152,10 @@ def _mc_mean(samples: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return samples.mean(0), samples.std(0, unbiased=True) / math.sqrt(n)
 
 
-def _no_closed_form(
-    what: str, q: Distribution, p: Optional[Distribution] = None
-) -> NotImplementedError:
+def _no_closed_form(what: str, q: Distribution, p: Optional[Distribution] = None) -> NotImplementedError:
     names = type(q).__name__ if p is None else f"{type(q).__name__} and {type(p).__name__}"
     return NotImplementedError(
-        f"no closed form of the {what} is known for {names}; "
-        "use method='mc' for a Monte Carlo estimate"
+        f"no closed form of the {what} is known for {names}; use method='mc' for a Monte Carlo estimate"
     )
 
 
@@ -179,13 +170,9 @@ def information_content(d: DistLike, x: torch.Tensor, unit: str = "nats") -> tor
         return from_nats(-d.log_prob(x), unit)
     index = torch.as_tensor(x)
     if index.is_floating_point() or index.dtype == torch.bool:
-        raise ValueError(
-            f"outcomes of a probability vector are integer indices, got dtype {index.dtype}"
-        )
+        raise ValueError(f"outcomes of a probability vector are integer indices, got dtype {index.dtype}")
     if (index < 0).any() or (index >= d.numel()).any():
-        raise ValueError(
-            f"outcome index out of range for a probability vector of length {d.numel()}: {x}"
-        )
+        raise ValueError(f"outcome index out of range for a probability vector of length {d.numel()}: {x}")
     return from_nats(-torch.log(d[index]), unit)
 
 
@@ -282,15 +269,11 @@ def kl_divergence(
 
 def _check_same_length(q: torch.Tensor, p: torch.Tensor) -> None:
     if q.numel() != p.numel():
-        raise ValueError(
-            f"probability vectors over different outcome sets: lengths {q.numel()} and {p.numel()}"
-        )
+        raise ValueError(f"probability vectors over different outcome sets: lengths {q.numel()} and {p.numel()}")
 
 
 def _log_prob_on(p: Distribution, x: torch.Tensor) -> torch.Tensor:
     try:
         return p.log_prob(x)
     except ValueError as e:  # argument validation: q's support is not inside p's
-        raise ValueError(
-            f"p ({type(p).__name__}) cannot evaluate log p(x) on the support of q: {e}"
-        ) from e
+        raise ValueError(f"p ({type(p).__name__}) cannot evaluate log p(x) on the support of q: {e}") from e

@@ -77,11 +77,25 @@ class IWAE_ELBO(ELBO):
 
 #: The objectives by name: each builds a fresh ``pyro.infer`` ELBO given ``num_particles``.
 OBJECTIVES: Dict[str, Callable[..., ELBO]] = {
-    "elbo": lambda num_particles=1: Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1),
-    "meanfield": lambda num_particles=1: TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1),
+    "elbo": lambda num_particles=1: Trace_ELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    ),
+    "meanfield": lambda num_particles=1: TraceMeanField_ELBO(
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    ),
     "iwae": lambda num_particles=5: IWAE_ELBO(num_particles=num_particles),
-    "jit_elbo": lambda num_particles=1: JitTrace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1, ignore_jit_warnings=True),
-    "jit_meanfield": lambda num_particles=1: JitTraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1, ignore_jit_warnings=True),
+    "jit_elbo": lambda num_particles=1: JitTrace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=1,
+        ignore_jit_warnings=True,
+    ),
+    "jit_meanfield": lambda num_particles=1: JitTraceMeanField_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=1,
+        ignore_jit_warnings=True,
+    ),
 }
 #: Pyro's class names are accepted too.
 ALIASES = {
@@ -114,15 +128,15 @@ def get_objective(name: str, num_particles: int = None) -> ELBO:
     key = ALIASES.get(name, name)
     if key not in OBJECTIVES:
         raise ConfigError(
-            f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)} (or Pyro's class names "
-            f"{sorted(ALIASES)})"
+            f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)} (or Pyro's class names {sorted(ALIASES)})"
         )
     if num_particles is None:
         return OBJECTIVES[key]()
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
         raise ConfigError(
             f"num_particles must be a positive integer, got {num_particles!r}; pass e.g. "
-            f"num_particles=5, or None for the objective's default", settings=("num_particles",)
+            f"num_particles=5, or None for the objective's default",
+            settings=("num_particles",),
         )
     return OBJECTIVES[key](num_particles)
 
@@ -189,6 +203,7 @@ def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[
 
 def check_beta(beta: float) -> float:
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (beta >= 0 and math.isfinite(beta)):
-        raise ConfigError(f"beta must be a finite number >= 0, got {beta!r}; pass e.g. beta=1.0 (the ELBO)",
-                          settings=("beta",))
+        raise ConfigError(
+            f"beta must be a finite number >= 0, got {beta!r}; pass e.g. beta=1.0 (the ELBO)", settings=("beta",)
+        )
     return float(beta)

@@ -136,8 +136,11 @@ def check_latent_match(model_trace, guide_trace, enumerated_in_model: bool = Fal
     :raises SiteError: naming the sites on either side.
     """
     model_latent, guide_latent = latent_sites(model_trace), latent_sites(guide_trace)
-    missing = [name for name in model_latent if name not in guide_latent
-               and not (enumerated_in_model and model_trace.nodes[name]["infer"].get("enumerate"))]
+    missing = [
+        name
+        for name in model_latent
+        if name not in guide_latent and not (enumerated_in_model and model_trace.nodes[name]["infer"].get("enumerate"))
+    ]
     if missing:
         raise SiteError(
             f"the guide does not sample the model's latent sites {missing} (its latent sites: "

@@ -67,12 +67,14 @@ QUADRANT = 14 * 14
 def quadrant_mask(num_inputs: int) -> torch.Tensor:
     """``[784]`` booleans, True on the pixels of the ``num_inputs`` input quadrants."""
     if isinstance(num_inputs, bool) or num_inputs not in (1, 2, 3):
-        raise ConfigError(f"num_inputs must be 1, 2 or 3 input quadrants, got {num_inputs!r}; pass one of 1, 2, 3",
-                          settings=("num_inputs",))
+        raise ConfigError(
+            f"num_inputs must be 1, 2 or 3 input quadrants, got {num_inputs!r}; pass one of 1, 2, 3",
+            settings=("num_inputs",),
+        )
     mask = torch.zeros(28, 28, dtype=torch.bool)
     for q in INPUT_ORDER[:num_inputs]:
         row, col = divmod(q, 2)
-        mask[14 * row:14 * row + 14, 14 * col:14 * col + 14] = True
+        mask[14 * row : 14 * row + 14, 14 * col : 14 * col + 14] = True
     return mask.flatten()
 
 
@@ -102,8 +104,9 @@ class QuadrantPairs:
     def __init__(self, num_inputs: int, binarize: str = "dynamic") -> None:
         quadrant_mask(num_inputs)  # 1, 2 or 3, else a ConfigError naming num_inputs
         if binarize not in ("dynamic", "none"):
-            raise ConfigError(f"binarize must be 'dynamic' or 'none' for the CVAE, got {binarize!r}",
-                              settings=("binarize",))
+            raise ConfigError(
+                f"binarize must be 'dynamic' or 'none' for the CVAE, got {binarize!r}", settings=("binarize",)
+            )
         self.num_inputs, self.binarize = num_inputs, binarize
 
     def _split(self, batch: Batch, images: torch.Tensor) -> Batch:
@@ -128,13 +131,15 @@ class QuadrantDoor(nn.Module):
         if x.dim() != 2 or x.shape[-1] != QUADRANT * k:
             raise InvalidDataError(
                 f"x must be the pixels of {k} input quadrant(s), shape [B, {QUADRANT * k}], got {tuple(x.shape)}; "
-                f"split images with pyro_vae.models.cvae.split_quadrants(images, {k})")
+                f"split images with pyro_vae.models.cvae.split_quadrants(images, {k})"
+            )
         if x.shape[0] == 0:
             raise InvalidDataError("x is an empty batch (0 inputs); pass at least one")
         if y is not None and (y.shape != (x.shape[0], QUADRANT * (4 - k))):
             raise InvalidDataError(
                 f"y must be the pixels of the {4 - k} missing quadrant(s), shape [{x.shape[0]}, {QUADRANT * (4 - k)}], "
-                f"got {tuple(y.shape)}; split images with pyro_vae.models.cvae.split_quadrants(images, {k})")
+                f"got {tuple(y.shape)}; split images with pyro_vae.models.cvae.split_quadrants(images, {k})"
+            )
 
 
 class CVAE(QuadrantDoor):
@@ -148,8 +153,9 @@ class CVAE(QuadrantDoor):
 
     name = "cvae"
 
-    def __init__(self, num_inputs: int, z_dim: int = 20, hidden_dims: Sequence[int] = (500, 500),
-                 activation: str = "relu") -> None:
+    def __init__(
+        self, num_inputs: int, z_dim: int = 20, hidden_dims: Sequence[int] = (500, 500), activation: str = "relu"
+    ) -> None:
         super().__init__()
         quadrant_mask(num_inputs)  # refuses a bad count
         self.num_inputs = num_inputs
@@ -164,8 +170,12 @@ class CVAE(QuadrantDoor):
     @property
     def config(self) -> Dict[str, Any]:
         """The constructor's arguments, to rebuild the network from a checkpoint."""
-        return {"num_inputs": self.num_inputs, "z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims),
-                "activation": self.activation}
+        return {
+            "num_inputs": self.num_inputs,
+            "z_dim": self.z_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "activation": self.activation,
+        }
 
     @staticmethod
     def _normal(params: torch.Tensor) -> dist.TorchDistribution:
@@ -239,8 +249,14 @@ class Baseline(QuadrantDoor):
         return torch.sigmoid(self.net(x))
 
 
-def conditional_log_likelihood(model: Callable[..., Any], guide: Callable[..., Any], x: torch.Tensor,
-                               y: torch.Tensor, num_samples: int = 100, batch_size: int = 500) -> torch.Tensor:
+def conditional_log_likelihood(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_samples: int = 100,
+    batch_size: int = 500,
+) -> torch.Tensor:
     r"""Per pair, :math:`\log \hat p_K(y_i|x_i) = \operatorname{logsumexp}_k \log w_{ik} - \log K` with
     :math:`\log w_{ik} = \log p(z_{ik}|x_i) + \log p(y_i|x_i, z_{ik}) - \log q(z_{ik}|x_i, y_i)`,
     :math:`z_{ik} \sim q(z|x_i, y_i)`: the library's importance sampler with ``(x, y)`` as the
@@ -249,11 +265,16 @@ def conditional_log_likelihood(model: Callable[..., Any], guide: Callable[..., A
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             if not _has_sample_sites(guide, xb, yb):  # nothing latent: log p(y|x) is the model's own density
                 trace = poutine.trace(model).get_trace(xb, yb)
-                out.append(sum(site["fn"].log_prob(site["value"]) for site in trace.nodes.values()
-                               if site["type"] == "sample" and not site_is_subsample(site)))
+                out.append(
+                    sum(
+                        site["fn"].log_prob(site["value"])
+                        for site in trace.nodes.values()
+                        if site["type"] == "sample" and not site_is_subsample(site)
+                    )
+                )
                 continue
             log_w, _ = log_importance_weights(model, guide, xb, yb, num_particles=num_samples)
             out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))

@@ -104,9 +104,7 @@ class DiagonalNormalGuide(AmortizedGuide):
         name: str = "guide",
     ) -> None:
         super().__init__(x_dim, z_dim, name)
-        self.encoder = GaussianEncoder(
-            self.x_dim, self.z_dim, check_hidden_dims(hidden_dims), activation
-        )
+        self.encoder = GaussianEncoder(self.x_dim, self.z_dim, check_hidden_dims(hidden_dims), activation)
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
         loc, scale = self.encoder(x)
@@ -306,9 +304,7 @@ class IAFGuide(AmortizedGuide):
             activation,
         )
         self.flows = nn.ModuleList(
-            conditional_affine_autoregressive(
-                self.z_dim, self.context_dim, hidden_dims=flow_hidden, stable=True
-            )
+            conditional_affine_autoregressive(self.z_dim, self.context_dim, hidden_dims=flow_hidden, stable=True)
             for _ in range(self.num_flows)
         )
         # Buffers, so a saved guide reloads with the same autoregressive orderings.
@@ -356,8 +352,7 @@ def make_guide(
     """
     if name not in GUIDES:
         raise ConfigError(
-            f"unknown guide {name!r}; choose one of {sorted(GUIDES)}, or pass your own callable "
-            f"guide(x, num_data=None)"
+            f"unknown guide {name!r}; choose one of {sorted(GUIDES)}, or pass your own callable guide(x, num_data=None)"
         )
     return GUIDES[name](
         x_dim=x_dim, z_dim=z_dim, hidden_dims=hidden_dims, activation=activation, name=f"{name_prefix}.guide"

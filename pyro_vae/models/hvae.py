@@ -99,14 +99,17 @@ class HVAE(VAEBase):
         super().__init__()
         self.x_dim = check_positive("x_dim", x_dim, example=784)
         if isinstance(z_dims, (str, bytes)) or len(z_dims) != 2:
-            raise ConfigError(f"z_dims must be (size of z1, size of z2), got {z_dims!r}; pass e.g. z_dims=(100, 50)",
-                              settings=("z_dims",))
+            raise ConfigError(
+                f"z_dims must be (size of z1, size of z2), got {z_dims!r}; pass e.g. z_dims=(100, 50)",
+                settings=("z_dims",),
+            )
         self.z_dims: Tuple[int, int] = tuple(check_positive("each of z_dims", d, example=50) for d in z_dims)
         self.z_dim = self.z_dims[0]
         if isinstance(hidden_dims, (str, bytes)) or len(hidden_dims) != 2:
             raise ConfigError(
                 f"hidden_dims must be (widths between x and z1, widths between z1 and z2), got {hidden_dims!r}; "
-                f"pass e.g. hidden_dims=((200, 200), (100, 100))", settings=("hidden_dims",)
+                f"pass e.g. hidden_dims=((200, 200), (100, 100))",
+                settings=("hidden_dims",),
             )
         self.hidden_dims = (check_hidden_dims(hidden_dims[0]), check_hidden_dims(hidden_dims[1]))
         self.likelihood = get_likelihood(likelihood, self.x_dim)

@@ -41,8 +41,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, Optional
 
-import torch
 import pyro.distributions as dist
+import torch
 from torch import nn
 from torch.nn import functional as F
 
@@ -83,7 +83,7 @@ class BernoulliPixels(dist.Independent):
         logits = self.base_dist.logits
         if value.shape == logits.shape:
             return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
-        if value.dim() < logits.dim() and logits.shape[logits.dim() - value.dim():] == value.shape:
+        if value.dim() < logits.dim() and logits.shape[logits.dim() - value.dim() :] == value.shape:
             return torch.einsum("...d,...d->...", logits, value) - F.softplus(logits).sum(-1)
         logits, value = torch.broadcast_tensors(logits, value)
         return -F.binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
@@ -123,8 +123,11 @@ class Likelihood(nn.Module):
 
     def _per_feature(self, init: float) -> nn.Parameter:
         if self.x_dim is None:
-            raise ConfigError(f"the {self.name!r} likelihood learns a parameter per feature: build it with "
-                              f"get_likelihood({self.name!r}, x_dim)", settings=("likelihood",))
+            raise ConfigError(
+                f"the {self.name!r} likelihood learns a parameter per feature: build it with "
+                f"get_likelihood({self.name!r}, x_dim)",
+                settings=("likelihood",),
+            )
         return nn.Parameter(torch.full((self.x_dim,), float(init)))
 
     def _split(self, out: torch.Tensor) -> tuple:
@@ -135,9 +138,11 @@ class Likelihood(nn.Module):
         if bool(bad.any()):
             example = float(x[bad].flatten()[0])
             n = int(bad.sum())
-            raise InvalidDataError(f"the {self.name!r} likelihood needs {needs}, but {n} value{'s' if n > 1 else ''} of "
-                                   f"the data {'are' if n > 1 else 'is'} not (e.g. {example:.4g}); {fix}",
-                                   settings=("likelihood",))
+            raise InvalidDataError(
+                f"the {self.name!r} likelihood needs {needs}, but {n} value{'s' if n > 1 else ''} of "
+                f"the data {'are' if n > 1 else 'is'} not (e.g. {example:.4g}); {fix}",
+                settings=("likelihood",),
+            )
 
 
 class BernoulliLikelihood(Likelihood):
@@ -258,8 +263,12 @@ class CountLikelihood(Likelihood):
     support = "counts {0, 1, 2, ...}"
 
     def check_support(self, x: torch.Tensor) -> None:
-        self._refuse(~((x >= 0) & (x == x.round())), x, "counts, whole numbers >= 0",
-                     "pass the raw counts (not normalized or log-transformed), or choose likelihood='normal'")
+        self._refuse(
+            ~((x >= 0) & (x == x.round())),
+            x,
+            "counts, whole numbers >= 0",
+            "pass the raw counts (not normalized or log-transformed), or choose likelihood='normal'",
+        )
 
 
 class PoissonLikelihood(CountLikelihood):
@@ -296,8 +305,11 @@ class CategoricalLikelihood(Likelihood):
     def __init__(self, x_dim: Optional[int] = None, num_categories: int = 2) -> None:
         super().__init__(x_dim)
         if isinstance(num_categories, bool) or not isinstance(num_categories, int) or num_categories < 2:
-            raise ConfigError(f"a categorical likelihood needs at least 2 categories, got {num_categories!r}; name it "
-                              f"e.g. 'categorical:3'", settings=("likelihood",))
+            raise ConfigError(
+                f"a categorical likelihood needs at least 2 categories, got {num_categories!r}; name it "
+                f"e.g. 'categorical:3'",
+                settings=("likelihood",),
+            )
         self.num_categories = self.params_per_feature = num_categories
         self.name = f"categorical:{num_categories}"
 
@@ -311,9 +323,13 @@ class CategoricalLikelihood(Likelihood):
 
     def check_support(self, x: torch.Tensor) -> None:
         k = self.num_categories
-        self._refuse(~((x >= 0) & (x <= k - 1) & (x == x.round())), x, f"categories, whole numbers 0 to {k - 1}",
-                     f"code each feature's categories as 0..{k - 1}, or name the likelihood 'categorical:K' with K "
-                     f"the number of categories")
+        self._refuse(
+            ~((x >= 0) & (x <= k - 1) & (x == x.round())),
+            x,
+            f"categories, whole numbers 0 to {k - 1}",
+            f"code each feature's categories as 0..{k - 1}, or name the likelihood 'categorical:K' with K "
+            f"the number of categories",
+        )
 
 
 class DiscretizedLogisticLikelihood(Likelihood):
@@ -331,15 +347,28 @@ class DiscretizedLogisticLikelihood(Likelihood):
 
     def check_support(self, x: torch.Tensor) -> None:
         levels = x * 255
-        self._refuse(~((x >= 0) & (x <= 1) & ((levels - levels.round()).abs() < 1e-3)), x,
-                     "8-bit grey levels k/255 in [0, 1]", "divide uint8 pixels by 255 (not re-scaled, not binarized)")
+        self._refuse(
+            ~((x >= 0) & (x <= 1) & ((levels - levels.round()).abs() < 1e-3)),
+            x,
+            "8-bit grey levels k/255 in [0, 1]",
+            "divide uint8 pixels by 255 (not re-scaled, not binarized)",
+        )
 
 
 #: Every likelihood by name: ``get_likelihood(name, x_dim)`` builds one.
 LIKELIHOODS: Dict[str, Callable[[Optional[int]], Likelihood]] = {
-    cls.name: cls for cls in (BernoulliLikelihood, ContinuousBernoulliLikelihood, NormalLikelihood,
-                              HeteroscedasticNormalLikelihood, LaplaceLikelihood, StudentTLikelihood,
-                              PoissonLikelihood, NegativeBinomialLikelihood, DiscretizedLogisticLikelihood)
+    cls.name: cls
+    for cls in (
+        BernoulliLikelihood,
+        ContinuousBernoulliLikelihood,
+        NormalLikelihood,
+        HeteroscedasticNormalLikelihood,
+        LaplaceLikelihood,
+        StudentTLikelihood,
+        PoissonLikelihood,
+        NegativeBinomialLikelihood,
+        DiscretizedLogisticLikelihood,
+    )
 }
 
 
@@ -349,8 +378,10 @@ def get_likelihood(name: str, x_dim: Optional[int] = None) -> Likelihood:
     if isinstance(name, str) and name.startswith("categorical:"):
         count = name.split(":", 1)[1]
         if not count.isdigit():
-            raise ConfigError(f"{name!r}: the number of categories must be a whole number, e.g. 'categorical:3'",
-                              settings=("likelihood",))
+            raise ConfigError(
+                f"{name!r}: the number of categories must be a whole number, e.g. 'categorical:3'",
+                settings=("likelihood",),
+            )
         return CategoricalLikelihood(x_dim, int(count))
     try:
         return LIKELIHOODS[name](x_dim)

@@ -59,12 +59,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from torch import nn
 
-from pyro import poutine
-
-from pyro_vae.inference.elbo import ELBOTerms, elbo_terms
 from pyro_vae.errors import InvalidDataError
+from pyro_vae.inference.elbo import ELBOTerms, elbo_terms
 from pyro_vae.models.plate import data_plate, register_module
 
 
@@ -72,9 +71,7 @@ def _check_data(x: torch.Tensor, x_dim: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise InvalidDataError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != x_dim or not x.is_floating_point():
-        raise InvalidDataError(
-            f"x must be a float tensor of shape [batch, {x_dim}], got {tuple(x.shape)} {x.dtype}"
-        )
+        raise InvalidDataError(f"x must be a float tensor of shape [batch, {x_dim}], got {tuple(x.shape)} {x.dtype}")
     return x
 
 
@@ -140,9 +137,7 @@ class LinearGaussianModel(nn.Module):
             pyro.sample("x", self.likelihood(z), obs=x)
         return z
 
-    def sample(
-        self, num_samples: int, generator: Union[int, torch.Generator, None] = None
-    ) -> torch.Tensor:
+    def sample(self, num_samples: int, generator: Union[int, torch.Generator, None] = None) -> torch.Tensor:
         r"""Draw ``[num_samples, d]`` data by ancestral sampling: :math:`z \sim p(z)`, then
         :math:`x \sim p(x|z)`.
 
@@ -212,9 +207,7 @@ class LinearGaussianModel(nn.Module):
             raise ValueError("q_scale_tril must be lower triangular with a positive diagonal")
         return x, q_loc, q_scale_tril
 
-    def analytic_elbo_terms(
-        self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor
-    ) -> ELBOTerms:
+    def analytic_elbo_terms(self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor) -> ELBOTerms:
         r"""Closed forms of :math:`\mathbb E_q[\log p(x_i|z)]`, :math:`\mathrm{KL}(q\|p(z))` and the ELBO.
 
         For :math:`q(z|x_i) = \mathcal N(m_i, L_i L_i^\top)`, any lower-triangular
@@ -232,15 +225,11 @@ class LinearGaussianModel(nn.Module):
         kl = 0.5 * (L.pow(2).sum((-2, -1)) + m.pow(2).sum(-1) - k - log_det_s)
         return ELBOTerms(recon=recon, kl=kl, elbo=recon - kl)
 
-    def analytic_elbo(
-        self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor
-    ) -> torch.Tensor:
+    def analytic_elbo(self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor) -> torch.Tensor:
         r""":math:`\mathrm{ELBO}_i = \mathbb E_q[\log p(x_i|z)] - \mathrm{KL}(q(z|x_i)\|p(z))`, ``[batch]``."""
         return self.analytic_elbo_terms(x, q_loc, q_scale_tril).elbo
 
-    def kl_to_posterior(
-        self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor
-    ) -> torch.Tensor:
+    def kl_to_posterior(self, x: torch.Tensor, q_loc: torch.Tensor, q_scale_tril: torch.Tensor) -> torch.Tensor:
         r""":math:`\mathrm{KL}(q(z|x_i)\,\|\,p(z|x_i))` in closed form, ``[batch]`` (seed items 7-8)."""
         x, m, L = self._check_q(x, q_loc, q_scale_tril)
         precision = self.posterior_precision()
@@ -300,9 +289,7 @@ def decompose(
         gap = model.kl_to_posterior(x, loc, scale_tril.expand(x.shape[0], -1, -1))
         return ExactDecomposition(log_evidence, terms.elbo, gap, terms.recon, terms.kl, True)
     terms = elbo_terms(model.model, guide, x, num_particles=num_particles)
-    return ExactDecomposition(
-        log_evidence, terms.elbo, log_evidence - terms.elbo, terms.recon, terms.kl, False
-    )
+    return ExactDecomposition(log_evidence, terms.elbo, log_evidence - terms.elbo, terms.recon, terms.kl, False)
 
 
 class LinearGaussianGuide(nn.Module):
@@ -334,9 +321,7 @@ class LinearGaussianGuide(nn.Module):
         loc, scale = self.loc_scale(x)
         return loc, torch.diag_embed(scale)
 
-    def forward(
-        self, x: torch.Tensor, num_data: Optional[int] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, num_data: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         x = _check_data(x, self.x_dim)
         register_module(self.name, self)
         with data_plate(x.shape[0], num_data, x.device):

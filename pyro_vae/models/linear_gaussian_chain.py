@@ -78,8 +78,9 @@ class HierarchicalLinearGaussianModel(nn.Module):
     :param W: ``[d, k1]``; :param b: ``[d]``; :param sigma: observation noise, ``> 0``.
     """
 
-    def __init__(self, A: torch.Tensor, a: torch.Tensor, s: float, W: torch.Tensor, b: torch.Tensor,
-                 sigma: float) -> None:
+    def __init__(
+        self, A: torch.Tensor, a: torch.Tensor, s: float, W: torch.Tensor, b: torch.Tensor, sigma: float
+    ) -> None:
         super().__init__()
         W = torch.as_tensor(W)
         if not W.is_floating_point():
@@ -207,18 +208,31 @@ class HierarchicalLinearGaussianModel(nn.Module):
         S1 = S[:k1, :k1]
         var = self.sigma**2
         resid = x - self.b - m1 @ self.W.T
-        recon = (-0.5 * self.x_dim * torch.log(2 * math.pi * var)
-                 - (resid.pow(2).sum(-1) + (self.W @ S1 @ self.W.T).trace()) / (2 * var))
+        recon = -0.5 * self.x_dim * torch.log(2 * math.pi * var) - (
+            resid.pow(2).sum(-1) + (self.W @ S1 @ self.W.T).trace()
+        ) / (2 * var)
         G = torch.cat([torch.eye(k1, dtype=m.dtype, device=m.device), -self.A], 1)  # z1 - A z2 = G u
         sq = (m @ G.T - self.a).pow(2).sum(-1) + (G @ S @ G.T).trace()
-        kl_z1 = -_gaussian_entropy(guide.scale_tril1()) + 0.5 * k1 * torch.log(2 * math.pi * self.s**2) + sq / (2 * self.s**2)
-        kl_z2 = (-_gaussian_entropy(guide.scale_tril2()) + 0.5 * k2 * math.log(2 * math.pi)
-                 + 0.5 * (m2.pow(2).sum(-1) + S[k1:, k1:].trace()))
+        kl_z1 = (
+            -_gaussian_entropy(guide.scale_tril1())
+            + 0.5 * k1 * torch.log(2 * math.pi * self.s**2)
+            + sq / (2 * self.s**2)
+        )
+        kl_z2 = (
+            -_gaussian_entropy(guide.scale_tril2())
+            + 0.5 * k2 * math.log(2 * math.pi)
+            + 0.5 * (m2.pow(2).sum(-1) + S[k1:, k1:].trace())
+        )
         elbo = recon - kl_z1 - kl_z2
         precision = self.posterior_precision()
         delta = self.posterior(x).loc - m
-        gap = 0.5 * ((precision @ S).trace() + ((delta @ precision) * delta).sum(-1) - (k1 + k2)
-                     - torch.logdet(S) - torch.logdet(precision))
+        gap = 0.5 * (
+            (precision @ S).trace()
+            + ((delta @ precision) * delta).sum(-1)
+            - (k1 + k2)
+            - torch.logdet(S)
+            - torch.logdet(precision)
+        )
         return HierarchicalDecomposition(self.log_evidence(x), elbo, gap, recon, kl_z1, kl_z2)
 
 

@@ -10,7 +10,6 @@ from typing import Sequence, Tuple
 
 import torch
 from torch import nn
-
 from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError
@@ -24,14 +23,15 @@ def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:
         hidden_dims = (hidden_dims,)
     if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
         raise ConfigError(
-            f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; "
-            f"pass e.g. hidden_dims=(400,)", settings=("hidden_dims",)
+            f"hidden_dims must be a sequence of layer widths, got {hidden_dims!r}; pass e.g. hidden_dims=(400,)",
+            settings=("hidden_dims",),
         )
     for h in hidden_dims:
         if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
             raise ConfigError(
                 f"each hidden size must be a positive integer, got {h!r} in hidden_dims="
-                f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,)", settings=("hidden_dims",)
+                f"{tuple(hidden_dims)!r}; pass e.g. hidden_dims=(400,)",
+                settings=("hidden_dims",),
             )
     return tuple(hidden_dims)
 
@@ -42,8 +42,9 @@ def check_activation(activation: str, setting: str = "activation") -> str:
     :raises ConfigError: naming ``setting``, the option that chose it.
     """
     if not isinstance(activation, str) or activation not in ACTIVATIONS:  # a list is not even hashable
-        raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}",
-                          settings=(setting,))
+        raise ConfigError(
+            f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}", settings=(setting,)
+        )
     return activation
 
 
@@ -58,8 +59,9 @@ def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def strided_convolutions(image_shape: Tuple[int, int, int], channels: Sequence[int],
-                         activation: str = "elu") -> Tuple[nn.Sequential, int]:
+def strided_convolutions(
+    image_shape: Tuple[int, int, int], channels: Sequence[int], activation: str = "elu"
+) -> Tuple[nn.Sequential, int]:
     """3x3 convolutions of stride 2 (each halves height and width, rounding up), the
     activation after each, then flattened: the network and the size of its output for
     ``[B, *image_shape]`` images. Where it is a setting, the activation is ``conv_activation``."""

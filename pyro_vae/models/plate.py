@@ -20,7 +20,6 @@ import torch
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
-
 _skip = threading.local()
 
 

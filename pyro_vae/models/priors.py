@@ -55,9 +55,7 @@ PRIORS = ("standard", "vamp")
 def check_prior(prior: str) -> str:
     """``prior`` if it names a prior of :data:`PRIORS`, else a :class:`~pyro_vae.errors.ConfigError` listing them."""
     if prior not in PRIORS:
-        raise ConfigError(
-            f"unknown prior {prior!r}; choose one of {list(PRIORS)}", settings=("prior",)
-        )
+        raise ConfigError(f"unknown prior {prior!r}; choose one of {list(PRIORS)}", settings=("prior",))
     return prior
 
 
@@ -112,7 +110,8 @@ class VampPrior(nn.Module):
             if init.shape != (self.num_pseudo_inputs, self.input_dim):
                 raise ConfigError(
                     f"init must have shape [{self.num_pseudo_inputs}, {self.input_dim}] (one pseudo-input "
-                    f"per row), got {tuple(init.shape)}", settings=("num_pseudo_inputs",)
+                    f"per row), got {tuple(init.shape)}",
+                    settings=("num_pseudo_inputs",),
                 )
             raw = torch.logit(init.clamp(1e-3, 1 - 1e-3))
         self.raw_pseudo_inputs = nn.Parameter(raw)

@@ -75,15 +75,18 @@ def check_labels(y: torch.Tensor, num_classes: int, batch: int) -> torch.Tensor:
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
-        raise InvalidDataError(f"labels must be integers, got dtype {str(y.dtype).replace('torch.', '')}; "
-                               f"pass y.long()")
+        raise InvalidDataError(
+            f"labels must be integers, got dtype {str(y.dtype).replace('torch.', '')}; pass y.long()"
+        )
     if y.shape != (batch,):
         raise InvalidDataError(f"labels must have shape [{batch}] (one per image), got {tuple(y.shape)}")
     bad = ((y < 0) | (y >= num_classes)).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        raise InvalidDataError(f"label {int(y[i])} at position {i} is outside 0-{num_classes - 1}; "
-                               f"labels must be class indices 0-{num_classes - 1}")
+        raise InvalidDataError(
+            f"label {int(y[i])} at position {i} is outside 0-{num_classes - 1}; "
+            f"labels must be class indices 0-{num_classes - 1}"
+        )
     return y.long()
 
 
@@ -117,9 +120,17 @@ class SSVAE(nn.Module):
 
     name = "ss_vae"
 
-    def __init__(self, z_dim: int = 50, hidden_dims: Sequence[int] = (500,), num_classes: int = 10,
-                 x_dim: int = 784, alpha: float = 0.1 * 60000, activation: str = "softplus",
-                 classifier: str = "mlp", grey_targets: bool = False) -> None:
+    def __init__(
+        self,
+        z_dim: int = 50,
+        hidden_dims: Sequence[int] = (500,),
+        num_classes: int = 10,
+        x_dim: int = 784,
+        alpha: float = 0.1 * 60000,
+        activation: str = "softplus",
+        classifier: str = "mlp",
+        grey_targets: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(grey_targets, bool):
             raise ConfigError(f"grey_targets must be True or False, got {grey_targets!r}", settings=("grey_targets",))
@@ -129,8 +140,10 @@ class SSVAE(nn.Module):
         self.x_dim = check_positive("x_dim", x_dim, example=784)
         self.hidden_dims = check_hidden_dims(hidden_dims)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0 or math.isinf(alpha):
-            raise ConfigError(f"alpha must be a finite number >= 0, got {alpha!r}; pass e.g. alpha=0.1 * num_train "
-                              f"(Kingma et al.)", settings=("alpha",))
+            raise ConfigError(
+                f"alpha must be a finite number >= 0, got {alpha!r}; pass e.g. alpha=0.1 * num_train (Kingma et al.)",
+                settings=("alpha",),
+            )
         self.alpha = float(alpha)
         self.activation = activation
         h = list(self.hidden_dims)
@@ -140,10 +153,15 @@ class SSVAE(nn.Module):
             self.encoder_y = mlp([x_dim, *h, num_classes], activation)
         elif classifier == "conv":
             if x_dim != 784:
-                raise ConfigError(f"classifier='conv' reads 28x28 images (x_dim=784), got x_dim={x_dim}; "
-                                  f"pass classifier='mlp' for other inputs", settings=("classifier", "x_dim"))
+                raise ConfigError(
+                    f"classifier='conv' reads 28x28 images (x_dim=784), got x_dim={x_dim}; "
+                    f"pass classifier='mlp' for other inputs",
+                    settings=("classifier", "x_dim"),
+                )
             conv, features = strided_convolutions((1, 28, 28), (32, 64), "elu")
-            self.encoder_y = nn.Sequential(nn.Unflatten(-1, (1, 28, 28)), conv, mlp([features, *h, num_classes], activation))
+            self.encoder_y = nn.Sequential(
+                nn.Unflatten(-1, (1, 28, 28)), conv, mlp([features, *h, num_classes], activation)
+            )
         else:
             raise ConfigError(f"unknown classifier {classifier!r}; choose 'mlp' or 'conv'", settings=("classifier",))
         #: q(z|x,y): loc and pre-softplus scale of the style
@@ -154,9 +172,16 @@ class SSVAE(nn.Module):
     @property
     def config(self) -> Dict[str, Any]:
         """The constructor's arguments, to rebuild the model from a checkpoint."""
-        return {"z_dim": self.z_dim, "hidden_dims": list(self.hidden_dims), "num_classes": self.num_classes,
-                "x_dim": self.x_dim, "alpha": self.alpha, "activation": self.activation,
-                "classifier": self.classifier_network, "grey_targets": self.grey_targets}
+        return {
+            "z_dim": self.z_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "num_classes": self.num_classes,
+            "x_dim": self.x_dim,
+            "alpha": self.alpha,
+            "activation": self.activation,
+            "classifier": self.classifier_network,
+            "grey_targets": self.grey_targets,
+        }
 
     # ---- the door --------------------------------------------------------------------------
     def _enter(self, x: torch.Tensor, y: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -169,9 +194,11 @@ class SSVAE(nn.Module):
                 if ((x < 0) | (x > 1)).any():
                     raise InvalidDataError("x must be grey levels in [0, 1]; scale pixels of 0-255 by 1/255")
             elif ((x != 0) & (x != 1)).any():
-                raise InvalidDataError("x must be binary (0 or 1) for the Bernoulli likelihood; binarize it first, "
-                                       "e.g. pyro_vae.binarize(x, 'dynamic') (or build SSVAE(grey_targets=True) "
-                                       "for Pyro's tutorial's cross-entropy of grey levels)")
+                raise InvalidDataError(
+                    "x must be binary (0 or 1) for the Bernoulli likelihood; binarize it first, "
+                    "e.g. pyro_vae.binarize(x, 'dynamic') (or build SSVAE(grey_targets=True) "
+                    "for Pyro's tutorial's cross-entropy of grey levels)"
+                )
         if y is not None:
             y = check_labels(y, self.num_classes, x.shape[0]).to(x.device)
         return x, y
@@ -236,8 +263,10 @@ class SSVAE(nn.Module):
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
         """Fraction of ``x`` whose :meth:`classify` equals ``y`` (grey levels are fine)."""
         y = check_labels(y, self.num_classes, len(x))
-        right = sum(int((self.classify(x[i:i + batch_size]) == y[i:i + batch_size]).sum())
-                    for i in range(0, len(x), batch_size))
+        right = sum(
+            int((self.classify(x[i : i + batch_size]) == y[i : i + batch_size]).sum())
+            for i in range(0, len(x), batch_size)
+        )
         return right / len(x)
 
     @torch.no_grad()
@@ -284,29 +313,46 @@ class SemiSupervisedELBO(ELBO):
         #: the labelled pairs have nothing to enumerate: their ELBO and the classification loss
         self.labelled_elbo = Trace_ELBO(max_plate_nesting=1)
 
-    def parts(self, model: Any, guide: Any, x: torch.Tensor, x_labelled: torch.Tensor, y_labelled: torch.Tensor,
-              num_data: Optional[int] = None) -> Dict[str, torch.Tensor]:
+    def parts(
+        self,
+        model: Any,
+        guide: Any,
+        x: torch.Tensor,
+        x_labelled: torch.Tensor,
+        y_labelled: torch.Tensor,
+        num_data: Optional[int] = None,
+    ) -> Dict[str, torch.Tensor]:
         r"""The loss's three terms, each differentiable: ``"unlabelled"`` (the label summed out),
         ``"labelled"`` (the labelled ELBO) and ``"classifier"`` (:math:`-\alpha \log q_\phi(y|x)`),
         each at its own scale :math:`N/B`."""
         n_l = self.num_labelled
-        out = {"unlabelled": self.unlabelled_elbo.differentiable_loss(model, config_enumerate(guide, "parallel"), x,
-                                                                  num_data=num_data),
-               "labelled": self.labelled_elbo.differentiable_loss(model, guide, x_labelled, y_labelled, num_data=n_l)}
+        out = {
+            "unlabelled": self.unlabelled_elbo.differentiable_loss(
+                model, config_enumerate(guide, "parallel"), x, num_data=num_data
+            ),
+            "labelled": self.labelled_elbo.differentiable_loss(model, guide, x_labelled, y_labelled, num_data=n_l),
+        }
         if self.vae.alpha > 0:
             out["classifier"] = self.labelled_elbo.differentiable_loss(
-                self.vae.classifier_model, self.vae.classifier_guide, x_labelled, y_labelled, num_data=n_l)
+                self.vae.classifier_model, self.vae.classifier_guide, x_labelled, y_labelled, num_data=n_l
+            )
         return out
 
     def differentiable_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         if len(args) != 3:
-            raise ConfigError(f"M2's objective reads each step's data as (x, x_labelled, y_labelled), got "
-                              f"{len(args)} tensor(s); train with transform=LabelledBatches(labelled images, "
-                              f"labels) (pyro_vae.data.semi_supervised)", settings=("transform",))
+            raise ConfigError(
+                f"M2's objective reads each step's data as (x, x_labelled, y_labelled), got "
+                f"{len(args)} tensor(s); train with transform=LabelledBatches(labelled images, "
+                f"labels) (pyro_vae.data.semi_supervised)",
+                settings=("transform",),
+            )
         if len(args[1]) > self.num_labelled:
-            raise ConfigError(f"a labelled minibatch of {len(args[1])} images, but num_labelled={self.num_labelled}; "
-                              f"pass SemiSupervisedELBO(vae, labelled.num_labelled) for the LabelledBatches "
-                              f"given as the transform", settings=("num_labelled",))
+            raise ConfigError(
+                f"a labelled minibatch of {len(args[1])} images, but num_labelled={self.num_labelled}; "
+                f"pass SemiSupervisedELBO(vae, labelled.num_labelled) for the LabelledBatches "
+                f"given as the transform",
+                settings=("num_labelled",),
+            )
         return sum(self.parts(model, guide, *args, **kwargs).values())
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
@@ -336,25 +382,34 @@ class SSVAEProgram(Program):
 
     def check_objective(self, elbo: Any) -> None:
         if not isinstance(elbo, SemiSupervisedELBO) or elbo.vae is not self.vae:
-            raise ConfigError(f"M2 trains on the semi-supervised objective of this very model, got "
-                              f"{type(elbo).__name__}; pass objective=SemiSupervisedELBO(vae, "
-                              f"labelled.num_labelled) with transform=labelled, a LabelledBatches",
-                              settings=("objective",))
+            raise ConfigError(
+                f"M2 trains on the semi-supervised objective of this very model, got "
+                f"{type(elbo).__name__}; pass objective=SemiSupervisedELBO(vae, "
+                f"labelled.num_labelled) with transform=labelled, a LabelledBatches",
+                settings=("objective",),
+            )
 
     def parts(self, batch: Batch, num_data: int) -> List[Tuple[str, Batch, int]]:
         if len(batch.tensors) != 3:
-            raise ConfigError(f"M2 steps on unlabelled images each beside a labelled minibatch, (x, x_labelled, "
-                              f"y_labelled), got {len(batch.tensors)} tensor(s); pass transform=LabelledBatches("
-                              f"labelled images, labels) (pyro_vae.data.semi_supervised)", settings=("transform",))
+            raise ConfigError(
+                f"M2 steps on unlabelled images each beside a labelled minibatch, (x, x_labelled, "
+                f"y_labelled), got {len(batch.tensors)} tensor(s); pass transform=LabelledBatches("
+                f"labelled images, labels) (pyro_vae.data.semi_supervised)",
+                settings=("transform",),
+            )
         x, x_labelled, y_labelled = batch.tensors
-        return [("unlabelled", Batch((x,), {}), num_data),
-                ("labelled", Batch((x_labelled, y_labelled), {}), len(x_labelled))]
+        return [
+            ("unlabelled", Batch((x,), {}), num_data),
+            ("labelled", Batch((x_labelled, y_labelled), {}), len(x_labelled)),
+        ]
 
     def prepare(self, batch: Batch, what: str, binarize: Optional[str]) -> Batch:
         """The unlabelled images alone, flattened, their pixels in [0, 1] (the transform binarizes)."""
         if len(batch.tensors) != 1:
-            raise InvalidDataError(f"the {what} of M2 are its unlabelled images alone, one tensor (the labelled "
-                                   f"ones come with the transform, LabelledBatches); got {len(batch.tensors)} tensors")
+            raise InvalidDataError(
+                f"the {what} of M2 are its unlabelled images alone, one tensor (the labelled "
+                f"ones come with the transform, LabelledBatches); got {len(batch.tensors)} tensors"
+            )
         x = flatten_images(batch.first, self.vae.x_dim)
         check_pixels(x, what)
         return Batch((x,), {})

@@ -56,8 +56,7 @@ from pyro_vae.models.priors import VampPrior, check_prior, standard_normal
 from pyro_vae.rng import rng_fork
 
 #: How a tensor of each floating dtype is converted (``x.float()``, ``vae.double()``).
-_DTYPE_METHODS = {torch.float16: "half", torch.bfloat16: "bfloat16", torch.float32: "float",
-                  torch.float64: "double"}
+_DTYPE_METHODS = {torch.float16: "half", torch.bfloat16: "bfloat16", torch.float32: "float", torch.float64: "double"}
 
 
 def _refuse_empty(x: torch.Tensor) -> None:
@@ -154,8 +153,14 @@ class VAEBase(nn.Module):
         x = self.flatten(x)
         self.check_input(x[:2])  # bad data is the data's fault, not the guide's
         with rng_fork(0), poutine.block(), registration_skipped(False), pyro.validation_enabled(True):
-            check_guide(self._model, self._guide, x, self._contract_z_dim, self.require_reparameterized,
-                        num_data=num_data if scaled else None)
+            check_guide(
+                self._model,
+                self._guide,
+                x,
+                self._contract_z_dim,
+                self.require_reparameterized,
+                num_data=num_data if scaled else None,
+            )
         self.guide_checked = True
         self.guide_scale_checked = self.guide_scale_checked or scaled
 

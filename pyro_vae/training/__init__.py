@@ -23,12 +23,22 @@
 ==========================  ==============================================================
 """
 
-from pyro_vae.training.callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
 from pyro_vae.training.averaging import WeightAveraging
 from pyro_vae.training.budget import BudgetSchedule, TimeBudget
+from pyro_vae.training.callbacks import Callback, ConsoleLog, MetricsFile, ProgressBar
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.early_stopping import EarlyStopping
 from pyro_vae.training.trainer import Trainer
 
-__all__ = ["Trainer", "TrainConfig", "Callback", "ProgressBar", "ConsoleLog", "MetricsFile", "EarlyStopping", "WeightAveraging",
-           "BudgetSchedule", "TimeBudget"]
+__all__ = [
+    "Trainer",
+    "TrainConfig",
+    "Callback",
+    "ProgressBar",
+    "ConsoleLog",
+    "MetricsFile",
+    "EarlyStopping",
+    "WeightAveraging",
+    "BudgetSchedule",
+    "TimeBudget",
+]

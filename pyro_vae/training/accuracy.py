@@ -21,10 +21,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @torch.no_grad()
-def accuracy(classify: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 2000) -> float:
+def accuracy(
+    classify: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000
+) -> float:
     """The fraction of ``x`` whose ``classify(x)`` (predicted classes) equals ``y``."""
-    right = sum(int((classify(x[i:i + batch_size]) == y[i:i + batch_size]).sum()) for i in range(0, len(x), batch_size))
+    right = sum(
+        int((classify(x[i : i + batch_size]) == y[i : i + batch_size]).sum()) for i in range(0, len(x), batch_size)
+    )
     return right / len(x)
 
 
@@ -42,21 +45,34 @@ class ClassifierAccuracy(Callback):
     accuracies.
     """
 
-    def __init__(self, classify: Callable[[torch.Tensor], torch.Tensor], data: Dict[str, Tuple[torch.Tensor, torch.Tensor]],
-                 averaging: Optional[WeightAveraging] = None, batch_size: int = 2000) -> None:
+    def __init__(
+        self,
+        classify: Callable[[torch.Tensor], torch.Tensor],
+        data: Dict[str, Tuple[torch.Tensor, torch.Tensor]],
+        averaging: Optional[WeightAveraging] = None,
+        batch_size: int = 2000,
+    ) -> None:
         if not callable(classify):
-            raise ConfigError(f"classify must map images to predicted classes, e.g. ssvae.classify; got a "
-                              f"{type(classify).__name__}", settings=("classify",))
+            raise ConfigError(
+                f"classify must map images to predicted classes, e.g. ssvae.classify; got a {type(classify).__name__}",
+                settings=("classify",),
+            )
         for name, pair in data.items():
-            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)) \
-                    or len(pair[0]) != len(pair[1]) or len(pair[0]) == 0:
-                raise InvalidDataError(f"held-out data {name!r} must be a tuple (x, y) of tensors with one label "
-                                       f"per image, at least one")
+            if (
+                not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair))
+                or len(pair[0]) != len(pair[1])
+                or len(pair[0]) == 0
+            ):
+                raise InvalidDataError(
+                    f"held-out data {name!r} must be a tuple (x, y) of tensors with one label per image, at least one"
+                )
         self.classify, self.data, self.averaging, self.batch_size = classify, data, averaging, batch_size
 
     def _scores(self, prefix: str = "") -> Dict[str, float]:
-        return {f"{prefix}{name}_accuracy": accuracy(self.classify, x, y, self.batch_size)
-                for name, (x, y) in self.data.items()}
+        return {
+            f"{prefix}{name}_accuracy": accuracy(self.classify, x, y, self.batch_size)
+            for name, (x, y) in self.data.items()
+        }
 
     def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         record.update(self._scores())

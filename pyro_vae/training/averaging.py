@@ -107,9 +107,12 @@ class WeightAveraging(Callback):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if state["average"] is not None and int(state["start_epoch"]) != self.start_epoch:
-            raise ConfigError(f"the checkpoint's weights are averaged from epoch {state['start_epoch']}; resume "
-                              f"with start_epoch={state['start_epoch']}, or start a new run to average from "
-                              f"epoch {self.start_epoch}", settings=("start_epoch",))
+            raise ConfigError(
+                f"the checkpoint's weights are averaged from epoch {state['start_epoch']}; resume "
+                f"with start_epoch={state['start_epoch']}, or start a new run to average from "
+                f"epoch {self.start_epoch}",
+                settings=("start_epoch",),
+            )
         self._pending = state["average"]
 
     def on_fit_start(self, trainer: "Trainer") -> None:
@@ -117,6 +120,8 @@ class WeightAveraging(Callback):
             self._average(trainer).load_state_dict(self._pending)
             self._pending = None
         elif self.averaged is None and trainer.epoch >= self.start_epoch:
-            raise ConfigError(f"start_epoch={self.start_epoch} is not after the checkpoint's epoch {trainer.epoch}, "
-                              f"whose earlier weights are gone; pass start_epoch={trainer.epoch + 1} or later",
-                              settings=("start_epoch",))
+            raise ConfigError(
+                f"start_epoch={self.start_epoch} is not after the checkpoint's epoch {trainer.epoch}, "
+                f"whose earlier weights are gone; pass start_epoch={trainer.epoch + 1} or later",
+                settings=("start_epoch",),
+            )

@@ -71,17 +71,24 @@ class BudgetSchedule:
         if not 0 < self.lr_final <= self.lr:
             raise ConfigError(f"lr_final must be in (0, lr={self.lr}], got {self.lr_final!r}", settings=("lr_final",))
         if self.warmup_minutes < 0 or not 0 <= self.warmup_fraction <= 1:
-            raise ConfigError(f"warmup_minutes must be >= 0 and warmup_fraction in [0, 1], got "
-                              f"{self.warmup_minutes!r} and {self.warmup_fraction!r}",
-                              settings=("warmup_minutes", "warmup_fraction"))
+            raise ConfigError(
+                f"warmup_minutes must be >= 0 and warmup_fraction in [0, 1], got "
+                f"{self.warmup_minutes!r} and {self.warmup_fraction!r}",
+                settings=("warmup_minutes", "warmup_fraction"),
+            )
         if any(not 0 < f < 1 for f in self.batch_doublings):
-            raise ConfigError(f"batch_doublings are fractions of the budget in (0, 1), got "
-                              f"{list(self.batch_doublings)}", settings=("batch_doublings",))
+            raise ConfigError(
+                f"batch_doublings are fractions of the budget in (0, 1), got {list(self.batch_doublings)}",
+                settings=("batch_doublings",),
+            )
         if self.final_objective is not None:
             get_objective(self.final_objective, self.final_particles)  # refuses an unknown name by itself
             if not 0 < self.final_from < 1:
-                raise ConfigError(f"final_from is the fraction of the budget where final_objective starts, in "
-                                  f"(0, 1), got {self.final_from!r}", settings=("final_from",))
+                raise ConfigError(
+                    f"final_from is the fraction of the budget where final_objective starts, in "
+                    f"(0, 1), got {self.final_from!r}",
+                    settings=("final_from",),
+                )
 
     @property
     def warmup(self) -> float:

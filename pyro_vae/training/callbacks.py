@@ -84,10 +84,11 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks: List[Callback] = list(callbacks)
 
-    def _each(name: str) -> Callable[..., None]:  # noqa: N805 -- builds the methods below
+    def _each(name: str) -> Callable[..., None]:
         def call(self: "CallbackList", *args: Any) -> None:
             for callback in self.callbacks:
                 getattr(callback, name)(*args)
+
         call.__name__ = name
         return call
 
@@ -133,8 +134,14 @@ class ProgressBar(Callback):
         self._bar: Optional[tqdm] = None
 
     def on_epoch_start(self, trainer: "Trainer", num_steps: int, first_step: int) -> None:
-        self._bar = tqdm(total=num_steps, initial=first_step, desc=f"epoch {trainer.epoch + 1}", unit="step",
-                         leave=False, disable=None if trainer.rank == 0 else True)
+        self._bar = tqdm(
+            total=num_steps,
+            initial=first_step,
+            desc=f"epoch {trainer.epoch + 1}",
+            unit="step",
+            leave=False,
+            disable=None if trainer.rank == 0 else True,
+        )
 
     def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None:
         self._bar.update(1)

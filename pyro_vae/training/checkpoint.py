@@ -48,8 +48,8 @@ def check_writable_dir(directory: Union[str, os.PathLike], what: str = "output d
     except OSError as err:
         reason = err.strerror or errno.errorcode.get(err.errno or 0, type(err).__name__)
         raise OutputDirError(
-            f"cannot write to the {what} {str(directory)!r} ({reason}); choose a writable "
-            f"directory", settings=("checkpoint",)
+            f"cannot write to the {what} {str(directory)!r} ({reason}); choose a writable directory",
+            settings=("checkpoint",),
         ) from None
     return directory
 
@@ -77,8 +77,10 @@ def _why_unreadable(err: Exception) -> str:
     without its advice to retry with ``weights_only=False`` (never safe for a file of unknown origin)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(err).split()))
     if "Weights only load failed" in text:
-        return (f"{type(err).__name__}: it is not made of tensors and plain containers only, which is "
-                f"all that torch.load(weights_only=True) reads")
+        return (
+            f"{type(err).__name__}: it is not made of tensors and plain containers only, which is "
+            f"all that torch.load(weights_only=True) reads"
+        )
     sentence = re.split(r"(?<=[a-z)])\. ", text, maxsplit=1)[0].rstrip(".")
     return f"{type(err).__name__}: {sentence[:200]}" if sentence else type(err).__name__
 
@@ -92,8 +94,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"no checkpoint at {path}; train without resuming first, or give the path of "
-            f"the run to resume", settings=("checkpoint",)
+            f"no checkpoint at {path}; train without resuming first, or give the path of the run to resume",
+            settings=("checkpoint",),
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -105,7 +107,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a pyro_vae checkpoint (no '{FORMAT}' tag); give the path of a run "
-            f"written by pyro_vae, or delete the file to start afresh", settings=("checkpoint",)
+            f"written by pyro_vae, or delete the file to start afresh",
+            settings=("checkpoint",),
         )
     if state.get("version") != VERSION:
         raise CheckpointError(

@@ -87,18 +87,27 @@ class TrainConfig:
         objective, particles = self.objective, self.num_particles
         if isinstance(objective, str):
             if ALIASES.get(objective, objective) not in OBJECTIVES:
-                raise ConfigError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)} (or "
-                                  f"Pyro's class names {sorted(ALIASES)})", settings=("objective",))
-            if particles is not None and (isinstance(particles, bool) or not isinstance(particles, int)
-                                          or particles < 1):
-                raise ConfigError(f"num_particles must be a positive integer, got {particles!r}; pass e.g. "
-                                  f"num_particles=5, or None for the objective's default",
-                                  settings=("num_particles",))
+                raise ConfigError(
+                    f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)} (or "
+                    f"Pyro's class names {sorted(ALIASES)})",
+                    settings=("objective",),
+                )
+            if particles is not None and (
+                isinstance(particles, bool) or not isinstance(particles, int) or particles < 1
+            ):
+                raise ConfigError(
+                    f"num_particles must be a positive integer, got {particles!r}; pass e.g. "
+                    f"num_particles=5, or None for the objective's default",
+                    settings=("num_particles",),
+                )
             object.__setattr__(self, "objective", ALIASES.get(objective, objective))
             return
         if not isinstance(objective, ELBO):
-            raise ConfigError(f"objective must be a name ({', '.join(sorted(OBJECTIVES))}) or a pyro.infer "
-                              f"ELBO instance, got {type(objective).__name__}", settings=("objective",))
+            raise ConfigError(
+                f"objective must be a name ({', '.join(sorted(OBJECTIVES))}) or a pyro.infer "
+                f"ELBO instance, got {type(objective).__name__}",
+                settings=("objective",),
+            )
         if particles is not None and particles != objective.num_particles:
             raise ConfigError(
                 f"num_particles={particles} but the objective {type(objective).__name__} has "
@@ -138,13 +147,13 @@ class TrainConfig:
     def settings(self) -> Dict[str, Any]:
         """What a checkpoint records: every setting that shapes the run's numbers, the
         objective by name (``validate`` and ``distributed`` change how, not what, is computed)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("validate", "distributed")}
+        out = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("validate", "distributed")
+        }
         out["objective"] = self.objective_name
         return out
 
     def diff(self, saved: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
         """``{setting: (saved value, this value)}`` for every setting that differs from
         ``saved`` (the :meth:`settings` a checkpoint recorded)."""
-        return {key: (saved.get(key), value) for key, value in self.settings().items()
-                if saved.get(key) != value}
+        return {key: (saved.get(key), value) for key, value in self.settings().items() if saved.get(key) != value}

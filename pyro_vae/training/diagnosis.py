@@ -17,10 +17,10 @@ import torch
 from pyro import poutine
 from torch.distributions import Distribution
 
-from pyro_vae.inference.elbo import elbo_terms
-from pyro_vae.errors import NonFiniteError
-from pyro_vae.rng import rng_fork
 from pyro_vae.data.batches import Batch
+from pyro_vae.errors import NonFiniteError
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.rng import rng_fork
 
 
 def grad_norm(grads: List[torch.Tensor]) -> torch.Tensor:
@@ -52,8 +52,9 @@ TERMS = (
 )
 
 
-def diagnose(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
-             analytic_kl: bool) -> Tuple[Optional[str], str]:
+def diagnose(
+    program: Any, batch: Batch, num_data: int, noise: torch.Tensor, analytic_kl: bool
+) -> Tuple[Optional[str], str]:
     """``(term, detail)``: which part of the ELBO, ``"reconstruction"`` or ``"KL"``, is non-finite
     on ``batch`` -- in value, or in gradient at the training scale (the batch sum times
     ``num_data / B``) -- and a sentence saying so.
@@ -66,8 +67,7 @@ def diagnose(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
         torch.set_rng_state(noise)
         try:
             with poutine.trace(param_only=True) as capture:
-                terms = elbo_terms(program.model, program.guide, *batch.args, analytic_kl=analytic_kl,
-                                   **batch.kwargs)
+                terms = elbo_terms(program.model, program.guide, *batch.args, analytic_kl=analytic_kl, **batch.kwargs)
         except Exception as err:  # a diagnosis must not hide the error it explains
             return None, f"evaluating its ELBO raised {type(err).__name__}: {str(err).splitlines()[0]}"
         params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
@@ -93,20 +93,26 @@ def diagnose(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
     if bad:
         return " and ".join(bad), f"{detail}: the {' and '.join(bad)} term{'s' if len(bad) > 1 else ''} went bad"
     # The loss is KL - reconstruction: is its gradient finite too?
-    loss_grads = [(0 if k is None else k) - (0 if r is None else r)
-                  for k, r in zip(grads_of["KL"], grads_of["reconstruction"]) if k is not None or r is not None]
+    loss_grads = [
+        (0 if k is None else k) - (0 if r is None else r)
+        for k, r in zip(grads_of["KL"], grads_of["reconstruction"])
+        if k is not None or r is not None
+    ]
     total = float(grad_norm(loss_grads))
     if math.isfinite(total):
-        return None, (f"{detail}, and so is the loss's gradient (norm {total:.3g}): replaying the step "
-                      f"with its own noise did not reproduce the failure here")
+        return None, (
+            f"{detail}, and so is the loss's gradient (norm {total:.3g}): replaying the step "
+            f"with its own noise did not reproduce the failure here"
+        )
     # Each term's gradient is finite alone, but not their sum: name the larger one.
     term = max(norms, key=norms.get)
     sizes = ", ".join(f"{norms[k]:.3g} for {k}" for k in norms)
     return term, f"{detail}, with gradient norms {sizes} that overflow together: the {term} term dominates"
 
 
-def diagnose_parts(program: Any, batch: Batch, num_data: int, noise: torch.Tensor,
-                   analytic_kl: bool) -> Tuple[Optional[str], str]:
+def diagnose_parts(
+    program: Any, batch: Batch, num_data: int, noise: torch.Tensor, analytic_kl: bool
+) -> Tuple[Optional[str], str]:
     """:func:`diagnose` of each part of a step's batch (:meth:`Program.parts
     <pyro_vae.training.program.Program.parts>`: one for most models; M2's unlabelled and labelled
     minibatches), naming the first part whose term went bad."""
@@ -122,8 +128,15 @@ def diagnose_parts(program: Any, batch: Batch, num_data: int, noise: torch.Tenso
     return None, "; ".join(details)
 
 
-def non_finite_error(reason: str, term: Optional[str], detail: str, epoch: int, step: int,
-                     last_checkpoint: Optional[Tuple[str, int, int]], checkpoint_path: Optional[str]) -> NonFiniteError:
+def non_finite_error(
+    reason: str,
+    term: Optional[str],
+    detail: str,
+    epoch: int,
+    step: int,
+    last_checkpoint: Optional[Tuple[str, int, int]],
+    checkpoint_path: Optional[str],
+) -> NonFiniteError:
     """The error training stops with: the step, what went bad, and the last good checkpoint."""
     if last_checkpoint is None:
         if checkpoint_path is None:
@@ -139,6 +152,10 @@ def non_finite_error(reason: str, term: Optional[str], detail: str, epoch: int, 
         f"training stopped at epoch {epoch}, step {step}: {reason}; re-evaluated on that batch, "
         f"{detail}. Nothing was written after it: {where}. Retry with a lower learning rate (lr) "
         f"or gradient clipping (clip_norm), or check the data.",
-        epoch=epoch, step=step, term=term, checkpoint=path, checkpoint_epoch=done,
+        epoch=epoch,
+        step=step,
+        term=term,
+        checkpoint=path,
+        checkpoint_epoch=done,
         settings=("lr", "clip_norm"),
     )

@@ -64,14 +64,16 @@ def init_from_env(device: str = "cpu") -> Tuple[int, int, torch.device]:
         raise ConfigError(
             f"distributed training needs the process group variables that torchrun sets "
             f"({', '.join(missing)} missing); launch the program with torchrun, e.g. "
-            f"'torchrun --nproc_per_node=2 PROGRAM'", settings=("distributed",)
+            f"'torchrun --nproc_per_node=2 PROGRAM'",
+            settings=("distributed",),
         )
     local_rank = int(os.environ["LOCAL_RANK"])
     kind = torch.device(device).type
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use device 'cpu'",
-                              settings=("device",))
+            raise ConfigError(
+                "device 'cuda' was asked for but torch sees no CUDA device; use device 'cpu'", settings=("device",)
+            )
         torch.cuda.set_device(local_rank)
         target = torch.device("cuda", local_rank)
         backend = "nccl"
@@ -96,7 +98,9 @@ def check_shards(num_data: int, batch_size: int, world_size: int) -> None:
         raise ConfigError(
             f"{world_size} processes need at least {world_size} images in every minibatch, but {num_data} "
             f"images in batches of {batch_size} leave a last batch of {smallest}; choose another batch_size "
-            f"(or number of training images)", settings=("batch_size", "train_size"))
+            f"(or number of training images)",
+            settings=("batch_size", "train_size"),
+        )
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -117,16 +121,23 @@ def gather_tensors(tensor: torch.Tensor, device: torch.device) -> List[torch.Ten
     return [t.cpu() for t in out]
 
 
-def data_parallel(loss_fn: torch.nn.Module, elbo: Any, stop: Any, device: torch.device) -> Tuple[Any, "StepAgreement", int, int]:
+def data_parallel(
+    loss_fn: torch.nn.Module, elbo: Any, stop: Any, device: torch.device
+) -> Tuple[Any, "StepAgreement", int, int]:
     """``(loss module wrapped in DistributedDataParallel, how the processes agree on a step, rank,
     world size)`` in this process's group; ``stop`` is the trainer's
     :class:`~pyro_vae.training.signals.SignalStop`."""
     if not is_distributed():
-        raise ConfigError("distributed=True needs a process group: launch the program with torchrun "
-                          "and call pyro_vae.training.distributed.init_from_env() first", settings=("distributed",))
+        raise ConfigError(
+            "distributed=True needs a process group: launch the program with torchrun "
+            "and call pyro_vae.training.distributed.init_from_env() first",
+            settings=("distributed",),
+        )
     if not hasattr(elbo, "differentiable_loss"):
-        raise ConfigError(f"distributed training needs an objective with differentiable_loss; "
-                          f"{type(elbo).__name__} has none", settings=("objective",))
+        raise ConfigError(
+            f"distributed training needs an objective with differentiable_loss; {type(elbo).__name__} has none",
+            settings=("objective",),
+        )
     rank, world_size = rank_and_world()
     wrapped = DistributedDataParallel(loss_fn, device_ids=[device] if device.type == "cuda" else None)
     return wrapped, StepAgreement(stop, device, world_size), rank, world_size

@@ -30,12 +30,14 @@ class EarlyStopping(Callback):
     :param restore_best: end with the best epoch's weights (True) or the last epoch's.
     """
 
-    def __init__(self, patience: Optional[int], monitor: str = "test_elbo", mode: str = "max",
-                 restore_best: bool = True) -> None:
+    def __init__(
+        self, patience: Optional[int], monitor: str = "test_elbo", mode: str = "max", restore_best: bool = True
+    ) -> None:
         self.patience = None if patience is None else check_positive("patience", patience, int, 5)
         if mode not in ("max", "min"):
-            raise ConfigError(f"mode must be 'max' (higher is better, an ELBO) or 'min' (a loss), got {mode!r}",
-                              settings=("mode",))
+            raise ConfigError(
+                f"mode must be 'max' (higher is better, an ELBO) or 'min' (a loss), got {mode!r}", settings=("mode",)
+            )
         self.monitor, self.mode, self.restore_best = monitor, mode, restore_best
         #: the best value so far, its epoch, and the modules' weights at the end of that epoch
         self.best: Optional[float] = None
@@ -48,8 +50,11 @@ class EarlyStopping(Callback):
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
     def _patience_ran_out(self, trainer: "Trainer") -> bool:
-        return (self.patience is not None and self.best_epoch is not None
-                and trainer.epoch - self.best_epoch >= self.patience)
+        return (
+            self.patience is not None
+            and self.best_epoch is not None
+            and trainer.epoch - self.best_epoch >= self.patience
+        )
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         if self._patience_ran_out(trainer):  # resumed after the stop: train no further
@@ -70,12 +75,19 @@ class EarlyStopping(Callback):
             trainer.program.module.load_state_dict(self.best_weights)
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "best_weights": self.best_weights,
-                "monitor": self.monitor, "mode": self.mode}
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+            "monitor": self.monitor,
+            "mode": self.mode,
+        }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if (state["monitor"], state["mode"]) != (self.monitor, self.mode):
-            raise ConfigError(f"the checkpoint's early stopping watched {state['monitor']!r} ({state['mode']}), this "
-                              f"one {self.monitor!r} ({self.mode}); resume with the same monitor and mode",
-                              settings=("monitor",))
+            raise ConfigError(
+                f"the checkpoint's early stopping watched {state['monitor']!r} ({state['mode']}), this "
+                f"one {self.monitor!r} ({self.mode}); resume with the same monitor and mode",
+                settings=("monitor",),
+            )
         self.best, self.best_epoch, self.best_weights = state["best"], state["best_epoch"], state["best_weights"]

@@ -16,10 +16,9 @@ import torch
 
 from pyro_vae.data.batches import Batch, Source
 from pyro_vae.data.transforms import Transform
-from pyro_vae.training.distributed import shard
-
 from pyro_vae.errors import CheckpointError
 from pyro_vae.rng import data_order_generator
+from pyro_vae.training.distributed import shard
 
 
 @dataclass
@@ -61,8 +60,9 @@ class EpochPass:
     def num_steps(self) -> int:
         return -(-self.num_data // self.batch_size)
 
-    def batch(self, idx: torch.Tensor, source: Source, transform: Transform, rank: int = 0,
-              world_size: int = 1) -> Tuple[Batch, float]:
+    def batch(
+        self, idx: torch.Tensor, source: Source, transform: Transform, rank: int = 0, world_size: int = 1
+    ) -> Tuple[Batch, float]:
         """The minibatch ``idx``, transformed with this pass's stream; in a distributed run this
         process's rows of it (every process transformed the global batch alike) and the weight that
         makes uneven shards average to the full batch's gradient."""
@@ -80,9 +80,15 @@ class EpochPass:
 
     def state(self) -> Dict[str, Any]:
         """What a mid-epoch checkpoint saves (plain tensors and numbers)."""
-        return {"epoch": self.epoch, "step": self.step, "order": self.order, "total": self.total,
-                "generator": self.generator.get_state(), "batch_size": self.batch_size,
-                "num_data": self.num_data}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "order": self.order,
+            "total": self.total,
+            "generator": self.generator.get_state(),
+            "batch_size": self.batch_size,
+            "num_data": self.num_data,
+        }
 
     @classmethod
     def from_state(cls, state: Dict[str, Any], num_data: int, batch_size: int, device: torch.device) -> "EpochPass":
@@ -92,8 +98,11 @@ class EpochPass:
                 f"epoch {state['epoch']} stopped at step {state['step']} of a pass over "
                 f"{state['num_data']} images in batches of {state['batch_size']}, but now {num_data} "
                 f"images in batches of {batch_size} are given; continue with the same training data "
-                f"and batch size", settings=("train_size", "batch_size")
+                f"and batch size",
+                settings=("train_size", "batch_size"),
             )
         generator = torch.Generator(device=device)
         generator.set_state(state["generator"])
-        return cls(int(state["epoch"]), state["order"], generator, batch_size, int(state["step"]), float(state["total"]))
+        return cls(
+            int(state["epoch"]), state["order"], generator, batch_size, int(state["step"]), float(state["total"])
+        )

@@ -8,18 +8,25 @@ from typing import Dict
 import pyro
 import torch
 
-from pyro_vae.training import distributed as dist_util
+from pyro_vae.data.batches import Source
 from pyro_vae.inference.elbo import bits_per_dim, elbo_terms
 from pyro_vae.models.plate import registration_skipped
 from pyro_vae.rng import evaluation_seed, rng_fork
-from pyro_vae.data.batches import Source
+from pyro_vae.training import distributed as dist_util
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.program import Program
 
 
 @torch.no_grad()
-def test_elbo(program: Program, data: Source, config: TrainConfig, rank: int = 0, world_size: int = 1,
-              skip_registration: bool = True, batch_size: int = 1000) -> Dict[str, float]:
+def test_elbo(
+    program: Program,
+    data: Source,
+    config: TrainConfig,
+    rank: int = 0,
+    world_size: int = 1,
+    skip_registration: bool = True,
+    batch_size: int = 1000,
+) -> Dict[str, float]:
     """Per-datapoint ``elbo``, ``recon`` and ``kl`` of prepared held-out ``data``
     (:func:`pyro_vae.inference.elbo.elbo_terms`), and ``bits_per_dim`` where the program has pixels.
 
@@ -31,8 +38,7 @@ def test_elbo(program: Program, data: Source, config: TrainConfig, rank: int = 0
     keys = ("recon", "kl", "elbo")
     mine = torch.arange(rank, data.num_data, world_size)
     sums = torch.zeros(len(keys) + 1, dtype=torch.float64)
-    with rng_fork(evaluation_seed(config.seed, rank)), pyro.validation_enabled(config.validate), \
-            ExitStack() as stack:
+    with rng_fork(evaluation_seed(config.seed, rank)), pyro.validation_enabled(config.validate), ExitStack() as stack:
         if skip_registration:
             stack.enter_context(registration_skipped())
         for idx in mine.split(batch_size):

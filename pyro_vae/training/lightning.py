@@ -35,16 +35,18 @@ try:
 except ImportError as err:  # pragma: no cover - the optional extra
     from pyro_vae.errors import ConfigError
 
-    raise ConfigError(f"pyro_vae.training.lightning needs the lightning package ({err}); install it with "
-                      f"pip install 'pyro_vae[lightning]'") from None
+    raise ConfigError(
+        f"pyro_vae.training.lightning needs the lightning package ({err}); install it with "
+        f"pip install 'pyro_vae[lightning]'"
+    ) from None
 import pyro
 from pyro.infer import Trace_ELBO
 from pyro.infer.elbo import ELBO
 
-from pyro_vae.inference.elbo import elbo_terms
-from pyro_vae.models.plate import registration_skipped
 from pyro_vae.data.batches import Batch, as_batch
 from pyro_vae.data.transforms import Transform
+from pyro_vae.inference.elbo import elbo_terms
+from pyro_vae.models.plate import registration_skipped
 from pyro_vae.training.program import Program, as_program
 from pyro_vae.training.step import make_optimizer
 
@@ -64,9 +66,17 @@ class SVIModule(lightning.LightningModule):
         they come.
     """
 
-    def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None, objective: Optional[ELBO] = None,
-                 lr: float = 1e-3, num_data: Optional[int] = None, validate: bool = True,
-                 transform: Optional[Transform] = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        guide: Optional[Callable[..., Any]] = None,
+        objective: Optional[ELBO] = None,
+        lr: float = 1e-3,
+        num_data: Optional[int] = None,
+        validate: bool = True,
+        transform: Optional[Transform] = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.program: Program = as_program(model, guide)
         self.body = self.program.module  # registered: Lightning optimizes and saves its parameters
@@ -93,8 +103,9 @@ class SVIModule(lightning.LightningModule):
             batch = self.transform.train(batch, self.generator)
         # Lightning's optimizer steps the modules' parameters: Pyro's param-store registration is not needed.
         with pyro.validation_enabled(self.validate), registration_skipped():
-            loss = self._call(lambda *a, **k: self.elbo.differentiable_loss(self.program.model, self.program.guide,
-                                                                             *a, **k), batch, n)
+            loss = self._call(
+                lambda *a, **k: self.elbo.differentiable_loss(self.program.model, self.program.guide, *a, **k), batch, n
+            )
         self.log("train_elbo", -loss.detach() / n, batch_size=batch.size)
         return loss
 

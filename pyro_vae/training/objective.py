@@ -24,12 +24,12 @@ from pyro import poutine
 from pyro.infer.elbo import ELBO
 from torch import nn
 
-from pyro_vae.inference.elbo import analytic_kl_allowed
-from pyro_vae.errors import ConfigError
-from pyro_vae.inference.objectives import check_beta, get_objective, kl_weighted
-from pyro_vae.rng import jit_warmup_seed, rng_fork
-from pyro_vae.inference.sites import latent_sites
 from pyro_vae.data.batches import Batch
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.elbo import analytic_kl_allowed
+from pyro_vae.inference.objectives import check_beta, get_objective, kl_weighted
+from pyro_vae.inference.sites import latent_sites
+from pyro_vae.rng import jit_warmup_seed, rng_fork
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.program import Program
 
@@ -112,9 +112,11 @@ class Objective:
             return
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False):
             guide_trace = poutine.trace(poutine.block(self.program.guide, hide_types=["param"])).get_trace(
-                *batch.args, **batch.kwargs)
+                *batch.args, **batch.kwargs
+            )
             model_trace = poutine.trace(poutine.replay(self.program.model, trace=guide_trace)).get_trace(
-                *batch.args, **batch.kwargs)
+                *batch.args, **batch.kwargs
+            )
         allowed = analytic_kl_allowed(latent_sites(model_trace), latent_sites(guide_trace))
         biased = [name for name, ok in allowed.items() if not ok]
         if biased:
@@ -122,7 +124,8 @@ class Objective:
                 f"objective {self.config.objective_name!r} computes each latent site's KL in closed form, "
                 f"which is biased for site(s) {biased}: the guide samples them before sites the model "
                 f"conditions them on; use objective='elbo' (or 'iwae') for this model",
-                settings=("objective",))
+                settings=("objective",),
+            )
 
     def loss_and_grads(self, batch: Batch, num_data: Optional[int]) -> torch.Tensor:
         """For an ELBO without ``differentiable_loss``: its own ``loss_and_grads``."""
@@ -131,8 +134,13 @@ class Objective:
 
     # ---- JIT compilation -------------------------------------------------------------
 
-    def compile_for(self, batch_of: Callable[[int], Batch], num_data: Optional[int], sizes: Iterable[int],
-                    zero_grads: Callable[[], None]) -> None:
+    def compile_for(
+        self,
+        batch_of: Callable[[int], Batch],
+        num_data: Optional[int],
+        sizes: Iterable[int],
+        zero_grads: Callable[[], None],
+    ) -> None:
         """Compile a JIT objective and run it to its final optimized form for every batch size
         about to be used (``batch_of(b)``, a prepared batch of ``b``), on the warm-up RNG stream
         and with the gradients discarded: the training steps then draw the same noise and run

@@ -25,12 +25,12 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro_vae.data.batches import Batch, check_tensors
 from pyro_vae.data.images import check_finite, check_pixels
 from pyro_vae.errors import ConfigError, InvalidDataError
 from pyro_vae.inference.guide_contract import GuideError
-from pyro_vae.rng import rng_fork
 from pyro_vae.inference.sites import SiteError, check_latent_match, full_size, model_sites
-from pyro_vae.data.batches import Batch, check_tensors
+from pyro_vae.rng import rng_fork
 
 
 def accepts_num_data(fn: Callable[..., Any]) -> bool:
@@ -84,8 +84,10 @@ class Program:
     def __init__(self, model: Callable[..., Any], guide: Callable[..., Any]) -> None:
         for role, fn in (("model", model), ("guide", guide)):
             if not callable(fn):
-                raise ConfigError(f"the {role} must be callable, a function or a method of an nn.Module "
-                                  f"taking the data as arguments; got a {type(fn).__name__}")
+                raise ConfigError(
+                    f"the {role} must be callable, a function or a method of an nn.Module "
+                    f"taking the data as arguments; got a {type(fn).__name__}"
+                )
         self.model, self.guide = model, guide
         #: the module whose parameters are optimized and checkpointed (an empty one for pure functions)
         self.module = _body(model, guide)
@@ -105,8 +107,11 @@ class Program:
         own = getattr(self.module, "config", None)
         if isinstance(own, dict):
             return {"model": _name(self.model), "guide": _name(self.guide), **own}
-        return {"model": _name(self.model), "guide": _name(self.guide),
-                "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()}}
+        return {
+            "model": _name(self.model),
+            "guide": _name(self.guide),
+            "parameters": {name: list(p.shape) for name, p in self.module.state_dict().items()},
+        }
 
     def check_objective(self, elbo: Any) -> None:
         """Refuse an objective this program cannot be trained with (any ELBO can, here)."""
@@ -141,12 +146,15 @@ class Program:
                 f"a minibatch of your {num_data} datapoints cannot be scaled by N/B to the whole data set; add "
                 f"num_data=None to the signature of model and guide and build the plate over datapoints from "
                 f"it, e.g. `with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`, or train on the full "
-                f"batch (batch_size={num_data})", settings=("batch_size",))
+                f"batch (batch_size={num_data})",
+                settings=("batch_size",),
+            )
         n = num_data if scaled else None
         with rng_fork(0), torch.no_grad(), pyro.validation_enabled(True):
             guide_trace = _run("guide", lambda: rows.call(poutine.trace(self.guide).get_trace, n), n)
-            model_trace = _run("model", lambda: rows.call(
-                poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace, n), n)
+            model_trace = _run(
+                "model", lambda: rows.call(poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace, n), n
+            )
         _check_sites(model_trace, guide_trace)
         if scaled:
             _check_scale(model_trace, guide_trace, num_data, batch.size)
@@ -160,8 +168,10 @@ def _run(role: str, fn: Callable[[], Any], num_data: Optional[int]) -> Any:
     except Exception as err:
         text = (str(err).strip().splitlines() or [""])[0]
         call = f"{role}(*batch{f', num_data={num_data}' if num_data is not None else ''})"
-        raise ConfigError(f"the {role} raised {type(err).__name__} when called by the Trainer as {call} on a few "
-                          f"rows of the first minibatch: {text}") from err
+        raise ConfigError(
+            f"the {role} raised {type(err).__name__} when called by the Trainer as {call} on a few "
+            f"rows of the first minibatch: {text}"
+        ) from err
 
 
 def _check_sites(model_trace: Any, guide_trace: Any) -> None:
@@ -185,7 +195,9 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
             f"the Trainer called the model with num_data={num_data} on a minibatch of {batch}, but its plate "
             f"{sites.plate!r} has full size {sorted(observed_full)[0]}, so log p(x|z) is not scaled by N/B to "
             f"the whole data set; build the plate from num_data, e.g. "
-            f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`", settings=("batch_size",))
+            f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`",
+            settings=("batch_size",),
+        )
     for name in sites.latent:
         p_full = full_size(model_trace.nodes[name], sites.plate)
         if p_full is None or name not in guide_trace.nodes:
@@ -197,7 +209,8 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
                 f"{name!r} the guide's plate {sites.plate!r} has full size {q_full} but the model's has "
                 f"{p_full}, so the guide's log q is not scaled by N/B like the model's log p; build the plate "
                 f"from num_data in the guide as in the model, e.g. "
-                f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`")
+                f"`with pyro_vae.models.plate.data_plate(len(x), num_data, x.device)`"
+            )
 
 
 class VAEProgram(Program):
@@ -225,8 +238,10 @@ class VAEProgram(Program):
         outside the likelihood's support (``binarize`` None: a transform prepares them, so only
         NaN and infinite values are refused here)."""
         if len(batch.tensors) != 1:
-            raise InvalidDataError(f"the {what} of {type(self.vae).__name__} are its images alone, one tensor; "
-                                   f"got {len(batch.tensors)} tensors")
+            raise InvalidDataError(
+                f"the {what} of {type(self.vae).__name__} are its images alone, one tensor; "
+                f"got {len(batch.tensors)} tensors"
+            )
         x = self.vae.flatten(batch.first)
         if binarize is None:
             check_finite(x, f"the {what}")
@@ -257,12 +272,20 @@ def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Progra
         if isinstance(model, SSVAE):
             return SSVAEProgram(model)
         if isinstance(model, (tuple, list)) and len(model) == 2:
-            raise ConfigError("pass the model and the guide as two arguments, Trainer(model, guide), not as one "
-                              f"{type(model).__name__}")
-        raise ConfigError(f"Trainer(model, guide) needs a guide: {type(model).__name__} is not one of "
-                          f"pyro_vae's VAEs, which bring their own; pass Trainer(model, guide)")
+            raise ConfigError(
+                "pass the model and the guide as two arguments, Trainer(model, guide), not as one "
+                f"{type(model).__name__}"
+            )
+        raise ConfigError(
+            f"Trainer(model, guide) needs a guide: {type(model).__name__} is not one of "
+            f"pyro_vae's VAEs, which bring their own; pass Trainer(model, guide)"
+        )
     owner = getattr(model, "__self__", None)
-    if isinstance(owner, VAEBase) and getattr(guide, "__self__", None) is owner \
-            and getattr(model, "__func__", None) is type(owner).model and getattr(guide, "__func__", None) is type(owner).guide:
+    if (
+        isinstance(owner, VAEBase)
+        and getattr(guide, "__self__", None) is owner
+        and getattr(model, "__func__", None) is type(owner).model
+        and getattr(guide, "__func__", None) is type(owner).guide
+    ):
         return VAEProgram(owner)
     return Program(model, guide)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from pyro_vae.training import distributed as dist_util
 from pyro_vae.errors import CheckpointError, NonFiniteError
 from pyro_vae.rng import latent_noise_seed
+from pyro_vae.training import distributed as dist_util
 from pyro_vae.training.config import CHANGEABLE_ON_RESUME
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,29 +86,44 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
 
 def refuse_non_finite_weights(trainer: "Trainer", path: str) -> None:
     """Never replace a good checkpoint with non-finite weights."""
-    bad = [name for name, p in trainer.program.module.state_dict().items()
-           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    bad = [
+        name
+        for name, p in trainer.program.module.state_dict().items()
+        if p.is_floating_point() and not bool(torch.isfinite(p).all())
+    ]
     if bad:
         raise NonFiniteError(
             f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:3])}"
             f"{', ...' if len(bad) > 3 else ''}) over {path}; the file there is unchanged. Reload "
-            f"good weights (Trainer.resume) before saving", epoch=trainer.epoch, step=trainer.step_in_epoch)
+            f"good weights (Trainer.resume) before saving",
+            epoch=trainer.epoch,
+            step=trainer.step_in_epoch,
+        )
 
 
 def check_compatible(trainer: "Trainer", state: Dict[str, Any]) -> None:
     """Refuse a checkpoint written for another model or training configuration (every
     setting must match, except those in :data:`~pyro_vae.training.config.CHANGEABLE_ON_RESUME`)."""
-    differ = {key: (saved, now) for key, (saved, now) in trainer.config.diff(state["trainer"]).items()
-              if key not in CHANGEABLE_ON_RESUME}
-    differ.update({key: (state["config"].get(key), now) for key, now in trainer.program.config.items()
-                   if state["config"].get(key) != now})
+    differ = {
+        key: (saved, now)
+        for key, (saved, now) in trainer.config.diff(state["trainer"]).items()
+        if key not in CHANGEABLE_ON_RESUME
+    }
+    differ.update(
+        {
+            key: (state["config"].get(key), now)
+            for key, now in trainer.program.config.items()
+            if state["config"].get(key) != now
+        }
+    )
     saved, now = state.get("transform") or {}, _transform_config(trainer)
     differ.update({key: (saved.get(key), now.get(key)) for key in {**saved, **now} if saved.get(key) != now.get(key)})
     if differ:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
         raise CheckpointError(
             f"the checkpoint was written for another configuration ({detail}); build the model and "
-            f"Trainer with the checkpoint's settings, or start a new run elsewhere", settings=tuple(differ)
+            f"Trainer with the checkpoint's settings, or start a new run elsewhere",
+            settings=tuple(differ),
         )
 
 
@@ -142,7 +157,9 @@ def _restore_rng(trainer: "Trainer", state: Dict[str, Any]) -> None:
             warnings.warn(
                 f"the checkpoint was written by {state.get('world_size', 1)} process(es), this run has "
                 f"{trainer.world_size}: each rank's latent noise restarts from its own seed, so the "
-                f"continuation is not bit-identical to an uninterrupted run", stacklevel=3)
+                f"continuation is not bit-identical to an uninterrupted run",
+                stacklevel=3,
+            )
             seed = latent_noise_seed(trainer.config.seed, trainer.rank) + trainer.epoch
             rng = dict(rng, torch=torch.manual_seed(seed).get_state())
     torch.set_rng_state(rng["torch"])

@@ -19,10 +19,10 @@ from pyro import poutine
 from pyro.optim.clipped_adam import ClippedAdam
 from torch import nn
 
+from pyro_vae.data.batches import Batch
 from pyro_vae.errors import CheckpointError, ConfigError
 from pyro_vae.models.plate import registration_skipped
 from pyro_vae.rng import rng_fork
-from pyro_vae.data.batches import Batch
 from pyro_vae.training.diagnosis import grad_norm, refused_parameter
 from pyro_vae.training.objective import Objective
 
@@ -39,7 +39,9 @@ class NonFiniteStep(Exception):
         self.reason = reason
 
 
-def make_optimizer(params: List[torch.Tensor], lr: float, clip_norm: Optional[float]) -> Optional[torch.optim.Optimizer]:
+def make_optimizer(
+    params: List[torch.Tensor], lr: float, clip_norm: Optional[float]
+) -> Optional[torch.optim.Optimizer]:
     """Adam over ``params``, fused into one kernel where torch has it for their device;
     :class:`~pyro.optim.clipped_adam.ClippedAdam` when ``clip_norm`` is given; None for no parameters."""
     if not params:
@@ -61,9 +63,16 @@ class CheckedStep:
     :param module: the module whose parameters are optimized; the objective's program's by default.
     """
 
-    def __init__(self, objective: Objective, loss_fn: Callable[..., torch.Tensor], lr: float,
-                 clip_norm: Optional[float] = None, validate: bool = False,
-                 agree: Optional[Agreement] = None, module: Optional[nn.Module] = None) -> None:
+    def __init__(
+        self,
+        objective: Objective,
+        loss_fn: Callable[..., torch.Tensor],
+        lr: float,
+        clip_norm: Optional[float] = None,
+        validate: bool = False,
+        agree: Optional[Agreement] = None,
+        module: Optional[nn.Module] = None,
+    ) -> None:
         self.objective = objective
         self.loss_fn = loss_fn
         self.clip_norm = clip_norm
@@ -121,8 +130,10 @@ class CheckedStep:
             raise refused from refused.__cause__
         if refused_elsewhere:
             self.zero_grads()
-            raise NonFiniteStep(f"a parameter of a distribution became NaN or infinite on {refused_elsewhere} "
-                                f"other process(es), whose validation refused it")
+            raise NonFiniteStep(
+                f"a parameter of a distribution became NaN or infinite on {refused_elsewhere} "
+                f"other process(es), whose validation refused it"
+            )
         if not math.isfinite(value):
             self.zero_grads()
             raise NonFiniteStep(f"the loss is {value}")
@@ -173,7 +184,7 @@ class CheckedStep:
                 f"distributed training averages the gradients of the model's and guide's modules only, but "
                 f"they keep parameters in Pyro's param store only ({', '.join(n for n, _ in named[:3])}); make "
                 f"model and guide methods of nn.Modules holding those tensors as nn.Parameter",
-                settings=("distributed",)
+                settings=("distributed",),
             )
         if extra:
             self.extra_optimizer = make_optimizer(extra, self.lr, self.clip_norm)
@@ -184,8 +195,7 @@ class CheckedStep:
         """Write a checkpoint's param-store-only parameters and their Adam state back, before the
         first step of a resumed run: model and guide run once (on a side RNG stream, without
         gradients) to find those parameters by name."""
-        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False), \
-                poutine.trace(param_only=True) as capture:
+        with rng_fork(0), torch.no_grad(), pyro.validation_enabled(False), poutine.trace(param_only=True) as capture:
             batch.call(self.objective.guide, num_data)
             batch.call(self.objective.model, num_data)
         self.adopt_params(capture.trace)

@@ -30,8 +30,10 @@ class TensorBoard(Callback):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:  # torch's writer needs the tensorboard package
-            raise ConfigError(f"the TensorBoard callback needs the tensorboard package ({err}); install it "
-                              f"with pip install 'pyro_vae[tensorboard]'") from None
+            raise ConfigError(
+                f"the TensorBoard callback needs the tensorboard package ({err}); install it "
+                f"with pip install 'pyro_vae[tensorboard]'"
+            ) from None
         self._writer_class = SummaryWriter
         self.log_dir = log_dir
         self.num_images = num_images
@@ -52,7 +54,7 @@ class TensorBoard(Callback):
         x = test_x[: self.num_images]
         with torch.no_grad(), rng_fork(0):  # a guide's mean may be sampled: not from training's stream
             mean = trainer.vae.reconstruct(x)
-        side = int(round(trainer.vae.x_dim ** 0.5))
+        side = int(round(trainer.vae.x_dim**0.5))
         rows = torch.stack([x, mean]).reshape(2, len(x), side, side)  # digits above their reconstructions
         grid = rows.permute(0, 2, 1, 3).reshape(2 * side, len(x) * side)
         self.writer.add_image("test/reconstructions", grid.clamp(0, 1).cpu(), epoch, dataformats="HW")
@@ -60,8 +62,9 @@ class TensorBoard(Callback):
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self.writer is None:
             return
-        self.writer.add_scalar("train/objective", record.get("train_elbo", record.get("train_objective")),
-                               record["epoch"])
+        self.writer.add_scalar(
+            "train/objective", record.get("train_elbo", record.get("train_objective")), record["epoch"]
+        )
         for key in (k for k in record if k.endswith("_accuracy")):  # a classifier's, held out
             self.writer.add_scalar(f"held_out/{key}", record[key], record["epoch"])
         self.writer.add_scalar("train/beta", record["beta"], record["epoch"])

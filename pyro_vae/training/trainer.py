@@ -40,13 +40,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import pyro
 import torch
 
-from pyro_vae.training import distributed as dist_util
-from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
+from pyro_vae.data.batches import Batch, Data, Source, as_source
+from pyro_vae.data.transforms import Binarize, Transform
 from pyro_vae.errors import ConfigError, DiskFullError, TrainingInterrupted, check_positive
 from pyro_vae.rng import latent_noise_seed
+from pyro_vae.training import distributed as dist_util
 from pyro_vae.training import state as training_state
-from pyro_vae.data.batches import Batch, Data, Source, as_source
 from pyro_vae.training.callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
+from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from pyro_vae.training.config import TrainConfig
 from pyro_vae.training.diagnosis import diagnose_parts, non_finite_error
 from pyro_vae.training.epochs import EpochPass
@@ -55,17 +56,19 @@ from pyro_vae.training.objective import Objective
 from pyro_vae.training.program import Program, as_program
 from pyro_vae.training.signals import SignalStop
 from pyro_vae.training.step import CheckedStep, NonFiniteStep
-from pyro_vae.data.transforms import Binarize, Transform
 
 
 def _one_config(guide: Any, config: Optional[TrainConfig], settings: Dict[str, Any]) -> TrainConfig:
     """The settings given to :class:`Trainer`: one TrainConfig, or keywords, never both."""
     if isinstance(guide, TrainConfig):
-        raise ConfigError("the second argument of Trainer is the guide; pass the settings as "
-                          "Trainer(vae, config=TrainConfig(...)) or by keyword")
+        raise ConfigError(
+            "the second argument of Trainer is the guide; pass the settings as "
+            "Trainer(vae, config=TrainConfig(...)) or by keyword"
+        )
     if config is not None and settings:
-        raise ConfigError(f"give the settings either as one TrainConfig or by keyword, not both "
-                          f"(got a config and {sorted(settings)})")
+        raise ConfigError(
+            f"give the settings either as one TrainConfig or by keyword, not both (got a config and {sorted(settings)})"
+        )
     return config if config is not None else TrainConfig(**settings)
 
 
@@ -82,9 +85,14 @@ class Trainer:
     of each global minibatch, metrics are reduced over processes and only rank 0 writes.
     """
 
-    def __init__(self, model: Any, guide: Optional[Callable[..., Any]] = None,
-                 config: Optional[TrainConfig] = None, transform: Optional[Transform] = None,
-                 **settings: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        guide: Optional[Callable[..., Any]] = None,
+        config: Optional[TrainConfig] = None,
+        transform: Optional[Transform] = None,
+        **settings: Any,
+    ) -> None:
         config = _one_config(guide, config, settings)
         #: The model and guide being trained.
         self.program: Program = as_program(model, guide)
@@ -93,9 +101,11 @@ class Trainer:
         #: What is done to every batch before its step (:mod:`pyro_vae.data.transforms`).
         self.transform: Transform = transform if transform is not None else Binarize(self.config.binarize)
         if transform is not None and self.config.binarize != "none":
-            raise ConfigError(f"binarize={self.config.binarize!r} and a transform were both given; binarize in "
-                              f"the transform (pyro_vae.data.transforms.Binarize) or pass binarize='none'",
-                              settings=("binarize",))
+            raise ConfigError(
+                f"binarize={self.config.binarize!r} and a transform were both given; binarize in "
+                f"the transform (pyro_vae.data.transforms.Binarize) or pass binarize='none'",
+                settings=("binarize",),
+            )
         self.objective = Objective(self.program, self.config)
         self.rank, self.world_size = 0, 1
         #: Asks training to stop cleanly (SIGINT/SIGTERM inside :meth:`fit`).
@@ -104,9 +114,11 @@ class Trainer:
         agree = None
         if self.config.distributed:
             loss_fn, agree, self.rank, self.world_size = dist_util.data_parallel(
-                self.objective.module, self.objective.elbo, self.stop, self.device)
-        self.step_fn = CheckedStep(self.objective, loss_fn, self.config.lr, self.config.clip_norm,
-                                   self.config.validate, agree)
+                self.objective.module, self.objective.elbo, self.stop, self.device
+            )
+        self.step_fn = CheckedStep(
+            self.objective, loss_fn, self.config.lr, self.config.clip_norm, self.config.validate, agree
+        )
         self.epoch = 0
         self.history: List[Dict[str, float]] = []
         #: The last :meth:`evaluate` result.
@@ -203,8 +215,15 @@ class Trainer:
     def evaluate(self, data: Data, batch_size: int = 1000) -> Dict[str, float]:
         """Per-datapoint ELBO and its parts on prepared held-out data (:meth:`prepare_test`); see
         :func:`pyro_vae.training.evaluation.test_elbo`."""
-        self.last_evaluation = test_elbo(self.program, as_source(data, "test data"), self.config, self.rank,
-                                         self.world_size, self.objective.skip_registration, batch_size)
+        self.last_evaluation = test_elbo(
+            self.program,
+            as_source(data, "test data"),
+            self.config,
+            self.rank,
+            self.world_size,
+            self.objective.skip_registration,
+            batch_size,
+        )
         return self.last_evaluation
 
     # ---- training --------------------------------------------------------------------------
@@ -251,8 +270,12 @@ class Trainer:
         batches = epoch_pass.batches
         if self.objective.jit:  # every (shard) size this pass uses: the batch and the last, smaller one
             sizes = sorted({len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])})
-            self.objective.compile_for(lambda b: epoch_pass.warmup_batch(source, self.transform, b),
-                                       self.program.num_data_arg(num_data), sizes, self.step_fn.zero_grads)
+            self.objective.compile_for(
+                lambda b: epoch_pass.warmup_batch(source, self.transform, b),
+                self.program.num_data_arg(num_data),
+                sizes,
+                self.step_fn.zero_grads,
+            )
         self.program.module.train()
         hooks.on_epoch_start(self, len(batches), epoch_pass.step)
         try:
@@ -278,13 +301,23 @@ class Trainer:
             loss = self.step(batch, num_data, weight)
         except NonFiniteStep as err:
             term, detail = diagnose_parts(self.program, batch, num_data, noise, config.analytic_kl)
-            raise non_finite_error(err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint,
-                                   self._checkpoint_path) from err.__cause__
+            raise non_finite_error(
+                err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint, self._checkpoint_path
+            ) from err.__cause__
         epoch_pass.record(step, loss * len(idx) / num_data, loss)
 
-    def fit(self, train: Data, test: Optional[Data], epochs: int, batch_size: int = 128,
-            test_every: int = 1, checkpoint: Optional[str] = None, progress: bool = True,
-            log: Optional[Callable[[str], None]] = print, callbacks: Iterable[Callback] = ()) -> List[Dict[str, float]]:
+    def fit(
+        self,
+        train: Data,
+        test: Optional[Data],
+        epochs: int,
+        batch_size: int = 128,
+        test_every: int = 1,
+        checkpoint: Optional[str] = None,
+        progress: bool = True,
+        log: Optional[Callable[[str], None]] = print,
+        callbacks: Iterable[Callback] = (),
+    ) -> List[Dict[str, float]]:
         """Train on ``train`` until ``self.epoch == epochs`` (so a resumed trainer continues),
         evaluating the held-out ``test`` every ``test_every`` epochs and at the end, checkpointing
         after every epoch. Data in any form of :mod:`~pyro_vae.data.batches`. ``progress``
@@ -307,8 +340,9 @@ class Trainer:
         with self.stop:  # a signal during the checks below stops after the first step
             source = self.check_data(train, "training data").to(self.device)  # once, not per batch
             first = torch.arange(min(batch_size, source.num_data), device=self.device)
-            self._check_model(self.transform.train(source.take(first), torch.Generator(self.device).manual_seed(0)),
-                              source.num_data)
+            self._check_model(
+                self.transform.train(source.take(first), torch.Generator(self.device).manual_seed(0)), source.num_data
+            )
             self._test = as_source(self.prepare_test(test)) if test is not None else None
             hooks.on_fit_start(self)
             error: Optional[BaseException] = None
@@ -331,14 +365,25 @@ class Trainer:
                 self.callback_states, self.hooks = {**self.callback_states, **hooks.state_dict()}, None
         return self.history
 
-    def _fit_epoch(self, source: Source, batch_size: int, epochs: int, test_every: int,
-                   checkpoint: Optional[str], hooks: CallbackList) -> None:
+    def _fit_epoch(
+        self,
+        source: Source,
+        batch_size: int,
+        epochs: int,
+        test_every: int,
+        checkpoint: Optional[str],
+        hooks: CallbackList,
+    ) -> None:
         start = time.perf_counter()
         train_elbo = self.train_epoch(source, batch_size, hooks)
         # an objective that is not an ELBO (M2's adds a classification loss) is not called one
         name = "train_elbo" if getattr(self.loss, "is_elbo", True) else "train_objective"
-        record = {"epoch": self.epoch, name: train_elbo, "seconds": time.perf_counter() - start,
-                  "beta": self.current_beta}
+        record = {
+            "epoch": self.epoch,
+            name: train_elbo,
+            "seconds": time.perf_counter() - start,
+            "beta": self.current_beta,
+        }
         if self._test is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
             test = self.evaluate(self._test)
             hooks.on_evaluate(self, test, self.test_data)
