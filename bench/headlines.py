@@ -46,7 +46,7 @@ def nll_line() -> str | None:
     return (
         f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
         f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, one run each); the published MLP "
-        f"models trained on GPUs for thousands of epochs reach {paper[iwae]:.2f} (Burda et al.'s two-layer "
+        f"models, trained on GPUs for far longer, reach {paper[iwae]:.2f} (Burda et al.'s two-layer "
         f"IWAE) and {paper[vamp]:.2f} (Tomczak & Welling's HVAE with the VampPrior). "
         f"[Table, figure, protocol]({RESULTS_PAGE}#the-best-test-nll-in-a-budget-of-minutes)"
     )
