@@ -8,9 +8,14 @@ scale softplus + 1e-6), everything is float64, the densities are plain ``torch.d
 a time with ``logaddexp``. Only the test images come through pyro_vae (``Trainer.prepare_test``:
 binarized once with the fixed seed of every NLL here), so that both estimates see the same pixels.
 Then pyro_vae's :func:`~pyro_vae.inference.evaluate.log_likelihood` runs on the same images, and
-the two are compared. They draw different particles, so they agree up to their Monte Carlo
-errors: the record gives the standard error of the mean difference from the spread of the
-per-image differences.
+the two are compared twice:
+
+- **paired**: both estimates of image ``i`` use the same standard-normal noise, drawn after
+  ``torch.manual_seed(i)``, so the Monte Carlo error cancels and what is left of the difference
+  is the computation's: float32 against float64, and any error in either code;
+- **unpaired**: each draws its own particles, so they agree up to their Monte Carlo errors; the
+  record gives the standard error of the mean difference from the spread of the per-image
+  differences.
 
     python bench/independent_nll.py --checkpoint runs/best_nll/checkpoint.pt --test-size 200
 """
@@ -26,6 +31,9 @@ import sys
 import torch
 import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import save
 
 
 def mlp(weights: dict, prefix: str, x: torch.Tensor) -> torch.Tensor:
@@ -55,23 +63,53 @@ def log_prior(weights: dict, z: torch.Tensor, components) -> torch.Tensor:
 
 
 @torch.no_grad()
+def log_weights(weights: dict, x: torch.Tensor, eps: torch.Tensor, components) -> torch.Tensor:
+    """log p(x|z) + log p(z) - log q(z|x) at z = loc(x) + scale(x) * eps, for eps ``[K, B, D]``."""
+    loc, scale = encode(weights, x)
+    q = Normal(loc, scale)
+    z = loc + scale * eps
+    return (
+        Bernoulli(logits=mlp(weights, "decoder.", z)).log_prob(x).sum(-1)
+        + log_prior(weights, z, components)
+        - q.log_prob(z).sum(-1)
+    )
+
+
+def pseudo_components(weights: dict):
+    """The VampPrior's components, encoded from its pseudo-inputs; None for N(0, I)."""
+    if "vamp.raw_pseudo_inputs" not in weights:
+        return None
+    return encode(weights, torch.sigmoid(weights["vamp.raw_pseudo_inputs"]))
+
+
+@torch.no_grad()
 def independent_log_likelihood(weights: dict, x: torch.Tensor, num_samples: int, chunk: int = 10) -> torch.Tensor:
     """log p̂(x_i) = logmeanexp_k [log p(x_i|z_k) + log p(z_k) - log q(z_k|x_i)], z_k ~ q(z|x_i)."""
-    components = None
-    if "vamp.raw_pseudo_inputs" in weights:
-        components = encode(weights, torch.sigmoid(weights["vamp.raw_pseudo_inputs"]))
-    out = []
+    components, out = pseudo_components(weights), []
+    z_dim = weights["decoder.0.weight"].shape[1]
     for batch in x.split(chunk):
-        loc, scale = encode(weights, batch)
-        q = Normal(loc, scale)
-        z = q.sample((num_samples,))  # [K, B, D]
-        log_w = (
-            Bernoulli(logits=mlp(weights, "decoder.", z)).log_prob(batch).sum(-1)
-            + log_prior(weights, z, components)
-            - q.log_prob(z).sum(-1)
-        )
-        out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
+        eps = torch.randn(num_samples, len(batch), z_dim, dtype=x.dtype)
+        out.append(torch.logsumexp(log_weights(weights, batch, eps, components), 0) - math.log(num_samples))
     return torch.cat(out)
+
+
+def paired(weights: dict, vae, x: torch.Tensor, num_samples: int):
+    """Both estimates of each image from the same noise: (independent, pyro_vae's), each ``[N]``."""
+    from pyro_vae.inference.evaluate import log_likelihood
+
+    components, z_dim = pseudo_components(weights), weights["decoder.0.weight"].shape[1]
+    independent, ours = [], []
+    for i in range(len(x)):
+        torch.manual_seed(i)  # pyro_vae's guide draws its [K, 1, D] noise as the first thing after this
+        ll = log_likelihood(
+            vae.model, vae.guide, x[i : i + 1], num_samples=num_samples, batch_size=1, particles_per_chunk=num_samples
+        )
+        ours.append(ll.log_likelihood.double())
+        torch.manual_seed(i)
+        eps = torch.randn(num_samples, 1, z_dim).double()  # the same float32 draws
+        log_w = log_weights(weights, x[i : i + 1].double(), eps, components)
+        independent.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
+    return torch.cat(independent), torch.cat(ours)
 
 
 def main() -> int:
@@ -97,12 +135,20 @@ def main() -> int:
     independent = independent_log_likelihood(weights, test.double(), args.samples)
     torch.manual_seed(3)
     ours = log_likelihood(vae.model, vae.guide, test, num_samples=args.samples)
+    same_noise, ours_same_noise = paired(weights, vae, test, args.samples)
+    gap = same_noise - ours_same_noise
     result = {
         "command": " ".join(["python bench/independent_nll.py", *sys.argv[1:]]),
         "config": state["config"],
         "epoch": state["epoch"],
         "test_images": len(test),
         "samples_per_image": args.samples,
+        "paired": {
+            "independent_nll": -float(same_noise.mean()),
+            "pyro_vae_nll": -float(ours_same_noise.mean()),
+            "difference": float(-gap.mean()),
+            "largest_image_difference": float(gap.abs().max()),
+        },
         "independent_nll": -float(independent.mean()),
         "pyro_vae_nll": ours.nll(),
         "pyro_vae_stderr": ours.nll_stderr(),
@@ -114,10 +160,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        save(args.json, result)
     return 0
 
 

@@ -23,6 +23,15 @@ def mnist_dir():
     return os.environ.get(DATA_ENV) or None
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """A test that pins torch to one thread (for a bit-exact comparison, or beside a process
+    group) gives the rest of the session back its threads."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def mnist_source():
     """The directory the real-MNIST tests read, or None for the embedded sample."""

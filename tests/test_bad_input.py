@@ -1030,7 +1030,13 @@ def test_the_matrix_is_big_and_unique():
     assert sum(isinstance(case.call, Cli) for case in CASES) >= 5
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case.id, marks=[pytest.mark.integration] if isinstance(case.call, Cli) else [])
+        for case in CASES
+    ],
+)
 def test_bad_input_raises_a_clear_error(case, tmp_path, mnist_source, monkeypatch, request):
     if isinstance(case.call, Cli):
         result = request.getfixturevalue("cli_results")[case.id]
@@ -1058,6 +1064,7 @@ def test_every_case_is_in_the_docs():
     assert not missing, f"docs/errors.md lacks rows for {missing}"
 
 
+@pytest.mark.integration
 def test_debug_shows_the_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--lr", "0", "--debug", "--out", str(tmp_path)],

@@ -166,6 +166,7 @@ def test_the_final_phase_switches_the_objective_by_name(mnist, monkeypatch):
         BudgetSchedule(10.0, final_objective="iwae", final_from=1.0)
 
 
+@pytest.mark.integration
 def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
     """bench/best_nll.py end to end on the embedded sample, held-out mode: the record carries the
     command, commit, rule, per-epoch rows and an evaluated curve (the script is not otherwise run

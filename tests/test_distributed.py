@@ -26,6 +26,8 @@ from pyro_vae.models.plate import registration_skipped
 from pyro_vae.rng import data_order_generator, latent_noise_seed
 from pyro_vae.training import distributed
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 ARCH = dict(z_dim=4, hidden_dims=(16,))
 SEED, EPOCHS, BATCH, WORLD = 3, 2, 31, 2
 

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 from conftest import headless_chromium
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 SHOTS = Path(tempfile.gettempdir()) / "docs_shots"  # screenshots of the lesson pages, for a person
 #: TeX a reader must never see: delimiters and the commands the pages use most.

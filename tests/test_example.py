@@ -15,6 +15,8 @@ from pyro_vae import cli
 from pyro_vae.errors import ConfigError, OutputDirError
 from pyro_vae.training import TrainConfig
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 FIGURES = ["elbo_curves.png", "reconstructions.png", "prior_samples.png", "latent_map.png", "interpolation.png"]
 

@@ -18,6 +18,8 @@ from pyro_vae.figures.explorer import ELBO_PARTICLES, SAMPLE_ROW, write_explorer
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.rng import rng_fork
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 SHOTS = "/tmp/explorer_shots"  # copies of the screenshots, for a person to look at
 #: The 28x28 grey levels (0-255) a canvas of the page shows, read at its cells' centres.
 CANVAS_PIXELS = """

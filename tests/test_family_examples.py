@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -18,6 +18,8 @@ from conftest import assert_same_tensors, message_lines
 
 from pyro_vae.training.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.integration  # runs whole programs, a browser or a docs build: out of the fast loop
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mnist_svi.py"
 SMALL = ["--train-size", "2000", "--test-size", "100", "--z-dim", "8", "--hidden", "64", "--seed", "3"]
 

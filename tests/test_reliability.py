@@ -300,6 +300,7 @@ def run_example(out, *options):
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=out.parent)
 
 
+@pytest.mark.integration
 def test_a_full_disk_leaves_no_partial_file_and_says_which_checkpoint_is_intact(tmp_path):
     """Room for one checkpoint (about 330 KB) but not for its successor beside it: the epoch-2
     checkpoint cannot be written. One line names that file, the space left and the intact epoch-1
@@ -321,6 +322,7 @@ def test_a_full_disk_leaves_no_partial_file_and_says_which_checkpoint_is_intact(
         assert "resumed from" in resumed.stdout and "(epoch 1), is intact" in resumed.stderr
 
 
+@pytest.mark.integration
 def test_figures_and_the_page_that_do_not_fit_are_said_in_one_line_each_and_leave_nothing(tmp_path):
     """Room for the checkpoint and the metrics but not for every figure and the page: each one
     left out is one line naming its file and the space left, the run finishes, and every file in

@@ -259,6 +259,7 @@ def test_scaled_minibatch_objective_is_unbiased_for_the_semi_supervised_objectiv
     assert abs(unscaled - full) > 0.3 * abs(full)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("classifier", ["mlp", "conv"])
 def test_short_real_run_classifies_far_above_chance(mnist, classifier):
     """200 labels, about 300 steps (each an unlabelled and a labelled minibatch of 100): chance is

@@ -150,6 +150,7 @@ def run_example(args, out):
     return done.stdout, json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.integration
 def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
     """Each source through the whole story: it trains (the test ELBO rises), evaluates, draws what
     fits and checkpoints; bits/dim only for discrete data."""
