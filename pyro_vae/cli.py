@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import pyro
 import torch
@@ -103,7 +103,7 @@ def load_data(args: argparse.Namespace, verbose: bool = True) -> MNISTData:
     return data
 
 
-def flags_for(err: BaseException) -> List[str]:
+def flags_for(err: Optional[BaseException]) -> List[str]:
     """The command-line flags of the settings an error names (also when Pyro re-raised it)."""
     while err is not None and not getattr(err, "settings", ()):
         err = err.__cause__
@@ -113,7 +113,7 @@ def flags_for(err: BaseException) -> List[str]:
 class OneLineParser(argparse.ArgumentParser):
     """argparse, with its usage errors as one line on stderr (exit code 2, like every error here)."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 

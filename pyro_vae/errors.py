@@ -176,7 +176,8 @@ def check_count(name: str, value: Any, example: int, zero: str = "none", unit: s
 def check_seed(name: str, value: Any) -> int:
     """Return ``value`` if it is an integer in [0, 2**32 - 1], the seeds NumPy (and so
     ``pyro.set_rng_seed``) accepts, else raise :class:`ConfigError` naming the setting."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+    # ignore: typeshed's numbers.Integral declares no __ge__, which Python calls for 0 <= value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:  # type: ignore[operator]
         raise ConfigError(
             f"{name} must be an integer in [0, 2**32 - 1], got {value!r}; pass e.g. {name}=0", settings=(name,)
         )

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 from pyro_vae.errors import DiskFullError
 
@@ -82,7 +82,7 @@ def atomic_write(path: PathLike, durable: bool = False) -> Iterator[str]:
         fsync_dir(path.parent)
 
 
-def is_disk_full(err: BaseException) -> bool:
+def is_disk_full(err: Optional[BaseException]) -> bool:
     """Whether ``err``, or an error it was raised from, is the device or a quota filling up."""
     while err is not None:
         if isinstance(err, DiskFullError) or (isinstance(err, OSError) and err.errno in FULL):

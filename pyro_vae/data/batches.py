@@ -184,7 +184,7 @@ class DatasetSource:
 Source = Union[TensorSource, DatasetSource]
 
 
-def as_source(data: Data, what: str = "data") -> Source:
+def as_source(data: Union[Data, Source], what: str = "data") -> Source:
     """``data`` in any of the module's forms as a source of minibatches."""
     if isinstance(data, (TensorSource, DatasetSource)):
         return data

@@ -164,7 +164,8 @@ def _from_torchvision(root: Path, download: bool) -> MNISTData:
         except RuntimeError as err:  # torchvision: "Dataset not found" / failed downloads
             raise DataNotFoundError(str(err)) from None
         parts += [ds.data.reshape(len(ds.data), 784).float().div_(255.0), ds.targets.long()]
-    return MNISTData(*parts, source=f"MNIST (torchvision) at {root}")
+    train_images, train_labels, test_images, test_labels = parts
+    return MNISTData(train_images, train_labels, test_images, test_labels, source=f"MNIST (torchvision) at {root}")
 
 
 def load_embedded() -> MNISTData:
@@ -183,14 +184,15 @@ def load_embedded() -> MNISTData:
     images = torch.as_tensor(images, dtype=torch.float32).div_(255.0)
     labels = torch.as_tensor(labels, dtype=torch.long)
     generator = torch.Generator().manual_seed(EMBEDDED_SEED)
-    train_idx, test_idx = [], []
+    train_parts: List[torch.Tensor] = []
+    test_parts: List[torch.Tensor] = []
     for digit in range(10):
         idx = (labels == digit).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=generator)]
         n_train = (len(idx) * 4) // 5
-        train_idx.append(idx[:n_train])
-        test_idx.append(idx[n_train:])
-    train_idx, test_idx = torch.cat(train_idx), torch.cat(test_idx)
+        train_parts.append(idx[:n_train])
+        test_parts.append(idx[n_train:])
+    train_idx, test_idx = torch.cat(train_parts), torch.cat(test_parts)
     train_idx = train_idx[torch.randperm(len(train_idx), generator=generator)]
     test_idx = test_idx[torch.randperm(len(test_idx), generator=generator)]
     return MNISTData(

@@ -379,7 +379,7 @@ def load_data(
         )
     if source.endswith((".npy", ".npz", ".pt")):
         try:
-            array, y = _read_array(source)
+            array, raw_y = _read_array(source)
         except (ValueError, OSError, RuntimeError) as err:
             raise InvalidDataError(
                 f"{source} could not be read as an array ({' '.join(str(err).split())[:120]}); "
@@ -387,7 +387,7 @@ def load_data(
             ) from None
         x, shape = _as_rows(np.asarray(array), source)
         return _split(
-            x, _labels(y, len(x), source), shape, f"{source}: {len(x)} rows of shape {shape}", test_fraction, seed
+            x, _labels(raw_y, len(x), source), shape, f"{source}: {len(x)} rows of shape {shape}", test_fraction, seed
         )
     raise InvalidDataError(
         f"{source} is neither a folder nor a .npy, .npz, .pt or .csv file; convert it to one of those"

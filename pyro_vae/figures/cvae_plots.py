@@ -6,13 +6,13 @@ matplotlib is imported here only, so that training never pays its start-up.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple, cast
 
 import torch
 from torch import nn
 
 from pyro_vae.files import save_figure
-from pyro_vae.models.cvae import join_quadrants, split_quadrants
+from pyro_vae.models.cvae import CVAE, Baseline, join_quadrants, split_quadrants
 
 
 def plot_completions(
@@ -41,8 +41,9 @@ def plot_completions(
         x, y = split_quadrants(picks, k)
         shown = join_quadrants(x, torch.full_like(y, 0.25), k)  # missing quadrants shaded
         torch.manual_seed(seed)
-        samples = nets[("cvae", k)].complete(x, num_samples)  # [S, B, missing]
-        cells = [shown, picks, join_quadrants(x, nets[("baseline", k)].complete(x), k)]
+        # nets holds a CVAE under ("cvae", k) and a Baseline under ("baseline", k)
+        samples = cast(CVAE, nets[("cvae", k)]).complete(x, num_samples)  # [S, B, missing]
+        cells = [shown, picks, join_quadrants(x, cast(Baseline, nets[("baseline", k)]).complete(x), k)]
         cells += [join_quadrants(x, samples[s], k) for s in range(num_samples)]
         grid = torch.stack(cells, 1).reshape(len(digits), cols, 28, 28).permute(0, 2, 1, 3)
         ax.imshow(grid.reshape(len(digits) * 28, cols * 28), cmap="gray_r", vmin=0, vmax=1)

@@ -300,7 +300,7 @@ def _decoder_spec(vae: VAE) -> Dict[str, Any]:
             weights += [w.ravel(), b]
             offset += w.size + b.size
         elif type(module) in _ACTIVATIONS:  # exact types: a subclass may compute something else
-            layer = {"kind": type(module).__name__.lower()}
+            layer: Dict[str, Any] = {"kind": type(module).__name__.lower()}
             if isinstance(module, nn.Softplus):
                 layer.update(beta=float(module.beta), threshold=float(module.threshold))
             elif isinstance(module, nn.ELU):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import matplotlib
 
@@ -181,9 +181,8 @@ def plot_latent_map(vae: VAE, x: torch.Tensor, labels: torch.Tensor, path: str, 
     classes = max(10, int(labels.max()) + 1) if len(labels) else 10
     cmap = plt.get_cmap("tab10" if classes == 10 else "tab20" if classes <= 20 else "viridis", classes)
     shown = 10 if noun == "digit" else max(int(labels.max()) + 1, 1)  # a colour bar of the classes there are
-    points = ax.scatter(
-        *coords.T.numpy(), c=labels.numpy(), cmap=cmap, s=size, alpha=0.8, vmin=-0.5, vmax=classes - 0.5
-    )
+    xs, ys = coords.T.numpy()  # coords is [N, 2]
+    points = ax.scatter(xs, ys, c=labels.numpy(), cmap=cmap, s=size, alpha=0.8, vmin=-0.5, vmax=classes - 0.5)
     if vae.z_dim == 1:
         ax.set_yticks(sorted(set(labels.tolist())))
     else:
@@ -301,9 +300,14 @@ def plot_all(
     else:
         draw["reconstructions"] = lambda path: plot_reconstructions(vae, x, path, shape=shape)
         draw["prior_samples"] = lambda path: plot_prior_samples(vae, path, shape=shape)
-    draw["latent_map"] = labelled(lambda path: plot_latent_map(vae, x[:2000], labels[:2000], path, noun))
+    # labelled() draws these two only when labels is not None
+    draw["latent_map"] = labelled(
+        lambda path: plot_latent_map(vae, x[:2000], cast(torch.Tensor, labels)[:2000], path, noun)
+    )
     if not table:
-        draw["interpolation"] = labelled(lambda path: plot_interpolation(vae, x, labels, path, shape=shape))
+        draw["interpolation"] = labelled(
+            lambda path: plot_interpolation(vae, x, cast(torch.Tensor, labels), path, shape=shape)
+        )
     written: Dict[str, str] = {}
     not_drawn: Dict[str, str] = {}
     was_training = vae.training

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import math
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Union, cast
 
 import torch
 from pyro import poutine
-from torch.distributions import kl_divergence
+from pyro.poutine.runtime import Message
+from torch.distributions import Distribution, kl_divergence
 
 from pyro_vae.errors import check_positive
 from pyro_vae.inference.sites import SiteError, check_latent_match, frame_named, latent_sites, model_sites
@@ -60,7 +61,7 @@ def bits_per_dim(elbo_nats: torch.Tensor, x_dim: int) -> torch.Tensor:
     return -elbo_nats / (x_dim * math.log(2.0))
 
 
-def per_datapoint(value: torch.Tensor, site: Dict[str, Any], name: str, plate: str, role: str) -> torch.Tensor:
+def per_datapoint(value: torch.Tensor, site: Message, name: str, plate: str, role: str) -> torch.Tensor:
     """A site's log-density (or KL) reduced to one number per datapoint of plate ``plate``:
     summed over every other batch dimension (plates inside the data plate)."""
     frame = frame_named(site, plate)
@@ -110,7 +111,7 @@ def elbo_terms(
     :raises SiteError: the guide lacks a latent site of the model or samples one the model lacks.
     """
     check_positive("num_particles", num_particles, example=5)
-    recon = None
+    recon: Optional[torch.Tensor] = None
     kl_sites: Dict[str, torch.Tensor] = {}
     for _ in range(num_particles):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -118,27 +119,29 @@ def elbo_terms(
         sites = model_sites(model_trace, plate)
         check_latent_match(model_trace, guide_trace)
         allowed = analytic_kl_allowed(sites.latent, latent_sites(guide_trace))
-        particle_recon = 0.0
+        particle_recon: Union[float, torch.Tensor] = 0.0
         for name in sites.observed:
             site = model_trace.nodes[name]
-            particle_recon = particle_recon + per_datapoint(
-                site["fn"].log_prob(site["value"]), site, name, sites.plate, "model"
-            )
-        recon = particle_recon if recon is None else recon + particle_recon
+            fn, value = cast(Distribution, site["fn"]), cast(torch.Tensor, site["value"])
+            particle_recon = particle_recon + per_datapoint(fn.log_prob(value), site, name, sites.plate, "model")
+        # a tensor: model_sites raised if the model observes nothing
+        recon = cast(torch.Tensor, particle_recon) if recon is None else recon + particle_recon
         for name in sites.latent:
             q_site, p_site = guide_trace.nodes[name], model_trace.nodes[name]
+            q_fn, p_fn = cast(Distribution, q_site["fn"]), cast(Distribution, p_site["fn"])
             kl_value = None
             if analytic_kl and allowed[name]:
                 try:
-                    kl_value = kl_divergence(q_site["fn"], p_site["fn"])
+                    kl_value = kl_divergence(q_fn, p_fn)
                 except NotImplementedError:
                     kl_value = None  # no closed form registered: fall back to Monte Carlo
             if kl_value is None:
-                z = q_site["value"]
-                kl_value = q_site["fn"].log_prob(z) - p_site["fn"].log_prob(z)
+                z = cast(torch.Tensor, q_site["value"])
+                kl_value = q_fn.log_prob(z) - p_fn.log_prob(z)
             kl_value = per_datapoint(kl_value, p_site, name, sites.plate, "model")
             kl_sites[name] = kl_sites[name] + kl_value if name in kl_sites else kl_value
+    assert recon is not None  # num_particles >= 1 particles were drawn
     recon = recon / num_particles
     kl_sites = {name: value / num_particles for name, value in kl_sites.items()}
-    kl = sum(kl_sites.values()) if kl_sites else torch.zeros_like(recon)
+    kl = cast(torch.Tensor, sum(kl_sites.values())) if kl_sites else torch.zeros_like(recon)
     return ELBOTerms(recon=recon, kl=kl, elbo=recon - kl, kl_sites=kl_sites)

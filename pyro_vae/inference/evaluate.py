@@ -232,4 +232,5 @@ def kl_per_dimension(
             )
         kl = kl_divergence(q_base, p_base).reshape(-1, q_base.batch_shape[-1]).sum(0)
         total = kl if total is None else total + kl
+    assert total is not None  # x.split gives at least one batch
     return total / x.shape[0]

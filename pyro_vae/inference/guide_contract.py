@@ -34,11 +34,12 @@ with one the check invented.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, cast
 
 import torch
 from pyro import poutine
 from torch import nn
+from torch.distributions import Distribution
 
 from pyro_vae.errors import PyroVAEError
 from pyro_vae.inference.sites import frame_named, full_size, latent_sites, model_sites
@@ -200,7 +201,9 @@ def check_guide(
             f"{list(sites.latent)}; pass z_dim=None to check each against the model's event shape"
         )
     for name in sites.latent:
-        expected = (z_dim,) if z_dim is not None else tuple(model_trace.nodes[name]["fn"].event_shape)
+        expected = (
+            (z_dim,) if z_dim is not None else tuple(cast(Distribution, model_trace.nodes[name]["fn"]).event_shape)
+        )
         _check_site(guide_trace, model_trace, name, sites.plate, expected, z_dim is not None, reparameterized_required)
 
     # Rule 5: every latent site of the guide is a latent site of the model.

@@ -118,6 +118,7 @@ def log_importance_weights(
     plate = data_plate_name(model_trace, plate)
     data_site = model_trace.nodes[observed_sites(model_trace)[0]]
     frame = frame_named(data_site, plate)
+    assert frame is not None  # data_plate_name found the plate around the data
     shape = torch.Size((num_particles, frame.size))
     log_p, data_scale = _sum_sites(model_trace, shape, relative_scale, plate, "model")
     log_q, _ = _sum_sites(guide_trace, shape, relative_scale, plate, "guide")

@@ -48,12 +48,15 @@ Reference: Cover & Thomas (2006), *Elements of Information Theory*, ch. 2 and 8.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pyro.distributions  # noqa: F401  (registers Pyro's extra KL closed forms with torch)
 import torch
 from torch.distributions import Categorical, Distribution
 from torch.distributions import kl_divergence as _registered_kl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import TypeIs
 
 ProbVector = Union[torch.Tensor, Sequence[float]]
 DistLike = Union[Distribution, ProbVector]
@@ -113,7 +116,7 @@ def check_probability_vector(probs: ProbVector) -> torch.Tensor:
     return probs
 
 
-def _is_distribution(d: object) -> bool:
+def _is_distribution(d: object) -> TypeIs[Distribution]:
     return isinstance(d, Distribution)
 
 

@@ -18,12 +18,13 @@ Higgins et al. 2017; with beta rising from 0 to 1, KL warm-up, Sønderby et al. 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Collection, Dict, Optional
+from typing import Any, Callable, Collection, Dict, FrozenSet, Optional, Protocol, cast
 
 import pyro
 import torch
 from pyro.infer import JitTrace_ELBO, JitTraceMeanField_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.elbo import ELBO
+from pyro.poutine.runtime import Message
 
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.importance import log_importance_weights
@@ -119,7 +120,7 @@ def is_jit(objective: ELBO) -> bool:
     return type(objective).__name__.startswith("Jit")
 
 
-def get_objective(name: str, num_particles: int = None) -> ELBO:
+def get_objective(name: str, num_particles: Optional[int] = None) -> ELBO:
     """The objective called ``name`` (see this module), with ``num_particles`` samples.
 
     For ``"iwae"`` ``num_particles`` is :math:`K` (default 5); for the ELBOs it is the
@@ -149,7 +150,7 @@ class scale_site(pyro.poutine.messenger.Messenger):
         self.name = name
         self.scale = scale
 
-    def _process_message(self, msg: Dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and msg["name"] == self.name:
             msg["scale"] = self.scale * msg["scale"]
 
@@ -164,14 +165,23 @@ class scale_latent(pyro.poutine.messenger.Messenger):
         self.scale = scale
         self.sites = None if sites is None else frozenset(sites)
 
-    def _process_message(self, msg: Dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] != "sample" or msg["is_observed"] or type(msg["fn"]).__name__ == "_Subsample":
             return
         if self.sites is None or msg["name"] in self.sites:
             msg["scale"] = self.scale * msg["scale"]
 
 
-def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[str]] = None) -> Callable[..., Any]:
+class KLWeighted(Protocol):
+    """What :func:`kl_weighted` returns: the model or guide, with its KL weight ``beta`` and ``sites``."""
+
+    beta: float
+    sites: Optional[FrozenSet[str]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[str]] = None) -> KLWeighted:
     r"""Run ``fn`` (a model or guide) with the log-density of every latent site scaled by ``beta``.
 
     Applied to both model and guide, the ELBO's :math:`\sum_l \log p(z_l|\mathrm{pa}_l) -
@@ -191,14 +201,15 @@ def kl_weighted(fn: Callable[..., Any], beta: float, sites: Optional[Collection[
     names = None if sites is None else frozenset(sites)
 
     def weighted(*args: Any, **kwargs: Any) -> Any:
-        if weighted.beta == 1.0:
+        if kl.beta == 1.0:
             return fn(*args, **kwargs)
-        with scale_latent(weighted.beta, names):
+        with scale_latent(kl.beta, names):
             return fn(*args, **kwargs)
 
-    weighted.beta = check_beta(beta)
-    weighted.sites = names
-    return weighted
+    kl = cast(KLWeighted, weighted)  # the same function, with the attributes set below
+    kl.beta = check_beta(beta)
+    kl.sites = names
+    return kl
 
 
 def check_beta(beta: float) -> float:

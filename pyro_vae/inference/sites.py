@@ -24,8 +24,9 @@ Plates that evaluation code adds around a model to vectorize particles
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.errors import PyroVAEError
@@ -39,12 +40,12 @@ class SiteError(PyroVAEError, ValueError):
     """A model whose data sites or data plate cannot be found, or a site name that does not exist."""
 
 
-def is_latent(site: Dict[str, Any]) -> bool:
+def is_latent(site: Message) -> bool:
     """Whether a trace node is a latent sample site (not observed, not a plate's subsample site)."""
     return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
 
 
-def is_observed(site: Dict[str, Any]) -> bool:
+def is_observed(site: Message) -> bool:
     """Whether a trace node is an observed sample site (``obs=`` given; ``pyro.factor`` too)."""
     return site["type"] == "sample" and site["is_observed"] and not site_is_subsample(site)
 
@@ -59,20 +60,20 @@ def observed_sites(trace) -> List[str]:
     return [name for name, site in trace.nodes.items() if is_observed(site)]
 
 
-def plate_frames(site: Dict[str, Any]) -> List[Any]:
+def plate_frames(site: Message) -> List[Any]:
     """The vectorized plates around ``site``, outermost first, without :data:`PARTICLE_PLATES`."""
     # Pyro prepends each enclosing plate's frame from the innermost out: the stack is
     # outermost first, whatever dims the plates were given.
     return [f for f in site["cond_indep_stack"] if f.vectorized and f.name not in PARTICLE_PLATES]
 
 
-def frame_named(site: Dict[str, Any], name: str) -> Optional[Any]:
+def frame_named(site: Message, name: str) -> Optional[Any]:
     """The frame of plate ``name`` around ``site``, or ``None``."""
     frames = [f for f in site["cond_indep_stack"] if f.name == name]
     return frames[0] if frames else None
 
 
-def full_size(site: Dict[str, Any], name: str) -> Optional[int]:
+def full_size(site: Message, name: str) -> Optional[int]:
     """The full size of plate ``name`` around ``site`` (the data set's :math:`N` when a minibatch
     is subsampled, else the batch), or ``None`` outside that plate."""
     frame = frame_named(site, name)

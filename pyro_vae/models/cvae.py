@@ -38,7 +38,7 @@ Both are trained by :class:`~pyro_vae.training.trainer.Trainer`, each batch of d
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
@@ -262,19 +262,18 @@ def conditional_log_likelihood(
     :math:`z_{ik} \sim q(z|x_i, y_i)`: the library's importance sampler with ``(x, y)`` as the
     programs' arguments. A model without latent sites (the baseline) gives the exact value."""
     check_positive("num_samples", num_samples, example=100)
-    out = []
+    out: List[torch.Tensor] = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             if not _has_sample_sites(guide, xb, yb):  # nothing latent: log p(y|x) is the model's own density
                 trace = poutine.trace(model).get_trace(xb, yb)
-                out.append(
-                    sum(
-                        site["fn"].log_prob(site["value"])
-                        for site in trace.nodes.values()
-                        if site["type"] == "sample" and not site_is_subsample(site)
-                    )
+                log_p = sum(
+                    cast(dist.TorchDistribution, site["fn"]).log_prob(cast(torch.Tensor, site["value"]))
+                    for site in trace.nodes.values()
+                    if site["type"] == "sample" and not site_is_subsample(site)
                 )
+                out.append(cast(torch.Tensor, log_p))  # a tensor: the model observes y, so it has a sample site
                 continue
             log_w, _ = log_importance_weights(model, guide, xb, yb, num_particles=num_samples)
             out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))

@@ -21,13 +21,13 @@ Pass an instance to ``VAE(guide=...)``, or build one by name with :func:`make_gu
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Type
+from typing import Callable, Dict, Optional, Sequence, Type, cast
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
-from pyro.distributions.transforms import Permute, conditional_affine_autoregressive
+from pyro.distributions.transforms import ConditionalAffineAutoregressive, Permute, conditional_affine_autoregressive
 from torch import nn
 from torch.nn import functional as F
 
@@ -190,6 +190,9 @@ class FullCovarianceGuide(AmortizedGuide):
     covariance).
     """
 
+    tril_rows: torch.Tensor
+    tril_cols: torch.Tensor
+
     def __init__(
         self,
         x_dim: int,
@@ -216,7 +219,7 @@ class FullCovarianceGuide(AmortizedGuide):
         # diagonal guide after 10 epochs). The off-diagonal outputs of L start at exactly 0
         # (z = mu + L eps is linear in them, so their gradient is not 0); a low-rank factor
         # W starts small instead, since W W^T has zero gradient at W = 0.
-        head = self.net[-1]
+        head = cast(nn.Linear, self.net[-1])  # mlp ends with a linear layer
         with torch.no_grad():
             if self.rank is None:
                 off_diagonal = d + (self.tril_rows != self.tril_cols).nonzero().flatten()
@@ -317,7 +320,7 @@ class IAFGuide(AmortizedGuide):
         for t, flow in enumerate(self.flows):
             if t > 0:
                 steps.append(Permute(getattr(self, f"permutation_{t - 1}")))
-            steps.append(flow.condition(context))
+            steps.append(cast(ConditionalAffineAutoregressive, flow).condition(context))
         return steps
 
     def distribution(self, x: torch.Tensor) -> TorchDistribution:
@@ -354,6 +357,7 @@ def make_guide(
         raise ConfigError(
             f"unknown guide {name!r}; choose one of {sorted(GUIDES)}, or pass your own callable guide(x, num_data=None)"
         )
-    return GUIDES[name](
+    guide_class: Callable[..., AmortizedGuide] = GUIDES[name]  # every one takes these options
+    return guide_class(
         x_dim=x_dim, z_dim=z_dim, hidden_dims=hidden_dims, activation=activation, name=f"{name_prefix}.guide"
     )

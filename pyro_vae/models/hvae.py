@@ -51,11 +51,12 @@ and appendix; Tomczak & Welling (2018), "VAE with a VampPrior".
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
 import torch
+from torch import nn
 
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.models.likelihoods import get_likelihood
@@ -192,7 +193,7 @@ class HVAE(VAEBase):
 
     def sample_prior(self, num_samples: int) -> torch.Tensor:
         r"""Decoder means of ancestral samples :math:`z_2 \sim p(z_2)`, :math:`z_1 \sim p(z_1|z_2)`."""
-        weight = self.decoder[0].weight
+        weight = cast(nn.Linear, self.decoder[0]).weight
         with torch.no_grad():
             z2 = self.prior_z2(weight, num_samples).sample()
             z1 = self.p_z1(z2).sample()

@@ -53,7 +53,7 @@ Bishop (2006), *Pattern Recognition and Machine Learning*, section 2.3.3 and 12.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -85,6 +85,10 @@ class LinearGaussianModel(nn.Module):
     :param b: ``[d]`` offset.
     :param sigma: observation noise standard deviation, ``> 0``.
     """
+
+    W: torch.Tensor
+    b: torch.Tensor
+    sigma: torch.Tensor
 
     def __init__(
         self,
@@ -145,7 +149,7 @@ class LinearGaussianModel(nn.Module):
         """
         if isinstance(generator, int):
             generator = torch.Generator(device=self.W.device).manual_seed(generator)
-        opts = dict(dtype=self.W.dtype, device=self.W.device, generator=generator)
+        opts: Dict[str, Any] = dict(dtype=self.W.dtype, device=self.W.device, generator=generator)
         z = torch.randn(num_samples, self.z_dim, **opts)
         noise = torch.randn(num_samples, self.x_dim, **opts)
         return z @ self.W.T + self.b + self.sigma * noise

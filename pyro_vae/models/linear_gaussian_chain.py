@@ -14,7 +14,7 @@ It is to the two-stochastic-layer VAE (:class:`~pyro_vae.models.hvae.HVAE`) what
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -78,14 +78,27 @@ class HierarchicalLinearGaussianModel(nn.Module):
     :param W: ``[d, k1]``; :param b: ``[d]``; :param sigma: observation noise, ``> 0``.
     """
 
+    A: torch.Tensor
+    a: torch.Tensor
+    s: torch.Tensor
+    W: torch.Tensor
+    b: torch.Tensor
+    sigma: torch.Tensor
+
     def __init__(
-        self, A: torch.Tensor, a: torch.Tensor, s: float, W: torch.Tensor, b: torch.Tensor, sigma: float
+        self,
+        A: torch.Tensor,
+        a: torch.Tensor,
+        s: Union[float, torch.Tensor],
+        W: torch.Tensor,
+        b: torch.Tensor,
+        sigma: Union[float, torch.Tensor],
     ) -> None:
         super().__init__()
         W = torch.as_tensor(W)
         if not W.is_floating_point():
             W = W.to(torch.get_default_dtype())
-        opts = dict(dtype=W.dtype, device=W.device)
+        opts: Dict[str, Any] = dict(dtype=W.dtype, device=W.device)
         A, a, b = (torch.as_tensor(t, **opts) for t in (A, a, b))
         s, sigma = torch.as_tensor(s, **opts), torch.as_tensor(sigma, **opts)
         if W.dim() != 2 or A.dim() != 2 or A.shape[0] != W.shape[1]:
@@ -120,7 +133,7 @@ class HierarchicalLinearGaussianModel(nn.Module):
         """``[num_samples, d]`` data by ancestral sampling, top-down."""
         if isinstance(generator, int):
             generator = torch.Generator(device=self.W.device).manual_seed(generator)
-        opts = dict(dtype=self.W.dtype, device=self.W.device, generator=generator)
+        opts: Dict[str, Any] = dict(dtype=self.W.dtype, device=self.W.device, generator=generator)
         k1, k2 = self.z_dims
         z2 = torch.randn(num_samples, k2, **opts)
         z1 = z2 @ self.A.T + self.a + self.s * torch.randn(num_samples, k1, **opts)

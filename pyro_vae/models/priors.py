@@ -190,7 +190,7 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         new._built = [None]  # one cell shared by every expanded copy
         return new
 
-    def expand(self, batch_shape, _instance=None):  # type: ignore[override]
+    def expand(self, batch_shape, _instance=None):
         """The same mixture with batch shape ``batch_shape``, keeping the ``[K, D]`` parameters."""
         new = super().expand(batch_shape, _instance)
         new.loc, new.scale = self.loc, self.scale  # the [K, D] parameters, not their expanded views

@@ -51,7 +51,7 @@ better classifier than theirs at every epoch measured (docs/ssvae.md).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import pyro
 import pyro.distributions as dist
@@ -208,7 +208,7 @@ class SSVAE(nn.Module):
         layer's label columns are picked by index and added. With the label enumerated
         (``y`` of shape ``[K, 1]``) and ``other = x`` ``[B, 784]``, the 784-wide input layer runs
         once per image instead of once per class; the leading dimensions broadcast."""
-        first, k = net[0], self.num_classes
+        first, k = cast(nn.Linear, net[0]), self.num_classes
         hidden = F.linear(other, first.weight[:, k:], first.bias) + first.weight[:, :k].t()[y]
         return net[1:](hidden)
 
@@ -241,7 +241,7 @@ class SSVAE(nn.Module):
         r"""The auxiliary loss: ``y`` observed under :math:`q_\phi(y|x)`, its log-probability
         scaled by :math:`\alpha` (:class:`pyro.poutine.scale`), so that an ELBO of this model
         with :meth:`classifier_guide` is :math:`-\alpha\sum\log q_\phi(y|x)` at the plate's scale."""
-        x, y = self._enter(x, y)
+        x, y = cast(Tuple[torch.Tensor, torch.Tensor], self._enter(x, y))  # y given: _enter returns it checked
         register_module(self.name, self)
         with data_plate(x.shape[0], num_data, x.device), poutine.scale(scale=self.alpha):
             pyro.sample("y_aux", dist.Categorical(logits=self.encoder_y(x)), obs=y)
@@ -353,7 +353,8 @@ class SemiSupervisedELBO(ELBO):
                 f"given as the transform",
                 settings=("num_labelled",),
             )
-        return sum(self.parts(model, guide, *args, **kwargs).values())
+        # a tensor: parts has two terms or three
+        return cast(torch.Tensor, sum(self.parts(model, guide, *args, **kwargs).values()))
 
     def _get_trace(self, model: Any, guide: Any, args: Any, kwargs: Any) -> Any:
         raise NotImplementedError("the objective is a sum of two ELBOs, each with its own traces; see parts()")

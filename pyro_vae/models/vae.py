@@ -35,7 +35,7 @@ Reference: Kingma & Welling (2014), "Auto-Encoding Variational Bayes".
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, cast
 
 import pyro
 import pyro.distributions as dist
@@ -49,7 +49,7 @@ from pyro_vae.errors import ConfigError, InvalidDataError, check_positive
 from pyro_vae.inference.evaluate import distribution_mean
 from pyro_vae.inference.guide_contract import check_guide
 from pyro_vae.models.guides import make_guide
-from pyro_vae.models.likelihoods import get_likelihood
+from pyro_vae.models.likelihoods import Likelihood, get_likelihood
 from pyro_vae.models.networks import check_hidden_dims, mlp
 from pyro_vae.models.plate import data_plate, register_module, registration_skipped
 from pyro_vae.models.priors import VampPrior, check_prior, standard_normal
@@ -90,6 +90,7 @@ class VAEBase(nn.Module):
     #: whether the contract was also checked on a call that scales a minibatch (rule 2's scale)
     guide_scale_checked: bool = False
     decoder: nn.Sequential
+    likelihood: Likelihood
 
     @property
     def config(self) -> Dict[str, Any]:  # pragma: no cover - every subclass defines it
@@ -109,7 +110,7 @@ class VAEBase(nn.Module):
         """``[B, ...]`` images to ``[B, x_dim]`` pixels (:func:`pyro_vae.data.images.flatten_images`),
         refusing a dtype or device other than the parameters'."""
         x = flatten_images(x, self.x_dim)
-        weight = self.decoder[0].weight  # the first Linear: cheaper than next(parameters())
+        weight = cast(nn.Linear, self.decoder[0]).weight  # the first Linear: cheaper than next(parameters())
         if x.dtype != weight.dtype:
             fix = f"x.{_DTYPE_METHODS.get(weight.dtype, 'to')}()"
             other = f" or call vae.{_DTYPE_METHODS[x.dtype]}()" if x.dtype in _DTYPE_METHODS else ""
@@ -189,7 +190,7 @@ class VAEBase(nn.Module):
         trace = pyro.poutine.trace(self.guide).get_trace(x)
         if self.code_site not in trace.nodes:
             raise ValueError(f"the guide did not sample a site named {self.code_site!r}")
-        return trace.nodes[self.code_site]["fn"]
+        return cast(dist.TorchDistribution, trace.nodes[self.code_site]["fn"])
 
     def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
         r"""The likelihood :math:`p_\theta(x|z)` as a distribution over images."""
@@ -305,7 +306,7 @@ class VAE(VAEBase):
     def _check_vamp_guide(self) -> None:
         """Refuse a guide whose q(z|u) cannot be scored at codes of other datapoints, which the
         VampPrior's density needs: a flow conditioned on its input (``guide="iaf"``)."""
-        codes = self.decoder[0].weight.new_zeros(2, self.z_dim)
+        codes = cast(nn.Linear, self.decoder[0]).weight.new_zeros(2, self.z_dim)
         try:
             with torch.no_grad():
                 self.prior_distribution(codes.new_zeros(2, self.x_dim)).log_prob(codes)
@@ -361,7 +362,8 @@ class VAE(VAEBase):
         """
         if self.vamp is None:
             return standard_normal(x, x.shape[0], self.z_dim)
-        return self.vamp.distribution(self.encoder.distribution).expand([x.shape[0]])
+        # with a VampPrior the encoder has distribution(x) (checked in __init__)
+        return self.vamp.distribution(cast(Any, self.encoder).distribution).expand([x.shape[0]])
 
     def _model(self, x: torch.Tensor, num_data: Optional[int] = None) -> torch.Tensor:
         register_module(f"{self.name}.decoder", self.decoder)
@@ -386,6 +388,7 @@ class VAE(VAEBase):
 
     def _guide(self, x: torch.Tensor, num_data: Optional[int] = None) -> Any:
         guide = self.encoder if self.encoder is not None else self._guide_fn
+        assert guide is not None  # __init__ sets the encoder or the guide function
         return guide(x, num_data=num_data)
 
     def sample_prior(self, num_samples: int) -> torch.Tensor:
@@ -394,5 +397,6 @@ class VAE(VAEBase):
         if self.vamp is None:
             return self.decoded_mean(torch.randn(num_samples, self.z_dim, device=device))
         with torch.no_grad():
-            z = self.vamp.distribution(self.encoder.distribution).sample((num_samples,))
+            # with a VampPrior the encoder has distribution(x) (checked in __init__)
+            z = self.vamp.distribution(cast(Any, self.encoder).distribution).sample((num_samples,))
         return self.decoded_mean(z)

@@ -86,6 +86,7 @@ class WeightAveraging(Callback):
 
     def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self._last is not None:
+            assert self.averaged is not None  # on_pass_end made it before holding the mean
             record["averaged_epochs"] = int(self.averaged.n_averaged)
 
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:

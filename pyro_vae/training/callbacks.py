@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm has no type hints (nor types-tqdm here)
 
 from pyro_vae.errors import DiskFullError
 from pyro_vae.files import write_text
@@ -84,7 +84,7 @@ class CallbackList(Callback):
     def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
         self.callbacks: List[Callback] = list(callbacks)
 
-    def _each(name: str) -> Callable[..., None]:
+    def _each(name: str) -> Callable[..., None]:  # type: ignore[misc]  # called in the class body only, then deleted
         def call(self: "CallbackList", *args: Any) -> None:
             for callback in self.callbacks:
                 getattr(callback, name)(*args)
@@ -144,6 +144,7 @@ class ProgressBar(Callback):
         )
 
     def on_step_end(self, trainer: "Trainer", step: int, loss: float) -> None:
+        assert self._bar is not None  # made by on_epoch_start
         self._bar.update(1)
         if step % self.every == 0:
             self._bar.set_postfix(elbo=f"{-loss / trainer.num_data:.2f}")

@@ -10,7 +10,7 @@ says where training stopped, what went bad, and where the last good checkpoint i
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple, cast
 
 import pyro
 import torch
@@ -70,7 +70,8 @@ def diagnose(
                 terms = elbo_terms(program.model, program.guide, *batch.args, analytic_kl=analytic_kl, **batch.kwargs)
         except Exception as err:  # a diagnosis must not hide the error it explains
             return None, f"evaluating its ELBO raised {type(err).__name__}: {str(err).splitlines()[0]}"
-        params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+        # a param site's value is the param store's constrained tensor, which carries unconstrained()
+        params = [cast(Any, site["value"]).unconstrained() for site in capture.trace.nodes.values()]
         params = [p for p in params if p.requires_grad]
         bad, parts, norms, grads_of = [], [], {}, {}
         scale = num_data / batch.size
@@ -105,7 +106,7 @@ def diagnose(
             f"with its own noise did not reproduce the failure here"
         )
     # Each term's gradient is finite alone, but not their sum: name the larger one.
-    term = max(norms, key=norms.get)
+    term = max(norms, key=norms.__getitem__)
     sizes = ", ".join(f"{norms[k]:.3g} for {k}" for k in norms)
     return term, f"{detail}, with gradient norms {sizes} that overflow together: the {term} term dominates"
 

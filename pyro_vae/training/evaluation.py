@@ -47,8 +47,8 @@ def test_elbo(
             sums[:-1] += torch.stack([getattr(terms, key).sum() for key in keys]).to(sums)
             sums[-1] += batch.size
     program.module.train()
-    sums = dist_util.all_reduce_sum(sums.to(_device(program))).tolist()
-    out = {key: value / sums[-1] for key, value in zip(keys, sums)}
+    totals = dist_util.all_reduce_sum(sums.to(_device(program))).tolist()
+    out = {key: value / totals[-1] for key, value in zip(keys, totals)}
     if program.x_dim is not None:
         out["bits_per_dim"] = float(bits_per_dim(torch.tensor(out["elbo"]), program.x_dim))
     return out

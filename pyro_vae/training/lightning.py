@@ -90,7 +90,9 @@ class SVIModule(lightning.LightningModule):
 
     def _num_data(self) -> int:
         if self.num_data is None:
-            self.num_data = len(self.trainer.train_dataloader.dataset)
+            loader = self.trainer.train_dataloader
+            assert loader is not None  # Lightning has set up the training data before a training step
+            self.num_data = len(loader.dataset)
         return self.num_data
 
     def _call(self, fn: Callable[..., Any], batch: Batch, num_data: Optional[int]) -> Any:
@@ -104,7 +106,10 @@ class SVIModule(lightning.LightningModule):
         # Lightning's optimizer steps the modules' parameters: Pyro's param-store registration is not needed.
         with pyro.validation_enabled(self.validate), registration_skipped():
             loss = self._call(
-                lambda *a, **k: self.elbo.differentiable_loss(self.program.model, self.program.guide, *a, **k), batch, n
+                # Pyro declares differentiable_loss only on the ELBO subclasses, not on the ELBO base class
+                lambda *a, **k: self.elbo.differentiable_loss(self.program.model, self.program.guide, *a, **k),  # type: ignore[attr-defined]
+                batch,
+                n,
             )
         self.log("train_elbo", -loss.detach() / n, batch_size=batch.size)
         return loss
@@ -116,6 +121,6 @@ class SVIModule(lightning.LightningModule):
         for key in ("elbo", "recon", "kl"):  # Lightning averages them over batches, weighted by size
             self.log(f"val_{key}", getattr(terms, key).mean(), batch_size=batch.size)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Optional[torch.optim.Optimizer]:
         """Adam (fused where torch has it) over every parameter of the program's modules."""
         return make_optimizer(list(self.parameters()), self.lr, None)  # fused Adam, as the Trainer's

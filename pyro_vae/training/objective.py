@@ -47,7 +47,8 @@ class ELBOLoss(nn.Module):
         self.guide = guide
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        # Pyro declares differentiable_loss only on the ELBO subclasses, not on the ELBO base class
+        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)  # type: ignore[attr-defined]
 
 
 class Objective:
@@ -129,7 +130,8 @@ class Objective:
 
     def loss_and_grads(self, batch: Batch, num_data: Optional[int]) -> torch.Tensor:
         """For an ELBO without ``differentiable_loss``: its own ``loss_and_grads``."""
-        loss = batch.call(lambda *a, **k: self.elbo.loss_and_grads(self.model, self.guide, *a, **k), num_data)
+        # Pyro declares loss_and_grads only on the ELBO subclasses, not on the ELBO base class
+        loss = batch.call(lambda *a, **k: self.elbo.loss_and_grads(self.model, self.guide, *a, **k), num_data)  # type: ignore[attr-defined]
         return torch.tensor(float(loss))
 
     # ---- JIT compilation -------------------------------------------------------------

@@ -18,7 +18,7 @@ it adds the model's own input checks and its guide contract (:mod:`pyro_vae.infe
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, cast
 
 import pyro
 import torch
@@ -189,7 +189,9 @@ def _check_scale(model_trace: Any, guide_trace: Any, num_data: int, batch: int) 
         sites = model_sites(model_trace)
     except SiteError:  # no plate over datapoints to be found: nothing to compare
         return
-    observed_full = {full_size(model_trace.nodes[name], sites.plate) for name in sites.observed} - {None}
+    observed_full = cast(
+        Set[int], {full_size(model_trace.nodes[name], sites.plate) for name in sites.observed} - {None}
+    )
     if observed_full and num_data not in observed_full:
         raise ConfigError(
             f"the Trainer called the model with num_data={num_data} on a minibatch of {batch}, but its plate "
@@ -283,7 +285,8 @@ def as_program(model: Any, guide: Optional[Callable[..., Any]] = None) -> Progra
     owner = getattr(model, "__self__", None)
     if (
         isinstance(owner, VAEBase)
-        and getattr(guide, "__self__", None) is owner
+        # cast: comparing with an Any would widen owner, a VAEBase here, back to Any | None for mypy
+        and cast(object, getattr(guide, "__self__", None)) is owner
         and getattr(model, "__func__", None) is type(owner).model
         and getattr(guide, "__func__", None) is type(owner).guide
     ):

@@ -33,7 +33,8 @@ def _rng_state() -> Dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        # numpy's stub gives get_state() the dict return of legacy=False; the default legacy=True returns a tuple
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],  # type: ignore[index]
     }
 
 
@@ -72,6 +73,7 @@ def state_dict(trainer: "Trainer") -> Dict[str, Any]:
         state["partial"] = dict(trainer.position)
     extra = trainer.step_fn.extra_params
     if extra:  # parameters kept in Pyro's param store only
+        assert trainer.step_fn.extra_optimizer is not None  # adopt_params made it for these parameters
         state["param_store"] = {
             "params": {name: value.detach().clone() for name, value in extra},
             "optimizer": trainer.step_fn.extra_optimizer.state_dict(),

@@ -120,6 +120,7 @@ class CheckedStep:
                 with pyro.validation_enabled(False):
                     loss = self._loss_and_grads(batch, num_data, weight)
         if first:
+            assert capture is not None  # traced on the first step
             self.adopt_params(capture.trace)
         if self.agree is not None:
             value, refused_elsewhere = self.agree(loss, refused is not None)
@@ -137,6 +138,7 @@ class CheckedStep:
         if not math.isfinite(value):
             self.zero_grads()
             raise NonFiniteStep(f"the loss is {value}")
+        assert self._params is not None  # adopt_params set them on the first step
         if not torch.isfinite(grad_norm([p.grad for p in self._params if p.grad is not None])):
             # NaN or inf entries, or squares that overflow (float32: entries beyond about 1e19),
             # where Adam's second-moment estimate would overflow too and freeze the parameter.
@@ -208,4 +210,5 @@ class CheckedStep:
         with torch.no_grad():
             for name, value in found.items():
                 value.copy_(saved["params"][name])
+        assert self.extra_optimizer is not None  # the checkpoint's param-store parameters were found, so it was made
         self.extra_optimizer.load_state_dict(saved["optimizer"])

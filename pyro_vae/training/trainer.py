@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 import pyro
 import torch
@@ -99,7 +99,8 @@ class Trainer:
         #: The run's settings, ``binarize`` resolved for the program (none where a transform is given).
         self.config = config.resolved(self.program.natural_binarization if transform is None else "none")
         #: What is done to every batch before its step (:mod:`pyro_vae.data.transforms`).
-        self.transform: Transform = transform if transform is not None else Binarize(self.config.binarize)
+        # resolved() gave binarize a value
+        self.transform: Transform = transform if transform is not None else Binarize(cast(str, self.config.binarize))
         if transform is not None and self.config.binarize != "none":
             raise ConfigError(
                 f"binarize={self.config.binarize!r} and a transform were both given; binarize in "
@@ -212,7 +213,7 @@ class Trainer:
         return self.transform.evaluation(self.check_data(data, "test data")).to(self.device).data
 
     @torch.no_grad()
-    def evaluate(self, data: Data, batch_size: int = 1000) -> Dict[str, float]:
+    def evaluate(self, data: Union[Data, Source], batch_size: int = 1000) -> Dict[str, float]:
         """Per-datapoint ELBO and its parts on prepared held-out data (:meth:`prepare_test`); see
         :func:`pyro_vae.training.evaluation.test_elbo`."""
         self.last_evaluation = test_elbo(
@@ -251,7 +252,9 @@ class Trainer:
         self.objective.check_model(batch.select(slice(0, 2)))
         self._model_checked = True
 
-    def train_epoch(self, data: Data, batch_size: int = 128, callbacks: Iterable[Callback] = ()) -> float:
+    def train_epoch(
+        self, data: Union[Data, Source], batch_size: int = 128, callbacks: Union[Iterable[Callback], CallbackList] = ()
+    ) -> float:
         """One pass over valid ``data`` (:meth:`check_data`) in shuffled minibatches (or the rest of
         a pass that a signal stopped); returns the mean training objective per datapoint.
 
