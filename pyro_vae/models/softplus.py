@@ -1,0 +1,72 @@
+r"""The softplus :math:`\log(1 + e^x)`, three times faster on the CPU than :func:`torch.nn.functional.softplus`.
+
+Softplus is the VAE's most frequent non-linearity: between the layers of the encoder and the
+decoder, and in every Bernoulli pixel's log-probability,
+:math:`\log p(x_d \mid z) = x_d \ell_d - \log(1 + e^{\ell_d})`. Torch computes it with
+``log1p``, which on this CPU build runs about twelve times slower than ``log`` (8.2 ms against
+0.65 ms for 1.5 million floats on 2 cores, torch 2.14). At ``k = 5000`` importance samples
+the softplus of ``[5000, 784]`` decoder logits per test image was 40 % of an evaluation.
+Here it is written with ``log``, kept as exact as ``log1p``:
+
+.. math::
+
+    \operatorname{softplus}(x) = \max(x, 0) + \log(1 + u), \qquad u = e^{-|x|} \in (0, 1],
+
+and :math:`\log(1 + u)` from :math:`v = 1 \oplus u` (the rounded sum) as
+:math:`\log v + (u - (v \ominus 1)) / v`: the second term is the rounding error of :math:`1 + u`
+(exactly representable, by Sterbenz's lemma) to first order, so the result keeps ``log1p``'s
+relative accuracy to a few ulps even where :math:`u` is far below the float's epsilon (where
+:math:`v = 1` it is :math:`u` itself). The gradient is :math:`\sigma(x)`, computed directly
+rather than through the formula's own graph.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    """The value, without a graph: in place after the first two tensors, since at ``k = 5000``
+    every new ``[particles, images, 784]`` tensor costs page faults as well as arithmetic."""
+    # exp near and below the smallest normal (e^-87.3 in float32) takes a slow path, 10-25 times
+    # slower, also with subnormals flushed; the floor e^-86.3 changes softplus by less than 1e-37
+    u = x.abs().neg_().clamp_(min=math.log(torch.finfo(x.dtype).tiny) + 1).exp_()
+    v = u + 1
+    correction = (v - 1).neg_().add_(u).div_(v)  # (u - (v - 1)) / v, exact but for the division
+    out = v.log_().add_(correction)
+    return out.add_(torch.clamp(x, min=0, out=u))
+
+
+class _SoftplusFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return _softplus(x.detach())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)  # differentiable itself: second derivatives work
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log(1 + e^x)`, elementwise, to within a few ulps of :func:`torch.nn.functional.softplus`
+    (module docstring), with gradient :math:`\sigma(x)`."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return _SoftplusFunction.apply(x)
+    return _softplus(x)
+
+
+class Softplus(nn.Softplus):
+    """:class:`torch.nn.Softplus` (``beta = 1``) computed by :func:`softplus`: a drop-in layer
+    with the same parameters (none) and the same outputs to within a few ulps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return softplus(input)

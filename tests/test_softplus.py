@@ -1,0 +1,71 @@
+"""The log-based softplus against float64 ground truth, torch's layer, and its derivatives."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_vae.models.likelihoods import BernoulliPixels
+from pyro_vae.models.networks import mlp
+from pyro_vae.models.softplus import Softplus, softplus
+
+FLOAT32_ULP = 2.0**-23
+
+
+def test_float32_within_two_ulps_of_the_float64_truth_over_the_normal_range():
+    # from e^-86 (one above the smallest normal float32, e^-87.3) far into the linear part, plus
+    # the points where log(1 + u) alone would round to zero (|x| > 17) or lose digits (|x| near 0)
+    x = torch.cat([torch.linspace(-86.0, 120.0, 200_001), torch.tensor([0.0, 1e-30, -1e-30, 1e-8, -17.5, 17.5])])
+    truth = torch.log1p(torch.exp(-x.double().abs())) + x.double().clamp(min=0)
+    relative = ((softplus(x).double() - truth).abs() / truth).max().item()
+    assert relative < 2 * FLOAT32_ULP
+    # below, e^x is floored at e^-86.3 (exp is slow there): off by less than 4e-38 in absolute terms
+    far = torch.linspace(-200.0, -86.0, 1001)
+    absolute = (softplus(far).double() - torch.exp(far.double())).abs().max().item()
+    assert 0 < absolute < 4e-38
+    # log(1 + e^x) computed naively is 0 below x = -17: the correction is what keeps e^x
+    assert softplus(torch.tensor(-50.0)).item() == pytest.approx(math.exp(-50.0), rel=1e-6)
+
+
+def test_float64_input_keeps_float64_accuracy():
+    x = torch.linspace(-700.0, 700.0, 10_001, dtype=torch.float64)
+    assert torch.allclose(softplus(x), F.softplus(x, threshold=1e9), rtol=1e-14, atol=0.0)
+
+
+def test_gradient_is_the_sigmoid_and_second_derivatives_work():
+    x = (torch.randn(64, dtype=torch.float64) * 8).requires_grad_()
+    assert torch.autograd.gradcheck(softplus, (x,))
+    assert torch.autograd.gradgradcheck(softplus, (x,))
+    (grad,) = torch.autograd.grad(softplus(x).sum(), x)
+    assert torch.allclose(grad, torch.sigmoid(x), rtol=1e-15, atol=0.0)
+
+
+def test_input_is_left_unchanged_with_and_without_a_graph():
+    x = torch.randn(100) * 30
+    before = x.clone()
+    softplus(x)
+    softplus(x.requires_grad_())
+    assert torch.equal(x.detach(), before)
+
+
+def test_layer_is_a_drop_in_for_torch_softplus():
+    torch.manual_seed(0)
+    net = mlp([5, 7, 3], "softplus")
+    assert isinstance(net[1], Softplus) and isinstance(net[1], nn.Softplus)  # the explorer reads nn.Softplus
+    reference = nn.Sequential(net[0], nn.Softplus(), net[2])
+    x = torch.randn(11, 5)
+    assert torch.allclose(net(x), reference(x), rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(net(x).sum(), list(net.parameters()))
+    ref_grads = torch.autograd.grad(reference(x).sum(), list(reference.parameters()))
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_pixels_under_many_particles_match_torch_bernoulli():
+    torch.manual_seed(0)
+    logits = torch.randn(30, 4, 784, dtype=torch.float64) * 20  # [particles, images, pixels]
+    x = (torch.rand(4, 784) < 0.3).double()
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum(-1)
+    assert torch.allclose(BernoulliPixels(logits).log_prob(x), expected, rtol=1e-12, atol=1e-9)
