@@ -124,12 +124,10 @@ def main() -> int:
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     weights = {k: v.double() for k, v in state["model"].items()}
     # the data, and afterwards the estimate to compare with, from pyro_vae
-    from pyro_vae import Trainer, load_mnist
+    from pyro_vae import Trainer, load_mnist, load_model
     from pyro_vae.inference.evaluate import log_likelihood
-    from pyro_vae.models.registry import build_model
 
-    vae = build_model(state["config"])
-    vae.load_state_dict(state["model"])
+    vae = load_model(args.checkpoint)
     test = Trainer(vae).prepare_test(load_mnist(args.data_dir, verbose=False).test_images)[: args.test_size]
     torch.manual_seed(2)
     independent = independent_log_likelihood(weights, test.double(), args.samples)

@@ -208,14 +208,15 @@ def choice_table(results: list) -> str:
 def eval_table(records: dict) -> str:
     """Minutes of the k = 5000 NLL of the same checkpoint with the code before and after, per prior."""
     lines = [
-        "| prior | test images | k | minutes before | minutes after | speed-up | after, projected to 10,000 images | "
-        "NLL before | NLL after | largest difference of one image's estimate |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| prior | code before → after | test images | k | minutes before | minutes after | speed-up | "
+        "after, projected to 10,000 images | NLL before | NLL after | largest difference of one image's estimate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, after in sorted(records.items()):
         before = after["compared_with"]
+        code = f"{before.get('commit', 'unknown')[:7]} → {after.get('commit', 'unknown')[:7]}"
         lines.append(
-            f"| {name} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
+            f"| {name} | {code} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
             f"{after['minutes']:.2f} | {before['speedup']:.1f}x | "
             f"{after['minutes'] * 10_000 / after['test_images']:.1f} min | {before['nll']:.4f} | {after['nll']:.4f} | "
             f"{before['max_per_image_difference']:.1e} nats |"

@@ -7,7 +7,8 @@ images (binarized once with the fixed seed of every NLL in this repository) with
 seed, and writes the NLL, its Monte Carlo standard error, the per-image estimates' digest and
 the minutes to ``--json``. Run it under two trees of pyro_vae to compare them on the same
 checkpoint: the same seed draws the same particles, so the two estimates must agree to far
-below their standard error::
+below their standard error. Both runs evaluate as ``bench/best_nll.py`` does: subnormals flushed
+to zero and freed memory kept in the heap (``--allocator glibc-default`` leaves glibc as is)::
 
     git worktree add /tmp/before <commit>
     PYTHONPATH=/tmp/before python bench/prior_eval.py --checkpoint C --json /tmp/before.json
@@ -31,6 +32,10 @@ from pyro_vae.inference.evaluate import log_likelihood
 from pyro_vae.models.registry import build_model
 from pyro_vae.training.checkpoint import load_checkpoint
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import allocator
+from report import commit
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,10 +45,14 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=5000, help="k, importance samples per image")
     p.add_argument("--json", required=True, help="where to write this run's record")
     p.add_argument("--compare", default=None, help="a record of the same checkpoint to compare with")
+    allocator.add_option(p)
     args = p.parse_args()
+    torch.set_flush_denormal(True)  # as bench/best_nll.py evaluates: before torch's worker threads exist
+    allocator_setting = allocator.apply(args.allocator)
 
     state = load_checkpoint(args.checkpoint)
     pyro.clear_param_store()
+    # rebuilt by hand rather than by pyro_vae.load_model: the "before" tree may predate it
     vae = build_model(state["config"])
     vae.load_state_dict(state["model"])
     vae.eval()
@@ -55,6 +64,9 @@ def main() -> int:
     result = {
         "command": " ".join(["python bench/prior_eval.py", *sys.argv[1:]]),
         "code": os.path.dirname(os.path.abspath(pyro_vae.__file__)),
+        "commit": commit(os.path.dirname(os.path.abspath(pyro_vae.__file__))),
+        "allocator": allocator_setting,
+        "flush_denormal": True,
         "config": state["config"],
         "threads": torch.get_num_threads(),
         "test_images": len(test),
@@ -71,6 +83,7 @@ def main() -> int:
         result["compared_with"] = {
             "record": args.compare,
             "code": before["code"],
+            "commit": before.get("commit", "unknown"),
             "minutes": before["minutes"],
             "nll": before["nll"],
             "nll_difference": result["nll"] - before["nll"],

@@ -35,14 +35,15 @@ def save(path: str, result: dict) -> None:
     write_text(path, json.dumps(result, indent=2))
 
 
-def commit() -> str:
-    """The commit of the code that ran, with ``-dirty`` if the work tree had changes."""
+def commit(where: str = HERE) -> str:
+    """The commit of the code that ran (the checkout holding ``where``), with ``-dirty`` if the
+    work tree had changes."""
     try:
         return subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
             capture_output=True,
             text=True,
-            cwd=HERE,
+            cwd=where,
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

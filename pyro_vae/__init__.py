@@ -54,10 +54,12 @@ from pyro_vae.training import (
     Trainer,
     WeightAveraging,
 )
+from pyro_vae.training.checkpoint import load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "load_model",
     "VAE",
     "VAEBase",
     "HVAE",

@@ -4,7 +4,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import VAE, CheckpointError, InvalidDataError, Trainer, data_plate
+from pyro_vae import HVAE, VAE, CheckpointError, InvalidDataError, Trainer, data_plate, load_model, log_likelihood
 from pyro_vae.training.checkpoint import load_checkpoint
 
 
@@ -178,3 +178,40 @@ def test_a_guide_keeping_its_parameters_in_the_param_store_resumes_bit_identical
         r"guide have \['outside_encoder\$\$\$bias', 'outside_encoder\$\$\$weight'\]",
     ):
         other.fit(train, test, epochs=2, **quiet)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: VAE(z_dim=3, hidden_dims=(16,), prior="vamp", num_pseudo_inputs=10),
+        lambda: HVAE(z_dims=(4, 2), hidden_dims=((16,), (8,)), prior="vamp", num_pseudo_inputs=10),
+    ],
+)
+def test_load_model_rebuilds_a_library_model_with_its_weights(make, tmp_path):
+    pyro.set_rng_seed(0)
+    vae = make()
+    Trainer(vae).save(str(tmp_path / "ck.pt"))
+    pyro.set_rng_seed(1)  # other initial weights: only the checkpoint's can make the estimates agree
+    loaded = load_model(tmp_path / "ck.pt")
+    assert type(loaded) is type(vae) and loaded.config == vae.config and not loaded.training
+    x = (torch.rand(3, 784) < 0.3).float()
+    estimates = []
+    for model in (vae, loaded):
+        torch.manual_seed(2)
+        estimates.append(log_likelihood(model.model, model.guide, x, num_samples=20).log_likelihood)
+    assert torch.equal(estimates[0], estimates[1])
+
+
+def test_load_model_refuses_a_users_own_program(tmp_path):
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+            pyro.sample("x", pyro.distributions.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", pyro.distributions.Normal(0.0, 1.0))
+
+    Trainer(model, guide).save(str(tmp_path / "ck.pt"))
+    with pytest.raises(CheckpointError, match="not one of pyro_vae's models.*load_checkpoint"):
+        load_model(tmp_path / "ck.pt")

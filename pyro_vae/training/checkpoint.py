@@ -116,3 +116,25 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
             f"reads version {VERSION}. Use the pyro_vae version that wrote it, or start a new run."
         )
     return state
+
+
+def load_model(path: Union[str, os.PathLike]) -> Any:
+    """The model a checkpoint of ``Trainer(vae)`` holds (one of
+    :data:`~pyro_vae.models.registry.MODELS`): rebuilt from its ``config`` with its weights, on
+    the CPU, in evaluation mode. A checkpoint of a user's own ``Trainer(model, guide)`` is
+    refused: only its program can rebuild it (``load_checkpoint(path)["model"]`` holds the weights).
+    """
+    from pyro_vae.models.registry import MODELS, build_model  # here: models import training
+
+    state = load_checkpoint(path)
+    config = state.get("config")
+    if not isinstance(config, dict) or config.get("model", "vae") not in MODELS:
+        name = config.get("model") if isinstance(config, dict) else None
+        raise CheckpointError(
+            f"{path} holds the program {name!r}, not one of pyro_vae's models {sorted(MODELS)}; rebuild "
+            f"your model and guide, then load_checkpoint(path)['model'] into their module",
+            settings=("checkpoint",),
+        )
+    model = build_model(config)
+    model.load_state_dict(state["model"])
+    return model.eval()
