@@ -12,7 +12,6 @@ docs/results.md, where the protocol and the command stand beside it.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -24,14 +23,6 @@ from report import load, write_block  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
 RESULTS_PAGE = "docs/results.md"
-
-
-def _read(relative: str) -> dict | None:
-    path = os.path.join(HERE, "results", relative)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def nll_line() -> str | None:
@@ -53,7 +44,7 @@ def nll_line() -> str | None:
 
 
 def example_line() -> str | None:
-    full = _read(os.path.join("example", "full.json"))
+    full = load("example/full")
     if full is None:
         return None
     minutes = full["epochs"] * full["seconds_per_epoch"] / 60
@@ -65,7 +56,7 @@ def example_line() -> str | None:
 
 
 def speed_line() -> str | None:
-    step, loglik, vamp = load("step"), load("loglik"), _read(os.path.join("prior_eval", "vamp_after.json"))
+    step, loglik, vamp = load("step"), load("loglik"), load("prior_eval/vamp_after")
     if step is None or loglik is None:
         return None
     row = next(r for r in step["rows"] if r["batch_size"] == 128)

@@ -51,6 +51,8 @@ def commit(where: str = HERE) -> str:
 
 
 def load(name: str, before: bool = False) -> Optional[dict]:
+    """The record ``bench/results/<name>.json`` (``name`` may hold a folder: ``"example/full"``), or
+    None if it was not made; ``before``: the one under ``bench/results/before/``."""
     path = os.path.join(RESULTS, "before" if before else "", f"{name}.json")
     if not os.path.exists(path):
         return None

@@ -1,6 +1,8 @@
+import importlib
 import os
 import shutil
 import struct
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +88,17 @@ def message_lines(stderr: str):
     """The CLI's stderr lines without the one-line notice that the embedded sample is in use
     (printed when the tests run as a newcomer would, with no real MNIST)."""
     return [line for line in stderr.strip().splitlines() if not line.startswith("pyro_vae: full MNIST not found")]
+
+
+def import_from(folder: str, name: str):
+    """Module ``name`` of the repository's ``folder`` (``bench``, ``docs``): imported with the folder
+    on ``sys.path``, which is then restored as it was (the bench scripts add their own folder too)."""
+    saved = list(sys.path)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
 
 
 @pytest.fixture(autouse=True)

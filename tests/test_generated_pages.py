@@ -2,28 +2,20 @@
 records, and no block on any page escapes this check: no published table is typed by hand."""
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import import_from
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _import(folder: str, name: str):
-    sys.path.insert(0, str(ROOT / folder))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
-
 def generated() -> dict:
     """(page, block name) -> the block its script writes from the records."""
-    nll_curve, report = _import("bench", "nll_curve"), _import("bench", "report")
-    example_runs, headlines = _import("bench", "example_runs"), _import("bench", "headlines")
-    your_data_runs = _import("docs", "your_data_runs")
+    nll_curve, report = import_from("bench", "nll_curve"), import_from("bench", "report")
+    example_runs, headlines = import_from("bench", "example_runs"), import_from("bench", "headlines")
+    your_data_runs = import_from("docs", "your_data_runs")
     out = {}
     for name, block in nll_curve.blocks().items():
         for page in nll_curve.PAGES if name == "best-nll" else nll_curve.PAGES[1:]:
@@ -55,7 +47,7 @@ def test_every_block_on_every_page_is_checked():
 
 def test_the_headlines_come_from_the_records_they_cite():
     """The README's NLL line quotes the final k = 5000 NLL of each budget's record."""
-    nll_curve = _import("bench", "nll_curve")
+    nll_curve = import_from("bench", "nll_curve")
     line = next(line for line in BLOCKS[(ROOT / "README.md", "headlines")].splitlines() if "Test NLL" in line)
     for record in nll_curve.curves():
         assert (

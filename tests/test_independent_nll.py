@@ -2,19 +2,14 @@
 independent float64 computation (plain torch.distributions, the VampPrior's mixture summed one
 component at a time) agree to float32 rounding when both see the same noise."""
 
-import sys
-from pathlib import Path
-
 import pyro
 import pytest
 import torch
+from conftest import import_from
 
 from pyro_vae.models.registry import build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import independent_nll
-
-sys.path.pop(0)
+independent_nll = import_from("bench", "independent_nll")
 
 
 @pytest.mark.parametrize("prior", ["standard", "vamp"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import import_from
 
 from pyro_vae.data.sources import load_data, suggested_likelihood
 from pyro_vae.errors import ConfigError, DataNotFoundError, InvalidDataError
@@ -222,11 +223,8 @@ def test_the_example_on_the_digits_a_table_a_png_folder_and_counts(tmp_path):
 
 
 def test_the_pages_table_is_generated_from_the_committed_records():
-    sys.path.insert(0, str(ROOT / "docs"))
-    try:
-        from your_data_runs import PAGE, table
-    finally:
-        sys.path.pop(0)
+    your_data_runs = import_from("docs", "your_data_runs")
+    PAGE, table = your_data_runs.PAGE, your_data_runs.table
     page = PAGE.read_text()
     assert f"<!-- your_data:start -->\n{table()}\n<!-- your_data:end -->" in page
     for figure in (
