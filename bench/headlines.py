@@ -4,7 +4,7 @@
 Writes the lines between the README's ``<!-- headlines:start -->`` and ``<!-- headlines:end -->``
 markers from ``bench/results/``: the best test NLL per budget of minutes (``best_nll_*min.json``),
 the example's test ELBO (``example/full.json``), and the speed against plain PyTorch
-(``step.json``, ``loglik.json``, ``prior_eval/vamp_after.json``). Each line links to its table in
+(``step.json``, ``prior_eval/standard_after.json``, ``prior_eval/vamp_after.json``). Each line links to its table in
 docs/results.md, where the protocol and the command stand beside it.
 
     python bench/headlines.py          # after any of the scripts that write those records
@@ -56,17 +56,21 @@ def example_line() -> str | None:
 
 
 def speed_line() -> str | None:
-    step, loglik, vamp = load("step"), load("loglik"), load("prior_eval/vamp_after")
-    if step is None or loglik is None:
+    """The step's ratio to plain PyTorch, and the evaluation's minutes per prior on trained
+    checkpoints (``bench/prior_eval.py``, projected to the 10,000 test digits)."""
+    step = load("step")
+    if step is None:
         return None
     row = next(r for r in step["rows"] if r["batch_size"] == 128)
-    line = (
-        f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128); "
-        f"the k = {loglik['samples_per_image']} log-likelihood of 10,000 test digits takes "
-        f"{loglik['projected_seconds_10k'] / 60:.1f} minutes with the N(0, I) prior"
-    )
-    if vamp is not None:
-        line += f", {vamp['minutes'] * 10_000 / vamp['test_images']:.1f} with the VampPrior"
+    line = f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128)"
+    evals = {name: load(f"prior_eval/{name}_after") for name in ("standard", "vamp")}
+    if all(evals.values()):
+        minutes = {name: r["minutes"] * 10_000 / r["test_images"] for name, r in evals.items() if r is not None}
+        line += (
+            f"; the k = {evals['vamp']['samples_per_image']} log-likelihood of 10,000 test digits takes "
+            f"{minutes['standard']:.1f} minutes with the N(0, I) prior, {minutes['vamp']:.1f} with the VampPrior "
+            f"(trained checkpoints)"
+        )
     return line + f". [Tables]({RESULTS_PAGE}#speed)"
 
 

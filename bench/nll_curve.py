@@ -258,6 +258,12 @@ def blocks() -> dict:
     return out
 
 
+def pages_of(name: str) -> list:
+    """The pages that show block ``name``: the curves' table and the evaluation minutes on both,
+    the runs that chose the rule on docs/models.md only."""
+    return PAGES if name in ("best-nll", "prior-eval") else PAGES[1:]
+
+
 def main() -> int:
     if not curves():
         print("no bench/results/best_nll_<minutes>min.json: run bench/best_nll.py first", file=sys.stderr)
@@ -265,7 +271,7 @@ def main() -> int:
     before_path = os.path.join(HERE, "results", "before", "best_nll.json")
     figure(curves(), _read(before_path) if os.path.exists(before_path) else None)
     for name, block in blocks().items():
-        for page in PAGES if name == "best-nll" else PAGES[1:]:
+        for page in pages_of(name):
             if not write_block(page, name, block):
                 return 1
     print(

@@ -18,7 +18,7 @@ def generated() -> dict:
     your_data_runs = import_from("docs", "your_data_runs")
     out = {}
     for name, block in nll_curve.blocks().items():
-        for page in nll_curve.PAGES if name == "best-nll" else nll_curve.PAGES[1:]:
+        for page in nll_curve.pages_of(name):
             out[(Path(page), name)] = block
     for page in report.PAGES:
         out[(Path(page), "bench")] = report.render()
