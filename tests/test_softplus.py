@@ -53,7 +53,7 @@ def test_input_is_left_unchanged_with_and_without_a_graph():
 def test_layer_is_a_drop_in_for_torch_softplus():
     torch.manual_seed(0)
     net = mlp([5, 7, 3], "softplus")
-    assert isinstance(net[1], Softplus) and isinstance(net[1], nn.Softplus)  # the explorer reads nn.Softplus
+    assert isinstance(net[1], Softplus) and isinstance(net[1], nn.Softplus)
     reference = nn.Sequential(net[0], nn.Softplus(), net[2])
     x = torch.randn(11, 5)
     assert torch.allclose(net(x), reference(x), rtol=1e-6, atol=1e-6)

@@ -37,6 +37,7 @@ from pyro_vae.errors import ConfigError, InvalidDataError, check_positive
 from pyro_vae.files import write_text
 from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.inference.evaluate import principal_plane
+from pyro_vae.models.softplus import Softplus
 from pyro_vae.models.vae import VAE
 from pyro_vae.rng import rng_fork
 from pyro_vae.training.checkpoint import check_writable_dir
@@ -46,7 +47,8 @@ MC_DRAWS = 64  #: draws that estimate the mean and covariance of a guide with no
 ELBO_PARTICLES = 16  #: draws of z per digit in the Monte Carlo reconstruction term
 _PLACEHOLDER = "__EXPLORER_DATA__"
 _FLOAT16_MAX = 65504.0
-_ACTIVATIONS = (nn.Softplus, nn.ReLU, nn.Tanh, nn.ELU)
+# pyro_vae's Softplus computes nn.Softplus's function (beta 1), only faster
+_ACTIVATIONS = (nn.Softplus, Softplus, nn.ReLU, nn.Tanh, nn.ELU)
 
 
 def write_explorer(
