@@ -19,12 +19,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import TYPE_CHECKING, Any, Dict, Union
 
 import torch
 
 from pyro_vae.errors import CheckpointError, OutputDirError
 from pyro_vae.files import atomic_write
+
+if TYPE_CHECKING:
+    from pyro_vae.models.vae import VAEBase
 
 FORMAT = "pyro_vae.checkpoint"
 #: The format version this release writes and reads.
@@ -118,7 +121,7 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     return state
 
 
-def load_model(path: Union[str, os.PathLike]) -> Any:
+def load_model(path: Union[str, os.PathLike]) -> "VAEBase":
     """The model a checkpoint of ``Trainer(vae)`` holds (one of
     :data:`~pyro_vae.models.registry.MODELS`): rebuilt from its ``config`` with its weights, on
     the CPU, in evaluation mode. A checkpoint of a user's own ``Trainer(model, guide)`` is
