@@ -19,6 +19,7 @@ of the forms of :mod:`~pyro_vae.data.batches`.
 - :class:`~pyro_vae.training.objective.Objective`, the ELBO with its KL weight and JIT bookkeeping;
 - :class:`~pyro_vae.training.step.CheckedStep`, loss and gradients, the finite guard, the optimizer;
 - :mod:`~pyro_vae.training.diagnosis`, which names what went non-finite;
+- :mod:`~pyro_vae.training.loops`, the epoch's pass over the minibatches and ``fit``'s epochs;
 - :class:`~pyro_vae.training.epochs.EpochPass`, the data order and the position in an epoch;
 - :mod:`pyro_vae.rng`'s named streams; :class:`~pyro_vae.training.signals.SignalStop`;
 - :mod:`~pyro_vae.training.state`, the checkpoint's content; :mod:`pyro_vae.training.distributed`;
@@ -34,7 +35,6 @@ each lever; ``validate=True`` turns per-step validation back on).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, cast
 
 import pyro
@@ -42,20 +42,19 @@ import torch
 
 from pyro_vae.data.batches import Batch, Data, Source, as_source
 from pyro_vae.data.transforms import Binarize, Transform
-from pyro_vae.errors import ConfigError, DiskFullError, TrainingInterrupted, check_positive
+from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.rng import latent_noise_seed
 from pyro_vae.training import distributed as dist_util
+from pyro_vae.training import loops
 from pyro_vae.training import state as training_state
 from pyro_vae.training.callbacks import Callback, CallbackList, ConsoleLog, ProgressBar
 from pyro_vae.training.checkpoint import check_writable_dir, load_checkpoint, save_checkpoint
 from pyro_vae.training.config import TrainConfig
-from pyro_vae.training.diagnosis import diagnose_parts, non_finite_error
-from pyro_vae.training.epochs import EpochPass
 from pyro_vae.training.evaluation import test_elbo
 from pyro_vae.training.objective import Objective
 from pyro_vae.training.program import Program, as_program
 from pyro_vae.training.signals import SignalStop
-from pyro_vae.training.step import CheckedStep, NonFiniteStep
+from pyro_vae.training.step import CheckedStep
 
 
 def _one_config(guide: Any, config: Optional[TrainConfig], settings: Dict[str, Any]) -> TrainConfig:
@@ -124,7 +123,8 @@ class Trainer:
         self.history: List[Dict[str, float]] = []
         #: The last :meth:`evaluate` result.
         self.last_evaluation: Optional[Dict[str, float]] = None
-        self._test: Optional[Source] = None
+        #: The held-out data the fit in progress evaluates, prepared (:meth:`prepare_test`).
+        self.test_source: Optional[Source] = None
         #: ``(checkpoint's lr, this trainer's lr)`` when :meth:`resume` changed the rate, else None.
         self.lr_changed_on_resume: Optional[Tuple[float, float]] = None
         #: (path, epoch, step) of the last checkpoint written or resumed from.
@@ -140,7 +140,8 @@ class Trainer:
         self.hooks: Optional[CallbackList] = None  # of the fit in progress
         self.num_data = 0  # of the pass in progress
         self.target_epochs = 0  # of the fit in progress
-        self._checkpoint_path: Optional[str] = None
+        #: The checkpoint the fit in progress writes.
+        self.checkpoint_path: Optional[str] = None
         self._model_checked = False
         pyro.set_rng_seed(self.config.seed)
         if self.world_size > 1:  # each process draws its own latent noise
@@ -185,7 +186,7 @@ class Trainer:
     def test_data(self) -> Any:
         """The held-out data :meth:`fit` evaluates, prepared (binarized once): a tensor where it
         was given as one."""
-        return None if self._test is None else self._test.data
+        return None if self.test_source is None else self.test_source.data
 
     def set_lr(self, lr: float) -> None:
         """Change Adam's learning rate for the next steps (for schedules such as Burda et al.'s);
@@ -256,58 +257,13 @@ class Trainer:
         self, data: Union[Data, Source], batch_size: int = 128, callbacks: Union[Iterable[Callback], CallbackList] = ()
     ) -> float:
         """One pass over valid ``data`` (:meth:`check_data`) in shuffled minibatches (or the rest of
-        a pass that a signal stopped); returns the mean training objective per datapoint.
+        a pass that a signal stopped); returns the mean training objective per datapoint
+        (:func:`pyro_vae.training.loops.run_epoch`).
 
         :raises NonFiniteError: at the first non-finite loss or gradient, before the optimizer applies it.
         """
-        check_positive("batch_size", batch_size, int, 128)
         hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
-        source = as_source(data, "training data").to(self.device)
-        num_data = self.num_data = source.num_data
-        dist_util.check_shards(num_data, batch_size, self.world_size)
-        if self.position is None:
-            epoch_pass = EpochPass.start(self.config.seed, self.epoch + 1, num_data, batch_size, self.device)
-        else:  # continue the pass that a signal stopped, from its next step
-            epoch_pass = EpochPass.from_state(self.position, num_data, batch_size, self.device)
-            self.position = None
-        batches = epoch_pass.batches
-        if self.objective.jit:  # every (shard) size this pass uses: the batch and the last, smaller one
-            sizes = sorted({len(range(self.rank, len(b), self.world_size)) for b in (batches[0], batches[-1])})
-            self.objective.compile_for(
-                lambda b: epoch_pass.warmup_batch(source, self.transform, b),
-                self.program.num_data_arg(num_data),
-                sizes,
-                self.step_fn.zero_grads,
-            )
-        self.program.module.train()
-        hooks.on_epoch_start(self, len(batches), epoch_pass.step)
-        try:
-            for step in range(epoch_pass.step, len(batches)):
-                self._train_step(source, batches[step], epoch_pass, step)
-                hooks.on_step_end(self, step, epoch_pass.last_loss)
-                if self.stop.signum is not None and step + 1 < len(batches):
-                    self.position = epoch_pass.state()
-                    raise TrainingInterrupted(self.stop.signum, self.epoch + 1, step + 1, None)
-        finally:
-            hooks.on_pass_end(self)
-        self.epoch += 1
-        return -epoch_pass.total / num_data
-
-    def _train_step(self, source: Source, idx: torch.Tensor, epoch_pass: EpochPass, step: int) -> None:
-        """Step ``step`` of ``epoch_pass``: warm-up's KL weight, the batch, the checked step."""
-        config, num_data = self.config, epoch_pass.num_data
-        if config.kl_warmup:
-            self.set_beta(config.warmed_beta(self.epoch + step / epoch_pass.num_steps))
-        batch, weight = epoch_pass.batch(idx, source, self.transform, self.rank, self.world_size)
-        noise = torch.get_rng_state()  # ~1 us; lets a diagnosis replay the step's draws
-        try:
-            loss = self.step(batch, num_data, weight)
-        except NonFiniteStep as err:
-            term, detail = diagnose_parts(self.program, batch, num_data, noise, config.analytic_kl)
-            raise non_finite_error(
-                err.reason, term, detail, self.epoch + 1, step, self.last_checkpoint, self._checkpoint_path
-            ) from err.__cause__
-        epoch_pass.record(step, loss * len(idx) / num_data, loss)
+        return loops.run_epoch(self, data, batch_size, hooks)
 
     def fit(
         self,
@@ -323,9 +279,10 @@ class Trainer:
     ) -> List[Dict[str, float]]:
         """Train on ``train`` until ``self.epoch == epochs`` (so a resumed trainer continues),
         evaluating the held-out ``test`` every ``test_every`` epochs and at the end, checkpointing
-        after every epoch. Data in any form of :mod:`~pyro_vae.data.batches`. ``progress``
-        and ``log`` add the :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog`
-        callbacks before ``callbacks``.
+        after every epoch (:func:`pyro_vae.training.loops.run_fit`). Data in any form of
+        :mod:`~pyro_vae.data.batches`. ``progress`` and ``log`` add the
+        :class:`~.callbacks.ProgressBar` and :class:`~.callbacks.ConsoleLog` callbacks before
+        ``callbacks``.
 
         :raises TrainingInterrupted: on SIGINT or SIGTERM, after the current step and a checkpoint
             (mid-epoch if need be) that :meth:`resume` continues exactly.
@@ -336,68 +293,8 @@ class Trainer:
         check_positive("batch_size", batch_size, int, 128)
         if checkpoint is not None:
             check_writable_dir(os.path.dirname(os.path.abspath(checkpoint)), "checkpoint directory")
-        self._checkpoint_path, self.target_epochs = checkpoint, epochs
         hooks = CallbackList([*([ProgressBar()] if progress else []), *([ConsoleLog(log)] if log else []), *callbacks])
-        hooks.load_state_dict(self.callback_states)
-        self.hooks, self.should_stop = hooks, False
-        with self.stop:  # a signal during the checks below stops after the first step
-            source = self.check_data(train, "training data").to(self.device)  # once, not per batch
-            first = torch.arange(min(batch_size, source.num_data), device=self.device)
-            self._check_model(
-                self.transform.train(source.take(first), torch.Generator(self.device).manual_seed(0)), source.num_data
-            )
-            self._test = as_source(self.prepare_test(test)) if test is not None else None
-            hooks.on_fit_start(self)
-            error: Optional[BaseException] = None
-            try:
-                try:
-                    while self.epoch < epochs and not self.should_stop:
-                        self._fit_epoch(source, batch_size, epochs, test_every, checkpoint, hooks)
-                except TrainingInterrupted as stop:
-                    if checkpoint is not None:
-                        self._save(checkpoint, hooks)
-                    raise TrainingInterrupted(stop.signum, stop.epoch, stop.step, checkpoint) from None
-            except DiskFullError as err:  # a file of the run could not be written: say what is intact
-                error = err.with_checkpoint(self.last_checkpoint)
-                raise error from None
-            except BaseException as err:
-                error = err
-                raise
-            finally:
-                hooks.on_fit_end(self, error)
-                self.callback_states, self.hooks = {**self.callback_states, **hooks.state_dict()}, None
-        return self.history
-
-    def _fit_epoch(
-        self,
-        source: Source,
-        batch_size: int,
-        epochs: int,
-        test_every: int,
-        checkpoint: Optional[str],
-        hooks: CallbackList,
-    ) -> None:
-        start = time.perf_counter()
-        train_elbo = self.train_epoch(source, batch_size, hooks)
-        # an objective that is not an ELBO (M2's adds a classification loss) is not called one
-        name = "train_elbo" if getattr(self.loss, "is_elbo", True) else "train_objective"
-        record = {
-            "epoch": self.epoch,
-            name: train_elbo,
-            "seconds": time.perf_counter() - start,
-            "beta": self.current_beta,
-        }
-        if self._test is not None and (self.epoch % test_every == 0 or self.epoch == epochs):
-            test = self.evaluate(self._test)
-            hooks.on_evaluate(self, test, self.test_data)
-            record.update({f"test_{key}": value for key, value in test.items()})
-        hooks.on_epoch_metrics(self, record)
-        self.history.append(record)
-        hooks.on_epoch_end(self, record)
-        if checkpoint is not None:
-            self._save(checkpoint, hooks)
-        if self.stop.signum is not None:  # arrived during evaluation or the save
-            raise TrainingInterrupted(self.stop.signum, self.epoch + 1, 0, None)
+        return loops.run_fit(self, train, test, epochs, batch_size, test_every, checkpoint, hooks)
 
     # ---- checkpoints -----------------------------------------------------------------------
 
