@@ -36,13 +36,14 @@ ARGS += ["--patience", "3", "--binarize", "none"]
 
 def run(data_dir: str, out: str, resume: bool) -> dict:
     """Run the example into ``out`` (continuing its checkpoints with ``resume``) and return its record."""
+    code = commit()  # now: the tree may change while the run goes on, the modules it loaded do not
     command = ["examples/cvae.py", *ARGS, "--data-dir", data_dir, "--out", out, "--no-progress"]
     command.append("--resume" if resume else "--overwrite")
     subprocess.run([sys.executable, *command], cwd=ROOT, check=True)
     with open(os.path.join(out, "metrics.json")) as f:
         record = json.load(f)
     record["command"] = " ".join(["python", "examples/cvae.py", *ARGS, "--data-dir", "DIR"])
-    record["commit"] = commit()
+    record["commit"] = code
     return record
 
 
