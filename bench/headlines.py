@@ -3,7 +3,8 @@
 
 Writes the lines between the README's ``<!-- headlines:start -->`` and ``<!-- headlines:end -->``
 markers from ``bench/results/``: the best test NLL per budget of minutes (``best_nll_*min.json``),
-the example's test ELBO (``example/full.json``), and the speed against plain PyTorch
+the example's test ELBO (``example/full.json``), M2's accuracy (``m2/``), the CVAE's
+-log p(y|x) (``cvae.json``), and the speed against plain PyTorch
 (``step.json``, ``prior_eval/standard_after.json``, ``prior_eval/vamp_after.json``). Each line links to its table in
 docs/results.md, where the protocol and the command stand beside it.
 
@@ -18,6 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import m2_runs  # noqa: E402
 from nll_curve import curves, final_key  # noqa: E402
 from report import load, write_block  # noqa: E402
 
@@ -74,8 +76,49 @@ def speed_line() -> str | None:
     return line + f". [Tables]({RESULTS_PAGE}#speed)"
 
 
+def _counts(items: list) -> str:
+    return " / ".join(str(i) for i in items)
+
+
+def m2_line() -> str | None:
+    """M2's test accuracy per label count (``m2/mlp_<labels>.json``) against Kingma et al.'s mean
+    and standard deviation over runs: within one deviation is "matched within noise"."""
+    recs = m2_runs.records()
+    if not recs:
+        return None
+    accuracy = m2_runs.accuracies(recs)
+    return (
+        f"- **Semi-supervised M2** (the label a latent variable): test accuracy "
+        f"**{_counts([f'{a:.4f}' for a in accuracy.values()])}** with {_counts(list(accuracy))} labels "
+        f"(the anchors' MLP classifier, the last of 28 epochs, one run each). Against Kingma et al.'s M2 "
+        f"(mean ± standard deviation over runs): {m2_runs.verdicts(recs)}. [Table, protocol]({RESULTS_PAGE}#semi-supervised-m2)"
+    )
+
+
+def cvae_line() -> str | None:
+    """The CVAE's and the baseline's test -log p(y|x) per input-quadrant count (``cvae.json``)."""
+    record = load("cvae")
+    if record is None:
+        return None
+    rows = sorted(record["table"].items(), key=lambda kv: int(kv[0]))
+    anchors = record["anchors"]
+
+    def cells(name: str) -> str:
+        return _counts([f"{row[name]['test_nll']:.1f}" for _, row in rows])
+
+    def pyro(name: str) -> str:
+        return _counts([f"{anchors[name][k]:.1f}" for k, _ in rows])
+
+    return (
+        f"- **The conditional VAE**: test −log p(y|x) **{cells('cvae')}** nats with {_counts([k for k, _ in rows])} "
+        f"given quadrants (Pyro's example: {pyro('cvae')}), its deterministic baseline {cells('baseline')} "
+        f"(Pyro's: {pyro('baseline')}); epochs chosen on held-out training digits where Pyro's chose on "
+        f"the test set; one run. [Table]({RESULTS_PAGE}#the-conditional-vae)"
+    )
+
+
 def block() -> str:
-    lines = [line for line in (nll_line(), example_line(), speed_line()) if line]
+    lines = [line for line in (nll_line(), example_line(), m2_line(), cvae_line(), speed_line()) if line]
     return "\n".join(lines) + "\n"
 
 

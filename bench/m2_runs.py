@@ -8,8 +8,8 @@ run resumed to epoch 28 at 3e-4; the test accuracy of q(y|x) on the 10,000 test 
 last epoch (no epoch picked). Each label count runs in its own folder and is recorded as
 ``bench/results/m2/mlp_<labels>.json``: the run's own ``metrics.json`` (settings, per-epoch
 history, timings) with both commands and the commit added. The table between the
-``<!-- m2-runs:start -->`` and ``<!-- m2-runs:end -->`` markers of docs/results.md is made
-from the records.
+``<!-- m2-runs:start -->`` and ``<!-- m2-runs:end -->`` markers of docs/results.md and
+docs/ssvae.md is made from the records, and docs' accuracy figure from their histories.
 
     python bench/m2_runs.py --data-dir ../shared/data                        # 100 600 1000 3000 in turn
     python bench/m2_runs.py --data-dir ../shared/data --labels 100 --threads 1   # one row, one thread
@@ -24,6 +24,7 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -32,8 +33,11 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from report import commit, save, write_block  # noqa: E402
 
+from pyro_vae.files import atomic_write  # noqa: E402
+
 RESULTS = os.path.join(HERE, "results", "m2")
-PAGE = os.path.join(ROOT, "docs", "results.md")
+PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "ssvae.md")]
+FIGURES = os.path.join(ROOT, "docs", "_static", "figures")
 LABELS = (100, 600, 1000, 3000)
 #: the two stages of the recipe: 17 epochs at the default rate, then resumed to 28 at 3e-4
 #: test accuracy of M2: Pyro's tutorial (mean of five draws of the labelled subset) and Kingma et
@@ -76,8 +80,25 @@ def _accuracy_at(record: dict, epoch: int) -> str:
     return "–" if row is None else f"{row['test_accuracy']:.4f}"
 
 
+def accuracies(recs: dict) -> dict:
+    """The reported test accuracy of each record, by label count."""
+    return {n: r["runs"][str(n)]["test_accuracy"] for n, r in recs.items()}
+
+
+def verdicts(recs: dict) -> str:
+    """Each row against Kingma et al.'s mean and standard deviation over runs: within one
+    deviation is "matched within noise", as one run cannot say more."""
+    said: dict = {"matched within noise": [], "above": [], "below": []}
+    for n, a in accuracies(recs).items():
+        mean, sd = ANCHORS["kingma"][n]
+        said["above" if a > mean + sd else "below" if a < mean - sd else "matched within noise"].append(str(n))
+    return "; ".join(f"{v} at {' / '.join(ns)} labels" for v, ns in said.items() if ns)
+
+
 def block(recs: dict) -> str:
     """The table of the records: test accuracy at epochs 17 and 28, beside the anchors."""
+    if not recs:
+        return "No record yet: `python bench/m2_runs.py --data-dir DIR` makes them.\n"
     commits = sorted({r["commit"] for r in recs.values()})
     first = next(iter(recs.values()))
     lines = [
@@ -96,7 +117,35 @@ def block(recs: dict) -> str:
             f"| {labels} | {_accuracy_at(run, 17)} | **{run['test_accuracy']:.4f}** | {pyro:.4f} "
             f"| {kingma:.4f} ± {sd:.4f} | {sum(r['seconds'] for r in run['history']) / 60:.0f} |"
         )
+    above = [str(n) for n, a in accuracies(recs).items() if a > ANCHORS["pyro"][n]]
+    lines += [
+        "",
+        f"Against Kingma et al.'s M2 (mean ± standard deviation over runs): {verdicts(recs)}. "
+        + (
+            f"Above Pyro's tutorial's mean at {' / '.join(above)} labels."
+            if above
+            else "Not above Pyro's tutorial's mean at any label count."
+        ),
+    ]
     return "\n".join(lines) + "\n"
+
+
+def draw_figures(recs: dict, shown: str | None) -> list:
+    """docs' M2 figures: the accuracy per epoch of every record, and the style transfer and class
+    samples that the run in folder ``shown`` drew of its model (copied, if that run was made)."""
+    from pyro_vae.figures.ssvae_plots import plot_accuracy
+
+    written = [
+        plot_accuracy({str(n): r["runs"][str(n)] for n, r in recs.items()}, os.path.join(FIGURES, "m2_accuracy.png"))
+    ]
+    for name in ("style_transfer", "class_samples"):
+        source = os.path.join(shown, f"{name}.png") if shown else None
+        if source and os.path.exists(source):
+            target = os.path.join(FIGURES, f"m2_{name}.png")
+            with atomic_write(target) as tmp:
+                shutil.copyfile(source, tmp)
+            written.append(target)
+    return written
 
 
 def main(argv=None) -> int:
@@ -114,12 +163,14 @@ def main(argv=None) -> int:
             save(os.path.join(RESULTS, f"mlp_{labels}.json"), run(labels, args.data_dir, out, args.threads))
             print(f"wrote bench/results/m2/mlp_{labels}.json", flush=True)
     recs = records()
-    if not recs:
-        print("no bench/results/m2/mlp_*.json: run this without --tables-only first", file=sys.stderr)
-        return 1
-    if not write_block(PAGE, "m2-runs", block(recs)):
-        return 1
-    print(f"wrote the table into {os.path.relpath(PAGE, ROOT)}")
+    for page in PAGES:
+        if not write_block(page, "m2-runs", block(recs)):
+            return 1
+        print(f"wrote the table into {os.path.relpath(page, ROOT)}")
+    if not args.tables_only:  # the figures: accuracy from the records, style and samples of the largest row run
+        shown = os.path.join(ROOT, "runs", "bench_m2", str(max(args.labels)))
+        for path in draw_figures(recs, shown):
+            print(f"wrote {os.path.relpath(path, ROOT)}")
     return 0
 
 

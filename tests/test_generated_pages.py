@@ -16,6 +16,7 @@ def generated() -> dict:
     nll_curve, report = import_from("bench", "nll_curve"), import_from("bench", "report")
     example_runs, headlines = import_from("bench", "example_runs"), import_from("bench", "headlines")
     your_data_runs = import_from("docs", "your_data_runs")
+    cvae_runs, m2_runs = import_from("bench", "cvae_runs"), import_from("bench", "m2_runs")
     out = {}
     for name, block in nll_curve.blocks().items():
         for page in nll_curve.pages_of(name):
@@ -26,6 +27,10 @@ def generated() -> dict:
     out[(Path(example_runs.PAGE), "example-runs")] = example_runs.block()
     out[(ROOT / "README.md", "headlines")] = headlines.block()
     out[(your_data_runs.PAGE, "your_data")] = your_data_runs.table() + "\n"
+    for page in cvae_runs.PAGES:
+        out[(Path(page), "cvae-runs")] = cvae_runs.block(report.load("cvae"))
+    for page in m2_runs.PAGES:
+        out[(Path(page), "m2-runs")] = m2_runs.block(m2_runs.records())
     return out
 
 
