@@ -13,9 +13,10 @@ docs/ssvae.md is made from the records, and docs' accuracy figure from their his
 
     python bench/m2_runs.py --data-dir ../shared/data                        # 100 600 1000 3000 in turn
     python bench/m2_runs.py --data-dir ../shared/data --labels 100 --threads 1   # one row, one thread
-    python bench/m2_runs.py --tables-only                                    # rewrite the table
+    python bench/m2_runs.py --tables-only                                    # rewrite the table and figures
 
-About 40 s of steps an epoch on two threads of this machine, so about 20 minutes a row.
+About 37 s of steps an epoch with one thread on this machine (two rows side by side), so about
+20 minutes a row.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="full MNIST in torchvision's layout (DIR/MNIST/raw/)")
     p.add_argument("--labels", nargs="+", type=int, choices=LABELS, default=list(LABELS), help="rows to run")
     p.add_argument("--threads", type=int, default=None, help="torch threads of each run (OMP_NUM_THREADS)")
-    p.add_argument("--tables-only", action="store_true", help="rewrite the table from the committed records")
+    p.add_argument("--tables-only", action="store_true", help="rewrite the table and figures from the records")
     args = p.parse_args(argv)
     if not args.tables_only:
         if args.data_dir is None:
@@ -167,9 +168,8 @@ def main(argv=None) -> int:
         if not write_block(page, "m2-runs", block(recs)):
             return 1
         print(f"wrote the table into {os.path.relpath(page, ROOT)}")
-    if not args.tables_only:  # the figures: accuracy from the records, style and samples of the largest row run
-        shown = os.path.join(ROOT, "runs", "bench_m2", str(max(args.labels)))
-        for path in draw_figures(recs, shown):
+    if recs:  # the figures: accuracy from the records; style and samples of the largest row, if run here
+        for path in draw_figures(recs, os.path.join(ROOT, "runs", "bench_m2", str(max(recs)))):
             print(f"wrote {os.path.relpath(path, ROOT)}")
     return 0
 

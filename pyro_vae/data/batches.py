@@ -181,6 +181,7 @@ class DatasetSource:
         return self
 
 
+#: What :func:`as_source` returns: minibatches of tensors in memory or of a dataset.
 Source = Union[TensorSource, DatasetSource]
 
 
