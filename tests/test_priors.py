@@ -94,7 +94,7 @@ def test_matrix_product_density_in_float32_against_the_float64_brute_force():
 
 
 def test_density_in_blocks_is_the_density_in_one_piece(monkeypatch):
-    """Points go through the product in blocks of block_rows; block edges change nothing, and the
+    """Points go through the product in blocks of block_elements // K rows; block edges change nothing, and the
     [2D+1, K] weights built without gradients are kept and shared by every expanded copy."""
     g = torch.Generator().manual_seed(1)
     k, d = 30, 5
@@ -102,7 +102,7 @@ def test_density_in_blocks_is_the_density_in_one_piece(monkeypatch):
     z = 2 * torch.randn(7, 11, d, generator=g)
     mixture = DiagonalNormalMixture.of(dist.Normal(locs, scales).to_event(1))
     whole = mixture.expand([11]).log_prob(z)
-    monkeypatch.setattr(DiagonalNormalMixture, "block_rows", 4)  # 77 points: 19 blocks of 4 and one of 1
+    monkeypatch.setattr(DiagonalNormalMixture, "block_elements", 4 * k)  # 77 points: 19 blocks of 4 and one of 1
     with torch.no_grad():
         first, second = mixture.expand([11]), mixture.expand([11])
         in_blocks = first.log_prob(z)

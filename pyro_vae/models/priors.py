@@ -172,14 +172,15 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     components underflow to subnormal numbers otherwise, which x86 CPUs compute dozens of times
     slower, and a term of :math:`10^{-304}` beside one of 1 is below float64's resolution (the
     density of 5,000 random codes at ``K = 500``, ``D = 50``, two threads: 83 ms with two
-    products and no floor, 6 ms now). The points go through in
-    blocks of :attr:`block_rows`, so that the ``[block, K]`` float64 intermediates stay in
-    the CPU's caches. Sampling and everything else are
+    products and no floor, 6 ms now). The points go through in blocks of at most
+    :attr:`block_elements` ``[block, K]`` float64 intermediates (20 MB, within a CPU's last-level
+    cache: at ``k = 5000``, ``K = 500``, 6.9 ms against 9.3 ms in blocks of 512 rows, whose
+    products run slower). Sampling and everything else are
     :class:`~pyro.distributions.MixtureSameFamily`'s.
     """
 
-    #: rows of points per block of the density (a ``[512, 500]`` float64 block is 2 MB)
-    block_rows = 512
+    #: elements of a ``[block, K]`` float64 block of the density (a ``[5000, 500]`` block is 20 MB)
+    block_elements = 2_500_000
 
     @classmethod
     def of(cls, components: dist.Independent) -> "DiagonalNormalMixture":
@@ -219,7 +220,7 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
         weights = self._linear_weights()
         points = value.reshape(-1, d).double()
         blocks = []
-        for block in points.split(self.block_rows):
+        for block in points.split(max(1, self.block_elements // k)):
             features = torch.cat([block.pow(2), block, block.new_ones(block.shape[0], 1)], -1)
             log_components = features @ weights  # [block, K]
             top = log_components.detach().amax(-1, keepdim=True)

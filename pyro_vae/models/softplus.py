@@ -64,6 +64,45 @@ def softplus(x: torch.Tensor) -> torch.Tensor:
     return _softplus(x)
 
 
+def _block(d: int, most: int) -> int:
+    """Features per product: a divisor of ``d`` of at most ``most`` and at least half of it (784: 112,
+    a view without copies), else ``most`` and a shorter last block."""
+    blocks = -(-d // most)
+    for n in range(blocks, 2 * blocks + 1):
+        if d % n == 0:
+            return d // n
+    return most
+
+
+def softplus_sum(x: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_d \log(1 + e^{x_d})` over the last dimension, without a graph: a Bernoulli
+    likelihood's normalizer at evaluation, where a ``[particles, images, 784]`` tensor of logits is
+    summed and never differentiated.
+
+    With :math:`\operatorname{softplus}(x) = \max(x, 0) + \log(1 + e^{-|x|})`, the logarithms of a
+    block of :math:`b` features are one logarithm of their product,
+    :math:`\sum_{d \in \text{block}} \log(1 + u_d) = \log \prod_{d} (1 + u_d)`: each factor lies in
+    :math:`(1, 2]`, so with :math:`b \le \lfloor \log_2 \text{max float} \rfloor - 1` (126 in
+    float32; 112 for 784 pixels, seven equal blocks) the product cannot overflow. That is 7
+    logarithms for 784 pixels instead of 784, and eight passes over the tensor instead of
+    thirteen: about twice as fast at ``k = 5000``. Its rounding: at most :math:`b\epsilon` relative
+    in each product and :math:`\epsilon/2` per feature where :math:`1 + u_d` rounds to 1, about
+    :math:`10^{-4}` nats over 784 float32 pixels at worst, below the rounding of the float32 sum
+    itself.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        return softplus(x).sum(-1)  # the product's gradient would need the factors again
+    d = x.shape[-1]
+    block = _block(d, int(math.log2(torch.finfo(x.dtype).max)) - 1)
+    # exp's slow range below the smallest normal is floored, as in _softplus
+    factors = x.abs().neg_().clamp_(min=math.log(torch.finfo(x.dtype).tiny) + 1).exp_().add_(1)  # 1 + e^-|x|
+    whole = d - d % block
+    logs = factors[..., :whole].reshape(*x.shape[:-1], whole // block, block).prod(-1).log_().sum(-1)
+    if whole < d:
+        logs += factors[..., whole:].prod(-1).log_()
+    return torch.clamp(x, min=0, out=factors).sum(-1).add_(logs)  # factors' memory, used up
+
+
 class Softplus(nn.Softplus):
     """:class:`torch.nn.Softplus` (``beta = 1``) computed by :func:`softplus`: a drop-in layer
     with the same parameters (none) and the same outputs to within a few ulps."""
