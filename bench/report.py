@@ -35,17 +35,27 @@ def save(path: str, result: dict) -> None:
     write_text(path, json.dumps(result, indent=2))
 
 
+#: what a run executes: a change elsewhere (a record just written, a page) does not make its code dirty
+CODE_PATHS = ["pyro_vae", "examples", "bench", ":(exclude)bench/results"]
+
+
 def commit(where: str = HERE) -> str:
     """The commit of the code that ran (the checkout holding ``where``), with ``-dirty`` if the
-    work tree had changes."""
+    work tree had changes to that code (:data:`CODE_PATHS`)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=where, check=True).stdout.strip()
+
     try:
-        return subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+        top = git("rev-parse", "--show-toplevel")
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             capture_output=True,
             text=True,
-            cwd=where,
+            cwd=top,
             check=True,
         ).stdout.strip()
+        return git("describe", "--always", "--abbrev=12") + ("-dirty" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
