@@ -40,13 +40,13 @@ RESULTS = os.path.join(HERE, "results", "m2")
 PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "ssvae.md")]
 FIGURES = os.path.join(ROOT, "docs", "_static", "figures")
 LABELS = (100, 600, 1000, 3000)
-#: the two stages of the recipe: 17 epochs at the default rate, then resumed to 28 at 3e-4
 #: test accuracy of M2: Pyro's tutorial (mean of five draws of the labelled subset) and Kingma et
 #: al. (2014), Table 1 (mean and standard deviation over runs, given there as error rates)
 ANCHORS = {
     "pyro": {100: 0.9319, 600: 0.9437, 1000: 0.9487, 3000: 0.9582},
     "kingma": {100: (0.8803, 0.0171), 600: (0.9506, 0.0013), 1000: (0.9640, 0.0056), 3000: (0.9608, 0.0063)},
 }
+#: the two stages of the recipe: 17 epochs at the default rate, then resumed to 28 at 3e-4
 STAGES = (["--epochs", "17"], ["--epochs", "28", "--lr", "0.0003", "--resume"])
 
 
