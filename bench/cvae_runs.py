@@ -11,7 +11,7 @@ the command and the commit added, written to ``bench/results/cvae.json``; the ta
 ``<!-- cvae-runs:start -->`` and ``<!-- cvae-runs:end -->`` markers of docs/results.md and
 docs/cvae.md are made from it.
 
-    python bench/cvae_runs.py --data-dir ../shared/data     # the run, about 1.5 hours on 2 cores
+    python bench/cvae_runs.py --data-dir ../shared/data     # the run, about 15 minutes on 2 cores
     python bench/cvae_runs.py --tables-only                 # rewrite the tables from the record
 """
 
@@ -20,16 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from report import commit, load, save, write_block  # noqa: E402
-
-from pyro_vae.files import atomic_write  # noqa: E402
+from report import commit, copy_file, load, save, write_blocks  # noqa: E402
 
 RECORD = os.path.join(HERE, "results", "cvae.json")
 FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "cvae_completions.png")
@@ -95,18 +92,13 @@ def main(argv=None) -> int:
         if args.data_dir is None:
             p.error("--data-dir is needed: the record is of full MNIST")
         save(RECORD, run(args.data_dir, args.out, args.resume))
-        with atomic_write(FIGURE) as tmp:
-            shutil.copyfile(os.path.join(args.out, "completions.png"), tmp)
+        copy_file(os.path.join(args.out, "completions.png"), FIGURE)
         print(f"wrote {os.path.relpath(RECORD, ROOT)} and {os.path.relpath(FIGURE, ROOT)}")
     record = load("cvae")
     if record is None:
         print("no bench/results/cvae.json: run this without --tables-only first", file=sys.stderr)
         return 1
-    for page in PAGES:
-        if not write_block(page, "cvae-runs", block(record)):
-            return 1
-        print(f"wrote the table into {os.path.relpath(page, ROOT)}")
-    return 0
+    return 0 if write_blocks(PAGES, "cvae-runs", block(record)) else 1
 
 
 if __name__ == "__main__":

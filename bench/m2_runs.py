@@ -25,16 +25,13 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from report import commit, save, write_block  # noqa: E402
-
-from pyro_vae.files import atomic_write  # noqa: E402
+from report import commit, copy_file, save, write_blocks  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "m2")
 PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "ssvae.md")]
@@ -142,10 +139,7 @@ def draw_figures(recs: dict, shown: str | None) -> list:
     for name in ("style_transfer", "class_samples"):
         source = os.path.join(shown, f"{name}.png") if shown else None
         if source and os.path.exists(source):
-            target = os.path.join(FIGURES, f"m2_{name}.png")
-            with atomic_write(target) as tmp:
-                shutil.copyfile(source, tmp)
-            written.append(target)
+            written.append(copy_file(source, os.path.join(FIGURES, f"m2_{name}.png")))
     return written
 
 
@@ -164,10 +158,8 @@ def main(argv=None) -> int:
             save(os.path.join(RESULTS, f"mlp_{labels}.json"), run(labels, args.data_dir, out, args.threads))
             print(f"wrote bench/results/m2/mlp_{labels}.json", flush=True)
     recs = records()
-    for page in PAGES:
-        if not write_block(page, "m2-runs", block(recs)):
-            return 1
-        print(f"wrote the table into {os.path.relpath(page, ROOT)}")
+    if not write_blocks(PAGES, "m2-runs", block(recs)):
+        return 1
     if recs:  # the figures: accuracy from the records; style and samples of the largest row, if run here
         for path in draw_figures(recs, os.path.join(ROOT, "runs", "bench_m2", str(max(recs)))):
             print(f"wrote {os.path.relpath(path, ROOT)}")

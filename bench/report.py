@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from typing import Optional
 
-from pyro_vae.files import write_text
+from pyro_vae.files import atomic_write, write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -251,12 +252,25 @@ def write_block(path: str, name: str, block: str) -> bool:
     return True
 
 
+def write_blocks(pages: list, name: str, block: str) -> bool:
+    """:func:`write_block` into each of ``pages``, saying so; False at the first page without the block."""
+    for path in pages:
+        if not write_block(path, name, block):
+            return False
+        print(f"wrote the {name} block into {os.path.relpath(path, ROOT)}")
+    return True
+
+
+def copy_file(source: str, target: str) -> str:
+    """Copy ``source`` over ``target`` atomically (a figure a run drew, into the docs); ``target``."""
+    with atomic_write(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return target
+
+
 def main() -> int:
-    tables = render()
-    for path in PAGES:
-        if not write_block(path, "bench", tables):
-            return 1
-        print(f"wrote the tables into {os.path.relpath(path, ROOT)}")
+    if not write_blocks(PAGES, "bench", render()):
+        return 1
     lightning = load("lightning")
     if lightning:
         path = os.path.join(ROOT, "docs", "training.md")
