@@ -23,6 +23,7 @@ def generated() -> dict:
             out[(Path(page), name)] = block
     for page in report.PAGES:
         out[(Path(page), "bench")] = report.render()
+    out[(ROOT / "docs" / "benchmarks.md", "bench-targets")] = report.targets_table()
     out[(ROOT / "docs" / "training.md", "lightning")] = report.lightning_table(report.load("lightning"))
     out[(Path(example_runs.PAGE), "example-runs")] = example_runs.block()
     out[(ROOT / "README.md", "headlines")] = headlines.block()
