@@ -5,7 +5,8 @@ Reads every ``bench/results/best_nll_<minutes>min.json`` (one budget each, one r
 training minutes beside the published numbers of Burda et al. (2016, Table 1) and Tomczak &
 Welling (2018) into ``docs/_static/figures/best_nll.png``, and writes the table between the
 ``<!-- best-nll:start -->`` and ``<!-- best-nll:end -->`` markers of ``docs/results.md`` and of
-``docs/models.md``. Into ``docs/models.md`` it also writes the runs that chose the budget rule
+``docs/models.md``. Into ``docs/models.md`` it also writes what the curves' last points say against
+the anchors and the hour's target (``<!-- best-nll-verdict -->``), the runs that chose the budget rule
 (``bench/results/budget_choice/<n>_<label>.json``, on held-out training images) and the
 evaluation minutes per prior (``bench/results/prior_eval/<prior>_after.json``, from
 ``bench/prior_eval.py --compare``).
@@ -98,6 +99,57 @@ def table(results: list) -> str:
 def anchors(results: list) -> dict:
     """The published numbers the records carry (a later record's list includes an earlier's)."""
     return max((r["paper"] for r in results), key=len)
+
+
+#: the hour's target of the quality-per-minute issue (k = 5000, 60 training minutes)
+HOUR_TARGET = 82.0
+#: a margin below this against a paper's single run is called a match, not a win (one run, one seed)
+MATCH_MARGIN = 0.5
+
+
+def verdict(results: list, before: Optional[dict] = None) -> str:
+    """What the curves' last points say against the anchors and the hour's target, as prose."""
+    papers = anchors(results)
+    lines = []
+    for result in results:
+        last = result["curve"][-1]
+        nll = last[final_key(result)]
+        below = [
+            f"{name} ({value:.2f}) by {value - nll:.2f}" + (", a match" if value - nll < MATCH_MARGIN else "")
+            for name, value in sorted(papers.items(), key=lambda item: -item[1])
+            if nll < value
+        ]
+        said = f"below {'; '.join(below)}" if below else "below none of the anchors"
+        lines.append(f"- **{result['recipe']['minutes']:g} minutes: {nll:.2f}** nats, {last['epochs']} epochs; {said}.")
+    hour = next((r for r in results if r["recipe"]["minutes"] == 60), None)
+    if hour:
+        curve = hour["curve"]
+        nll = curve[-1][final_key(hour)]
+        met = (
+            f"meets the {HOUR_TARGET} target"
+            if nll <= HOUR_TARGET
+            else f"misses the {HOUR_TARGET} target by {nll - HOUR_TARGET:.2f}"
+        )
+        text = f"The hour {met}."
+        if len(curve) > 1:
+            gain = curve[-2]["nll_k500"] - curve[-1]["nll_k500"]
+            text += (
+                f" Its last {curve[-1]['train_minutes'] - curve[-2]['train_minutes']:.0f} minutes bought "
+                f"{gain:.2f} nats at k = 500."
+            )
+        if before:
+            old = before["curve"][-1]
+            text += (
+                f" The first rule's hour (grey in the figure) reached {old[final_key(before)]:.2f} in "
+                f"{old['epochs']} epochs, {old[final_key(before)] - nll:.2f} above this one."
+            )
+        lines += ["", text]
+    lines += [
+        "",
+        f"Each is one run: the ± is the importance estimate's error, not a seed's, so a margin below "
+        f"{MATCH_MARGIN} nats against a paper's single run is a match rather than a win until more seeds are run.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def budget_label(result: dict) -> str:
@@ -241,8 +293,10 @@ def curves() -> list:
 
 def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
-    the runs that chose the rule and the evaluation minutes (docs/models.md)."""
+    the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
+    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
+    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None)
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
@@ -260,7 +314,7 @@ def blocks() -> dict:
 
 def pages_of(name: str) -> list:
     """The pages that show block ``name``: the curves' table and the evaluation minutes on both,
-    the runs that chose the rule on docs/models.md only."""
+    the verdict and the runs that chose the rule on docs/models.md only."""
     return PAGES if name in ("best-nll", "prior-eval") else PAGES[1:]
 
 

@@ -205,7 +205,7 @@ def targets_table() -> str:
     fast, wide = rows[128], rows[512]
     executed, counted = wide["fraction_of_matmul"], model_fraction(wide)
     rate = "both counts" if executed >= 0.6 else ("by the 6BW count only" if counted >= 0.6 else "no")
-    jit_text = f" and {jit['epoch_ratio']:.2f}× with the opt-in `objective=\"jit_elbo\"`" if jit else ""
+    jit_text = f' and {jit["epoch_ratio"]:.2f}× with the opt-in `objective="jit_elbo"`' if jit else ""
     minutes = loglik["projected_seconds_10k"] / 60
     lines = [
         "| target | measured, in the tables above | met? |",
