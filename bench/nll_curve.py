@@ -230,16 +230,17 @@ def schedule_of(result: dict) -> dict:
 
 
 def choice_table(results: list) -> str:
-    """The runs that chose the rule: each a 10-minute budget, evaluated on held-out training images."""
+    """The runs that chose the rule, each a budget of minutes evaluated on held-out training images."""
     base = results[0]
     lines = [
-        f"Each row: {base['recipe']['minutes']:g} training minutes of the recipe above on the first "
+        f"Each row: its budget of training minutes of the recipe above on the first "
         f"{base['num_train']:,} training images, then the NLL (k = {base['recipe']['eval_samples']}) and ELBO of "
         f"the last {base['num_test']:,} training images, binarized once with a fixed seed; no test image is "
         f"used. Records: `bench/results/budget_choice/`; each row's command is in its record.",
         "",
-        "| run | KL warm-up | batch doublings at | last part of the budget | epochs | held-out ELBO | held-out NLL, k = 500 |",
-        "|---|---|---|---|---|---|---|",
+        "| run | budget | KL warm-up | batch doublings at | last part of the budget | epochs | held-out ELBO "
+        "| held-out NLL, k = 500 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         sched, last = schedule_of(result), result["curve"][-1]
@@ -251,7 +252,7 @@ def choice_table(results: list) -> str:
         doublings = ", ".join(f"{d:.0%}" for d in sched["batch_doublings"]) or "none"
         warmup = f"{sched['warmup'] * sched['minutes']:.1f} min ({sched['warmup']:.0%})"
         lines.append(
-            f"| {result['label']} | {warmup} | {doublings} | {final} | {last['epochs']} | "
+            f"| {result['label']} | {sched['minutes']:g} min | {warmup} | {doublings} | {final} | {last['epochs']} | "
             f"{last['test_elbo']:.2f} | {last['nll_k500']:.2f} |"
         )
     return "\n".join(lines) + "\n"
