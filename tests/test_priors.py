@@ -84,6 +84,10 @@ def test_matrix_product_density_in_float32_against_the_float64_brute_force():
     ours = fast.log_prob(z)
     assert ours.dtype == torch.float32 and ours.shape == (b,)
     assert ((ours.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6
+    with torch.no_grad():  # evaluation's path: the log-sum-exp's tail in float32, as exact
+        evaluated = fast.log_prob(z)
+    assert evaluated.dtype == torch.float32
+    assert ((evaluated.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6
     for ours_grad, their_grad in zip(
         torch.autograd.grad(ours.sum(), [locs, scales]), torch.autograd.grad(slow.log_prob(z).sum(), [locs, scales])
     ):

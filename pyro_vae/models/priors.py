@@ -169,14 +169,15 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     sharp component, a code far from it), so they are formed in float64, where the
     cancellation costs nothing a float32 density could see. The log-sum-exp over components
     floors each term at :math:`e^{-700}` of the largest: the exponentials of the far
-    components underflow to subnormal numbers otherwise, which x86 CPUs compute dozens of times
-    slower, and a term of :math:`10^{-304}` beside one of 1 is below float64's resolution (the
-    density of 5,000 random codes at ``K = 500``, ``D = 50``, two threads: 83 ms with two
-    products and no floor, 6 ms now). The points go through in blocks of at most
-    :attr:`block_elements` ``[block, K]`` float64 intermediates (20 MB, within a CPU's last-level
-    cache: at ``k = 5000``, ``K = 500``, 6.9 ms against 9.3 ms in blocks of 512 rows, whose
-    products run slower). Sampling and everything else are
-    :class:`~pyro.distributions.MixtureSameFamily`'s.
+    components underflow to subnormal numbers otherwise, which x86 CPUs compute many times
+    slower, and a term of :math:`10^{-304}` beside one of 1 is below float64's resolution.
+    Without gradients (evaluation) of float32 codes, the terms minus the largest, in
+    :math:`(-\infty, 0]`, are exponentiated and summed in float32, floored at :math:`e^{-80}` (a
+    normal float32): the cancellation is behind them, and the sum, at least 1, keeps float32's
+    relative precision.
+    The points go through in blocks of at most :attr:`block_elements` ``[block, K]`` float64
+    intermediates (20 MB, within a CPU's last-level cache; blocks of a fixed number of rows run
+    slower). Sampling and everything else are :class:`~pyro.distributions.MixtureSameFamily`'s.
     """
 
     #: elements of a ``[block, K]`` float64 block of the density (a ``[5000, 500]`` block is 20 MB)
@@ -228,8 +229,11 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
             # computes dozens of times slower; at e^-700 (~1e-304) it adds nothing float64 can see
             if log_components.requires_grad:
                 terms = (log_components - top).clamp(min=-700.0).exp()
-            else:  # evaluation: in place, no graph to keep
-                terms = log_components.sub_(top).clamp_(min=-700.0).exp_()
-            blocks.append(top.squeeze(-1) + terms.sum(-1).log())
+                blocks.append(top.squeeze(-1) + terms.sum(-1).log())
+            else:  # evaluation: in place, no graph to keep; past the cancellation, in the value's
+                # precision (a float32 floor of e^-80 is still normal, and beside the top's 1 adds nothing)
+                tail, floor = (torch.float64, -700.0) if value.dtype == torch.float64 else (torch.float32, -80.0)
+                terms = log_components.sub_(top).to(tail).clamp_(min=floor).exp_()
+                blocks.append(top.squeeze(-1) + terms.sum(-1).log().double())
         log_density = (torch.cat(blocks) - math.log(k)).to(value.dtype).reshape(value.shape[:-1])
         return log_density.expand(torch.broadcast_shapes(log_density.shape, self.batch_shape))
