@@ -107,8 +107,9 @@ HOUR_TARGET = 82.0
 MATCH_MARGIN = 0.5
 
 
-def verdict(results: list, before: Optional[dict] = None) -> str:
-    """What the curves' last points say against the anchors and the hour's target, as prose."""
+def verdict(results: list, before: Optional[dict] = None, seeds: Optional[list] = None) -> str:
+    """What the curves' last points say against the anchors and the hour's target, as prose;
+    ``seeds``: records of the hour's rule with other training seeds (``bench/results/seeds/``)."""
     papers = anchors(results)
     lines = []
     for result in results:
@@ -144,10 +145,26 @@ def verdict(results: list, before: Optional[dict] = None) -> str:
                 f"{old['epochs']} epochs, {old[final_key(before)] - nll:.2f} above this one."
             )
         lines += ["", text]
+    if hour and seeds:
+        nlls = [hour["curve"][-1][final_key(hour)]] + [r["curve"][-1][final_key(r)] for r in seeds]
+        mean = sum(nlls) / len(nlls)
+        runs = ", ".join(f"seed {r['recipe']['seed']}: {n:.2f}" for r, n in zip([hour, *seeds], nlls))
+        lines += [
+            "",
+            f"The hour with other training seeds (`--seed S`, records `bench/results/seeds/`), the rule and "
+            f"everything else unchanged: {runs}; spread {max(nlls) - min(nlls):.2f} nats, mean {mean:.2f}, "
+            + (
+                f"which meets the {HOUR_TARGET} target."
+                if mean <= HOUR_TARGET
+                else f"{mean - HOUR_TARGET:.2f} above the {HOUR_TARGET} target."
+            ),
+        ]
     lines += [
         "",
-        f"Each is one run: the ± is the importance estimate's error, not a seed's, so a margin below "
-        f"{MATCH_MARGIN} nats against a paper's single run is a match rather than a win until more seeds are run.",
+        "The ± is the importance estimate's error, not a seed's; the budgets are one run each"
+        + (" (the hour aside)" if seeds else "")
+        + f", so a margin below {MATCH_MARGIN} nats against a paper's single run is a match rather than a win "
+        "until more seeds are run.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -297,7 +314,10 @@ def blocks() -> dict:
     the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
     before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None)
+    seeds = [
+        _read(path) for path in sorted(glob.glob(os.path.join(HERE, "results", "seeds", "best_nll_60min_seed*.json")))
+    ]
+    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds)
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
