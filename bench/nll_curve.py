@@ -84,7 +84,7 @@ def table(results: list) -> str:
     lines.append(
         "The ± is the Monte Carlo standard error of the importance-sampled estimate (delta method, "
         "from the weights' effective sample size): it says how far another draw of particles could move "
-        "the number, not how far another training run could (a second seed was not run)."
+        "the number, not how far another training run could."
     )
     lines.append("")
     lines.append(
@@ -176,8 +176,9 @@ def budget_label(result: dict) -> str:
 TOP = 92.0  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
 
 
-def figure(results: list, before: Optional[dict] = None) -> None:
+def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] = None) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.6))
+    colours = {}
     if before is not None:  # the first hour, under the rule that scaled the warm-up with the budget
         points = [(row["train_minutes"], row["nll_k500"]) for row in before["curve"]]
         ax.plot(
@@ -192,6 +193,7 @@ def figure(results: list, before: Optional[dict] = None) -> None:
         points = [(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in curve]
         inside = [(m, v) for m, v in points if v <= TOP]
         (line,) = ax.plot(*zip(*inside) if inside else ([], []), "o-", label=f"{budget_label(result)} (k={k_curve})")
+        colours[result["recipe"]["minutes"]] = line.get_color()
         for m, v in points:
             if v > TOP:  # off the scale: an arrow at the edge with its value
                 ax.annotate(
@@ -214,6 +216,23 @@ def figure(results: list, before: Optional[dict] = None) -> None:
                 ms=14,
                 color=line.get_color(),
                 label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}",
+            )
+    for seed in seeds or []:  # the same budget with another training seed: dotted, hollow star
+        colour, k_curve = colours.get(seed["recipe"]["minutes"], "0.3"), seed["recipe"]["curve_samples"]
+        name = f"{budget_label(seed)}, seed {seed['recipe']['seed']}"
+        ax.plot(
+            *zip(*[(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in seed["curve"]]),
+            "o:",
+            ms=3,
+            lw=1,
+            color=colour,
+            label=f"{name} (k={k_curve})",
+        )
+        last = seed["curve"][-1]
+        if final_key(seed) in last:
+            value = last[final_key(seed)]
+            ax.plot(
+                last["train_minutes"], value, "*", ms=12, mfc="none", color=colour, label=f"{name}, k=5000: {value:.2f}"
             )
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
     for (name, value), style in zip(anchors(results).items(), styles):
@@ -309,15 +328,18 @@ def curves() -> list:
     return [_read(path) for path in paths]
 
 
+def seeds() -> list:
+    """The hour's rule with other training seeds: ``bench/results/seeds/best_nll_60min_seed<S>.json``."""
+    paths = sorted(glob.glob(os.path.join(HERE, "results", "seeds", "best_nll_60min_seed*.json")))
+    return [_read(path) for path in paths]
+
+
 def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
     before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    seeds = [
-        _read(path) for path in sorted(glob.glob(os.path.join(HERE, "results", "seeds", "best_nll_60min_seed*.json")))
-    ]
-    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds)
+    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds())
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
@@ -344,7 +366,7 @@ def main() -> int:
         print("no bench/results/best_nll_<minutes>min.json: run bench/best_nll.py first", file=sys.stderr)
         return 1
     before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    figure(curves(), _read(before_path) if os.path.exists(before_path) else None)
+    figure(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds())
     for name, block in blocks().items():
         for page in pages_of(name):
             if not write_block(page, name, block):
