@@ -60,3 +60,9 @@ def test_the_headlines_come_from_the_records_they_cite():
             f"**{record['curve'][-1][nll_curve.final_key(record)]:.2f}** nats after {record['recipe']['minutes']:g}"
             in line
         )
+
+
+def test_the_iwae_table_page_is_what_its_record_makes():
+    """docs/iwae_table.md has no markers because bench/iwae_table.py writes it whole: all of it is checked."""
+    iwae_table = import_from("bench", "iwae_table")
+    assert (ROOT / "docs" / "iwae_table.md").read_text(encoding="utf-8") == iwae_table.page()
