@@ -328,6 +328,12 @@ def curves() -> list:
     return [_read(path) for path in paths]
 
 
+def first_hour() -> Optional[dict]:
+    """The hour of the first rule, which scaled the warm-up with the budget (``bench/results/before/``)."""
+    path = os.path.join(HERE, "results", "before", "best_nll.json")
+    return _read(path) if os.path.exists(path) else None
+
+
 def seeds() -> list:
     """The hour's rule with other training seeds: ``bench/results/seeds/best_nll_60min_seed<S>.json``."""
     paths = sorted(glob.glob(os.path.join(HERE, "results", "seeds", "best_nll_60min_seed*.json")))
@@ -338,8 +344,7 @@ def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
-    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    out["best-nll-verdict"] = verdict(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds())
+    out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds())
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
@@ -365,8 +370,7 @@ def main() -> int:
     if not curves():
         print("no bench/results/best_nll_<minutes>min.json: run bench/best_nll.py first", file=sys.stderr)
         return 1
-    before_path = os.path.join(HERE, "results", "before", "best_nll.json")
-    figure(curves(), _read(before_path) if os.path.exists(before_path) else None, seeds())
+    figure(curves(), first_hour(), seeds())
     for name, block in blocks().items():
         for page in pages_of(name):
             if not write_block(page, name, block):
