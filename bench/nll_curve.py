@@ -148,7 +148,10 @@ def verdict(results: list, before: Optional[dict] = None, seeds: Optional[list] 
     if hour and seeds:
         nlls = [hour["curve"][-1][final_key(hour)]] + [r["curve"][-1][final_key(r)] for r in seeds]
         mean = sum(nlls) / len(nlls)
-        runs = ", ".join(f"seed {r['recipe']['seed']}: {n:.2f}" for r, n in zip([hour, *seeds], nlls))
+        runs = ", ".join(
+            f"seed {r['recipe']['seed']}: {n:.2f} ({r['curve'][-1]['epochs']} epochs)"
+            for r, n in zip([hour, *seeds], nlls)
+        )
         lines += [
             "",
             f"The hour with other training seeds (`--seed S`, records `bench/results/seeds/`), the rule and "
