@@ -77,7 +77,7 @@ def log_likelihood(
         ``particles x datapoints <= max_elements`` (peak memory is about
         ``max_elements x x_dim x 4 bytes x`` a small constant). The default keeps a
         chunk's ``[particles, datapoints, 784]`` tensors (15.7 MB) in the CPU's caches:
-        three times faster than chunks ten times larger (``bench/loglik.py``). Pyro's
+        faster than chunks ten times larger (``bench/loglik.py`` times the default). Pyro's
         validation (if on) checks the first particle chunk of every data chunk, which sees
         every datapoint; the other chunks redraw only ``z`` and skip it.
     :param progress: called with the number of datapoints finished after each data chunk.

@@ -25,7 +25,7 @@ from pyro_vae.rng import rng_fork
 
 def grad_norm(grads: List[torch.Tensor]) -> torch.Tensor:
     """The total 2-norm of ``grads`` (as :func:`torch.nn.utils.clip_grad_norm_` computes it),
-    from one fused kernel: about 0.1 ms for the default VAE's 0.7 M parameters on one core."""
+    from one fused kernel (``torch._foreach_norm``) and one reduction."""
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
