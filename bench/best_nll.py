@@ -6,7 +6,9 @@ of :mod:`pyro_vae.training.budget`: a learning rate on a cosine over the minutes
 down to ``--lr-final``; a KL warm-up of ``--warmup-minutes`` (at most ``--warmup-fraction`` of
 the budget); a batch size that doubles at the fractions ``--batch-schedule``; from the fraction
 ``--final-from`` on, the objective ``--final-objective`` (the IWAE bound with
-``--final-particles`` = 5 from 70 %). The same rule sets every budget: ``--minutes 10`` and
+``--final-particles`` = 5 from 70 %); optionally, from the fraction ``--average-from``, the
+mean of the weights at each epoch's end, which the last point evaluates after the last weights.
+The same rule sets every budget: ``--minutes 10`` and
 ``--minutes 60`` differ in that flag only. It evaluates the
 test NLL on the full test set, dynamically binarized once with a fixed seed as Burda et al. did,
 at each of ``--eval-at`` (training minutes): with ``--curve-samples`` importance samples at every
@@ -126,6 +128,13 @@ def main() -> int:
     )
     p.add_argument("--final-particles", type=int, default=5, help="its particles (iwae: K)")
     p.add_argument("--final-from", type=float, default=0.7, help="the fraction of the budget where it starts")
+    p.add_argument(
+        "--average-from",
+        type=float,
+        default=None,
+        help="the fraction of the budget from which the weights at each epoch's end are averaged; "
+        "the last point is evaluated with the last weights and then with the mean (default: no averaging)",
+    )
     p.add_argument("--eval-samples", type=int, default=5000, help="k of the final test NLL (Burda: 5000)")
     p.add_argument(
         "--curve-samples",
@@ -223,6 +232,7 @@ def main() -> int:
         final_objective=args.final_objective,
         final_particles=args.final_particles,
         final_from=args.final_from,
+        average_from=args.average_from,
     )
     result["schedule"] = {**vars(schedule), "warmup": schedule.warmup}
     budget = TimeBudget(schedule)  # the clock runs during training passes only
@@ -255,6 +265,15 @@ def main() -> int:
                 "checkpoint": args.checkpoint,
             }
             print(json.dumps(row), "-- evaluating", flush=True)
+            if budget.spent_all() and args.average_from is not None:
+                # the last weights first, for what averaging changed; then the mean is the result
+                last_weights = {"test_elbo": trainer.evaluate(test)["elbo"]}
+                last_weights.update(evaluate(vae, test, args.curve_samples))
+                row["last_weights"] = last_weights
+                row["averaged_epochs"] = budget.averaged_epochs()
+                budget.load_average(trainer)
+                trainer.save(args.checkpoint)
+                print(json.dumps(last_weights), f"-- the mean of {row['averaged_epochs']} epochs", flush=True)
             row["test_elbo"] = trainer.evaluate(test)["elbo"]
             row.update(evaluate(vae, test, args.curve_samples))
             if budget.spent_all() and args.eval_samples != args.curve_samples:

@@ -166,6 +166,76 @@ def test_the_final_phase_switches_the_objective_by_name(mnist, monkeypatch):
         BudgetSchedule(10.0, final_objective="iwae", final_from=1.0)
 
 
+def _averaged_fit(mnist, clock, epochs, checkpoint, resume=None):
+    """A budget of 6 epochs of 4 one-second steps, averaging from half of it: a trainer, its
+    budget and the weights at each epoch's end."""
+
+    class Tick(budget_module.Callback):
+        def on_step_end(self, trainer, step, loss):
+            clock.now += 1.0
+
+    ends = []
+
+    class Ends(budget_module.Callback):
+        def on_pass_end(self, trainer):
+            ends.append([p.detach().clone() for p in trainer.program.module.parameters()])
+
+    schedule = BudgetSchedule(minutes=24 / 60, warmup_minutes=0.0, batch_size=50, batch_doublings=(), average_from=0.5)
+    budget = TimeBudget(schedule, every=1)
+    torch.manual_seed(0)  # the same initial weights in every run
+    trainer = Trainer(VAE(z_dim=2, hidden_dims=(16,)))
+    if resume is not None:
+        trainer.resume(resume)
+    trainer.fit(
+        mnist.train_images[:200],
+        None,
+        epochs=epochs,
+        batch_size=50,
+        progress=False,
+        log=None,
+        callbacks=[Tick(), budget, Ends()],
+        checkpoint=checkpoint,
+    )
+    return trainer, budget, ends
+
+
+def test_the_budget_averages_the_weights_of_the_epochs_past_average_from(mnist, tmp_path, monkeypatch):
+    """With average_from = 0.5 of a 24-second budget of 4-second epochs, the epochs ending at 12, 16,
+    20 and 24 s are averaged: load_average puts exactly their mean into the model, while training
+    went on from the last weights. A run resumed from epoch 4 (two epochs in the mean) ends with
+    the same mean, and asking for the mean before the start is refused by name."""
+    clock = FakeClock()
+    monkeypatch.setattr(budget_module.time, "perf_counter", clock)
+    trainer, budget, ends = _averaged_fit(mnist, clock, 100, str(tmp_path / "whole.pt"))
+    assert trainer.epoch == 6 and budget.averaged_epochs() == 4
+    last = [p.detach().clone() for p in trainer.program.module.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(last, ends[-1]))  # training ends on its last weights
+    budget.load_average(trainer)
+    for i, param in enumerate(trainer.program.module.parameters()):
+        expected = torch.stack([end[i] for end in ends[2:]]).mean(0)  # epochs 3 to 6
+        assert torch.allclose(param, expected, atol=1e-6, rtol=1e-6)
+
+    clock.now = 100.0
+    _, early, _ = _averaged_fit(mnist, clock, 2, str(tmp_path / "early.pt"))  # 8 of 24 s: before the start
+    with pytest.raises(ConfigError, match="average_from"):
+        early.load_average(trainer)
+
+    clock.now = 100.0
+    _averaged_fit(mnist, clock, 4, str(tmp_path / "part.pt"))  # stops at epoch 4: two epochs averaged
+    resumed, resumed_budget, _ = _averaged_fit(
+        mnist, clock, 100, str(tmp_path / "part.pt"), resume=str(tmp_path / "part.pt")
+    )
+    assert resumed.epoch == 6 and resumed_budget.averaged_epochs() == 4
+    resumed_budget.load_average(resumed)
+    for a, b in zip(trainer.program.module.parameters(), resumed.program.module.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_average_from_outside_the_budget_is_refused_by_name():
+    with pytest.raises(ConfigError, match="average_from"):
+        BudgetSchedule(10.0, average_from=1.0)
+
+
 @pytest.mark.integration
 def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
     """bench/best_nll.py end to end on the embedded sample, held-out mode: the record carries the
@@ -195,6 +265,8 @@ def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
             "8",
             "--curve-samples",
             "4",
+            "--average-from",
+            "0.5",
             "--json",
             str(record),
             "--checkpoint",
@@ -213,3 +285,6 @@ def test_bench_best_nll_runs_the_rule_for_a_tiny_budget(tmp_path):
     assert result["commit"] and result["epochs"] and result["epochs"][-1]["train_minutes"] >= 0.05
     last = result["curve"][-1]
     assert last["nll_k8"] > 0 and last["nll_k4"] > 0 and last["test_elbo"] < -last["nll_k8"] + 1.0
+    # averaged: the last weights scored first, then the mean of the epochs past half the budget
+    assert last["averaged_epochs"] >= 1 and last["last_weights"]["nll_k4"] > 0
+    assert result["schedule"]["average_from"] == 0.5

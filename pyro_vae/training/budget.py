@@ -19,7 +19,14 @@ hand-tuned commands:
 * optionally, the last part of the budget (from the fraction ``final_from``) optimizes another
   objective, ``final_objective`` with ``final_particles`` (Burda et al.'s importance-weighted
   bound ``"iwae"``, say), by name as :func:`~pyro_vae.inference.objectives.get_objective`
-  knows it. Off by default; ``bench/best_nll.py``'s recipe turns it on (IWAE, k = 5, from 70 %).
+  knows it. Off by default; ``bench/best_nll.py``'s recipe turns it on (IWAE, k = 5, from 70 %);
+* optionally, from the fraction ``average_from`` on, the weights at the end of every epoch are
+  averaged, :math:`\bar\theta_n = \frac1n \sum_{e} \theta_e` over the ``n`` epochs that end
+  past it (stochastic weight averaging: Izmailov et al., 2018, kept by
+  :class:`torch.optim.swa_utils.AveragedModel`). Training goes on from the last weights; the
+  mean is kept beside them, and :meth:`TimeBudget.load_average` puts it into the model. Epochs
+  rather than steps are averaged, as :class:`~pyro_vae.training.averaging.WeightAveraging`
+  does for a run of a fixed number of epochs.
 
 How the defaults were chosen, on held-out training images and never on the test set, is in
 ``docs/models.md`` ("The best test NLL in a budget of minutes") with the records of
@@ -32,6 +39,9 @@ import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+
+import torch
+from torch.optim.swa_utils import AveragedModel
 
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.inference.objectives import get_objective
@@ -51,6 +61,8 @@ class BudgetSchedule:
     :param batch_size: the batch size at the start, doubled at each of ``batch_doublings``.
     :param final_objective: the objective from ``final_from`` of the budget on (None: the
         trainer's throughout), with ``final_particles``.
+    :param average_from: the fraction of the budget from which the weights at each epoch's end
+        are averaged (None: no averaging).
     """
 
     minutes: float
@@ -63,6 +75,7 @@ class BudgetSchedule:
     final_objective: Optional[str] = None
     final_particles: Optional[int] = None
     final_from: float = 0.7
+    average_from: Optional[float] = None
 
     def __post_init__(self) -> None:
         check_positive("minutes", self.minutes, float, 60.0)
@@ -89,6 +102,12 @@ class BudgetSchedule:
                     f"(0, 1), got {self.final_from!r}",
                     settings=("final_from",),
                 )
+        if self.average_from is not None and not 0 <= self.average_from < 1:
+            raise ConfigError(
+                f"average_from is the fraction of the budget from which weights are averaged, in "
+                f"[0, 1), got {self.average_from!r}",
+                settings=("average_from",),
+            )
 
     @property
     def warmup(self) -> float:
@@ -126,7 +145,10 @@ class TimeBudget(Callback):
         self.every = check_positive("every", every, int, 20)
         self.spent = 0.0  # seconds
         self.final = False  # whether the final objective is in use
+        #: the mean of the weights since ``schedule.average_from`` (None before it, or without it)
+        self.averaged: Optional[AveragedModel] = None
         self._since: Optional[float] = None
+        self._pending: Optional[Dict[str, Any]] = None  # a checkpoint's mean, before the model is known
 
     def minutes(self) -> float:
         """Training minutes spent so far."""
@@ -152,7 +174,31 @@ class TimeBudget(Callback):
             trainer.objective.set_elbo(get_objective(schedule.final_objective, schedule.final_particles))
             self.final = True
 
+    def averaged_epochs(self) -> int:
+        """The number of epochs in the mean (0 before ``average_from``)."""
+        return 0 if self.averaged is None else int(self.averaged.n_averaged)
+
+    def load_average(self, trainer: "Trainer") -> None:
+        """Put the mean of the weights into ``trainer``'s model and guide: the budget's result.
+
+        :raises ConfigError: when nothing has been averaged yet (no ``average_from``, or the
+            budget has not reached it).
+        """
+        if self.averaged is None:
+            raise ConfigError(
+                f"no weights averaged yet: set average_from (now {self.schedule.average_from!r}) and "
+                f"train past it ({self.fraction():.2f} of the budget spent)",
+                settings=("average_from",),
+            )
+        with torch.no_grad():
+            for param, mean in zip(trainer.program.module.parameters(), self.averaged.module.parameters()):
+                param.copy_(mean)
+
     def on_fit_start(self, trainer: "Trainer") -> None:
+        if self._pending is not None:
+            self.averaged = AveragedModel(trainer.program.module)
+            self.averaged.load_state_dict(self._pending)
+            self._pending = None
         if self.spent_all():  # resumed after the budget ran out
             trainer.should_stop = True
 
@@ -168,6 +214,12 @@ class TimeBudget(Callback):
         if self._since is not None:
             self.spent += time.perf_counter() - self._since
             self._since = None
+        start = self.schedule.average_from
+        # an epoch's end (not a pass a signal stopped) past the start: its weights join the mean
+        if start is not None and trainer.position is None and self.fraction() >= start:
+            if self.averaged is None:
+                self.averaged = AveragedModel(trainer.program.module)
+            self.averaged.update_parameters(trainer.program.module)
         if self.spent_all():
             trainer.should_stop = True
 
@@ -175,7 +227,9 @@ class TimeBudget(Callback):
         record["train_minutes"] = self.minutes()
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"spent_seconds": self.spent}
+        average = self.averaged.state_dict() if self.averaged is not None else self._pending
+        return {"spent_seconds": self.spent, "average": average}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.spent = float(state["spent_seconds"])  # the final objective is set again at the first step
+        self._pending = state["average"]  # taken in at on_fit_start, where the model is known
