@@ -288,11 +288,16 @@ def choice_table(results: list) -> str:
             if sched.get("final_objective")
             else "ELBO"
         )
+        nll, elbo = f"{last['nll_k500']:.2f}", f"{last['test_elbo']:.2f}"
+        if sched.get("average_from") is not None:  # the mean, beside the last weights it replaced
+            final += f"; the mean of the weights from {sched['average_from']:.0%} ({last['averaged_epochs']} epochs)"
+            nll += f" (last weights: {last['last_weights']['nll_k500']:.2f})"
+            elbo += f" (last weights: {last['last_weights']['test_elbo']:.2f})"
         doublings = ", ".join(f"{d:.0%}" for d in sched["batch_doublings"]) or "none"
         warmup = f"{sched['warmup'] * sched['minutes']:.1f} min ({sched['warmup']:.0%})"
         lines.append(
             f"| {result['label']} | {sched['minutes']:g} min | {warmup} | {doublings} | {final} | {last['epochs']} | "
-            f"{last['test_elbo']:.2f} | {last['nll_k500']:.2f} |"
+            f"{elbo} | {nll} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -98,3 +98,39 @@ def test_bernoulli_pixels_under_many_particles_match_torch_bernoulli():
     x = (torch.rand(4, 784) < 0.3).double()
     expected = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum(-1)
     assert torch.allclose(BernoulliPixels(logits).log_prob(x), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_binary_pixels_without_gradients_take_the_signed_sum_and_keep_the_value():
+    """Binary pixels scored without a graph: one signed softplus sum, -sum log(1 + e^((1 - 2x) l)),
+    against torch's Bernoulli in float64 (1e-12) and float32 (the einsum path's own rounding);
+    grey pixels, an expanded value and a graph take or keep the general path."""
+    torch.manual_seed(1)
+    logits = torch.randn(30, 4, 784, dtype=torch.float64) * 20
+    x = (torch.rand(4, 784) < 0.3).double()
+    expected = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).sum(-1)
+    with torch.no_grad():
+        assert torch.allclose(BernoulliPixels(logits).log_prob(x), expected, rtol=1e-12, atol=1e-9)
+        assert torch.allclose(BernoulliPixels(logits).log_prob(x.expand(30, 4, 784)), expected, rtol=1e-12, atol=1e-9)
+        general = torch.einsum("...d,...d->...", logits.float(), x.float()) - softplus_sum(logits.float())
+        signed = BernoulliPixels(logits.float()).log_prob(x.float())
+        assert ((signed.double() - expected).abs() <= 2 * (general.double() - expected).abs().max() + 1e-4).all()
+        grey = x * 0.5 + 0.25  # not binary: cross-entropy against grey targets, the general path
+        grey_expected = (logits * grey - F.softplus(logits, threshold=1e9)).sum(-1)
+        scored = BernoulliPixels(logits, validate_args=False).log_prob(grey)
+        assert torch.allclose(scored, grey_expected, rtol=1e-12, atol=1e-9)
+    with_graph = logits.clone().requires_grad_()
+    value = BernoulliPixels(with_graph).log_prob(x)
+    assert torch.allclose(value.detach(), expected, rtol=1e-12, atol=1e-9)
+    (grad,) = torch.autograd.grad(value.sum(), with_graph)
+    assert torch.allclose(grad, x - torch.sigmoid(logits), rtol=1e-12, atol=1e-12)
+
+
+def test_the_signed_sum_is_the_sum_of_softplus_of_the_signed_values():
+    torch.manual_seed(2)
+    x = torch.randn(6, 5, 784, dtype=torch.float64) * 10
+    sign = torch.where(torch.rand(5, 784) < 0.5, 1.0, -1.0).double()
+    truth = F.softplus(x * sign, threshold=1e9).sum(-1)
+    assert torch.allclose(softplus_sum(x, sign=sign), truth, rtol=1e-13, atol=0.0)
+    with_graph = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(softplus_sum(with_graph, sign=sign).sum(), with_graph)
+    assert torch.allclose(grad, sign * torch.sigmoid(x * sign), rtol=1e-12, atol=0.0)
