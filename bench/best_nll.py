@@ -6,7 +6,7 @@ of :mod:`pyro_vae.training.budget`: a learning rate on a cosine over the minutes
 down to ``--lr-final``; a KL warm-up of ``--warmup-minutes`` (at most ``--warmup-fraction`` of
 the budget); a batch size that doubles at the fractions ``--batch-schedule``; from the fraction
 ``--final-from`` on, the objective ``--final-objective`` (the IWAE bound with
-``--final-particles`` = 5 from 70 %); optionally, from the fraction ``--average-from``, the
+``--final-particles`` = 10 from 70 %); optionally, from the fraction ``--average-from``, the
 mean of the weights at each epoch's end, which the last point evaluates after the last weights.
 The same rule sets every budget: ``--minutes 10`` and
 ``--minutes 60`` differ in that flag only. It evaluates the
@@ -126,7 +126,7 @@ def main() -> int:
         default="iwae",
         help="the objective of the budget's last part, from --final-from ('none': the ELBO throughout)",
     )
-    p.add_argument("--final-particles", type=int, default=5, help="its particles (iwae: K)")
+    p.add_argument("--final-particles", type=int, default=10, help="its particles (iwae: K)")
     p.add_argument("--final-from", type=float, default=0.7, help="the fraction of the budget where it starts")
     p.add_argument(
         "--average-from",
