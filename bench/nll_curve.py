@@ -9,7 +9,8 @@ Welling (2018) into ``docs/_static/figures/best_nll.png``, and writes the table 
 the anchors and the hour's target (``<!-- best-nll-verdict -->``), the runs that chose the budget rule
 (``bench/results/budget_choice/<n>_<label>.json``, on held-out training images) and the
 evaluation minutes per prior (``bench/results/prior_eval/<prior>_after.json``, from
-``bench/prior_eval.py --compare``).
+``bench/prior_eval.py --compare``) and the independent check of the estimate
+(``bench/results/independent_nll.json``, from ``bench/independent_nll.py``).
 
     python bench/nll_curve.py          # after bench/best_nll.py
 """
@@ -48,7 +49,15 @@ def recipe_name(result: dict) -> str:
     name += ", VampPrior" if c.get("prior") == "vamp" else ", N(0, I) prior"
     if r["objective"] != "elbo":
         name += f", {r['objective']}" + (f" k={r['particles']}" if r.get("particles") else "")
-    return name
+    return name + final_phase(result)
+
+
+def final_phase(result: dict) -> str:
+    """The budget's last part, as the rule of the record's run set it (records differ in it)."""
+    sched = schedule_of(result)
+    if not sched.get("final_objective"):
+        return ""
+    return f", {sched['final_objective'].upper()} k={sched['final_particles']} from {sched['final_from']:.0%}"
 
 
 def final_key(result: dict) -> str:
@@ -107,9 +116,12 @@ HOUR_TARGET = 82.0
 MATCH_MARGIN = 0.5
 
 
-def verdict(results: list, before: Optional[dict] = None, seeds: Optional[list] = None) -> str:
+def verdict(
+    results: list, before: Optional[dict] = None, seeds: Optional[list] = None, previous: Optional[list] = None
+) -> str:
     """What the curves' last points say against the anchors and the hour's target, as prose;
-    ``seeds``: records of the hour's rule with other training seeds (``bench/results/seeds/``)."""
+    ``seeds``: records of the hour's rule with other training seeds (``bench/results/seeds/``);
+    ``previous``: the hours of the rule before its last change (``bench/results/before/iwae_k5/``)."""
     papers = anchors(results)
     lines = []
     for result in results:
@@ -162,6 +174,24 @@ def verdict(results: list, before: Optional[dict] = None, seeds: Optional[list] 
                 else f"{mean - HOUR_TARGET:.2f} above the {HOUR_TARGET} target."
             ),
         ]
+    if hour and previous:
+        runs = ", ".join(
+            f"seed {r['recipe']['seed']}: {r['curve'][-1][final_key(r)]:.2f} ({r['curve'][-1]['epochs']} epochs)"
+            for r in previous
+        )
+        now, seed = hour["curve"][-1][final_key(hour)], hour["recipe"]["seed"]
+        text = (
+            f"The hour of the rule before its last change ({final_phase(previous[0]).lstrip(', ')}; records "
+            f"`bench/results/before/iwae_k5/`, dotted in the figure): {runs}."
+        )
+        same = next((r for r in previous if r["recipe"]["seed"] == seed), None)
+        if same is not None:
+            gain = same["curve"][-1][final_key(same)] - now
+            text += (
+                f" This hour's rule ({final_phase(hour).lstrip(', ')}) reached {now:.2f} with seed {seed}, "
+                f"{abs(gain):.2f} {'below' if gain > 0 else 'above'} the same seed's under the rule before."
+            )
+        lines += ["", text]
     lines += [
         "",
         "The ± is the importance estimate's error, not a seed's; the budgets are one run each"
@@ -173,13 +203,18 @@ def verdict(results: list, before: Optional[dict] = None, seeds: Optional[list] 
 
 
 def budget_label(result: dict) -> str:
-    return f"{result['recipe']['minutes']:g}-minute budget"
+    """The budget and its rule's final objective, short: ``60 min, IWAE-10``."""
+    sched = schedule_of(result)
+    final = f", {sched['final_objective'].upper()}-{sched['final_particles']}" if sched.get("final_objective") else ""
+    return f"{result['recipe']['minutes']:g} min{final}"
 
 
 TOP = 92.0  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
 
 
-def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] = None) -> None:
+def figure(
+    results: list, before: Optional[dict] = None, seeds: Optional[list] = None, previous: Optional[list] = None
+) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.6))
     colours = {}
     if before is not None:  # the first hour, under the rule that scaled the warm-up with the budget
@@ -189,7 +224,7 @@ def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] =
             "o--",
             color="0.6",
             ms=4,
-            label=f"60 minutes, the rule before (k=500; k=5000: {before['curve'][-1]['nll_k5000']:.2f})",
+            label=f"60 min, the first rule (k=500; k=5000: {before['curve'][-1]['nll_k5000']:.2f})",
         )
     for result in results:
         curve, k_curve = result["curve"], result["recipe"]["curve_samples"]
@@ -220,8 +255,11 @@ def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] =
                 color=line.get_color(),
                 label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}",
             )
-    for seed in seeds or []:  # the same budget with another training seed: dotted, hollow star
-        colour, k_curve = colours.get(seed["recipe"]["minutes"], "0.3"), seed["recipe"]["curve_samples"]
+    # the same budget with another training seed, or under the rule before its last change: dotted, hollow star
+    for seed in [*(seeds or []), *(previous or [])]:
+        earlier = any(seed is p for p in previous or [])
+        colour = "0.45" if earlier else colours.get(seed["recipe"]["minutes"], "0.3")
+        k_curve = seed["recipe"]["curve_samples"]
         name = f"{budget_label(seed)}, seed {seed['recipe']['seed']}"
         ax.plot(
             *zip(*[(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in seed["curve"]]),
@@ -235,7 +273,13 @@ def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] =
         if final_key(seed) in last:
             value = last[final_key(seed)]
             ax.plot(
-                last["train_minutes"], value, "*", ms=12, mfc="none", color=colour, label=f"{name}, k=5000: {value:.2f}"
+                last["train_minutes"],
+                value,
+                "*",
+                ms=12,
+                mfc="none",
+                color=colour,
+                label=f"{name}, k={seed['recipe']['eval_samples']}: {value:.2f}",
             )
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
     for (name, value), style in zip(anchors(results).items(), styles):
@@ -245,7 +289,7 @@ def figure(results: list, before: Optional[dict] = None, seeds: Optional[list] =
     ax.set_ylabel("test NLL, nats (lower is better)")
     ax.set_ylim(80.5, TOP)
     ax.set_xlim(0, None)
-    ax.set_title(f"{recipe_name(results[0])}: one budget rule for every budget", fontsize=10)
+    ax.set_title(f"{recipe_name(results[-1])}, and the other budgets", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.grid(alpha=0.3)
     os.makedirs(os.path.dirname(FIGURE), exist_ok=True)
@@ -321,6 +365,23 @@ def eval_table(records: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def independent_check(record: dict) -> str:
+    """``bench/independent_nll.py``'s record as the two comparisons, paired and unpaired."""
+    paired, ess = record["paired"], record["median_ess"]
+    return (
+        f"`{record['command']}`: the checkpoint of epoch {record['epoch']}, {record['test_images']} test images, "
+        f"$K = {record['samples_per_image']}$.\n\n"
+        f"- **paired**, both estimates of each image drawn from the same standard-normal noise, so the "
+        f"Monte Carlo error cancels: {paired['independent_nll']:.6f} nats against `log_likelihood`'s "
+        f"{paired['pyro_vae_nll']:.6f}, a difference of {paired['difference']:.1e} (the largest for one image, "
+        f"{paired['largest_image_difference']:.1e}): float32 rounding;\n"
+        f"- **unpaired**, each with its own particles: {record['independent_nll']:.3f} against "
+        f"{record['pyro_vae_nll']:.3f}, a difference of {record['difference']:+.3f} with a standard error of "
+        f"{record['difference_stderr']:.3f} from the spread of the per-image differences (median effective "
+        f"sample size {ess:.0f} of {record['samples_per_image']:,} weights).\n"
+    )
+
+
 def _minutes(path: str) -> float:
     return float(os.path.basename(path)[len("best_nll_") : -len("min.json")])
 
@@ -348,17 +409,26 @@ def seeds() -> list:
     return [_read(path) for path in paths]
 
 
+def previous_hours() -> list:
+    """The hours of the rule before its last change (IWAE k = 5): ``bench/results/before/iwae_k5/``."""
+    paths = sorted(glob.glob(os.path.join(HERE, "results", "before", "iwae_k5", "best_nll_60min*.json")))
+    return [_read(path) for path in paths]
+
+
 def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
-    out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds())
+    out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds(), previous_hours())
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
     ]
     if choices:
         out["budget-choice"] = choice_table(choices)
+    independent = os.path.join(HERE, "results", "independent_nll.json")
+    if os.path.exists(independent):
+        out["independent-nll"] = independent_check(_read(independent))
     evals = {
         os.path.basename(path)[: -len("_after.json")]: _read(path)
         for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json")))
@@ -378,7 +448,7 @@ def main() -> int:
     if not curves():
         print("no bench/results/best_nll_<minutes>min.json: run bench/best_nll.py first", file=sys.stderr)
         return 1
-    figure(curves(), first_hour(), seeds())
+    figure(curves(), first_hour(), seeds(), previous_hours())
     for name, block in blocks().items():
         for page in pages_of(name):
             if not write_block(page, name, block):

@@ -19,7 +19,7 @@ hand-tuned commands:
 * optionally, the last part of the budget (from the fraction ``final_from``) optimizes another
   objective, ``final_objective`` with ``final_particles`` (Burda et al.'s importance-weighted
   bound ``"iwae"``, say), by name as :func:`~pyro_vae.inference.objectives.get_objective`
-  knows it. Off by default; ``bench/best_nll.py``'s recipe turns it on (IWAE, k = 5, from 70 %);
+  knows it. Off by default; ``bench/best_nll.py``'s recipe turns it on (IWAE, k = 10, from 70 %);
 * optionally, from the fraction ``average_from`` on, the weights at the end of every epoch are
   averaged, :math:`\bar\theta_n = \frac1n \sum_{e} \theta_e` over the ``n`` epochs that end
   past it (stochastic weight averaging: Izmailov et al., 2018, kept by
