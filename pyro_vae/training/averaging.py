@@ -16,7 +16,7 @@ model keeps the mean.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyro_vae.training.trainer import Trainer
 
 
-def _copy_into(params: List[torch.Tensor], values: List[torch.Tensor]) -> None:
+def copy_into(params: Iterable[torch.Tensor], values: Iterable[torch.Tensor]) -> None:
+    """Copy ``values`` into ``params``, in place and without a graph (a mean in, or the last weights back)."""
     with torch.no_grad():
         for p, v in zip(params, values):
             p.copy_(v)
@@ -63,7 +64,7 @@ class WeightAveraging(Callback):
         average = self._average(trainer)
         average.update_parameters(trainer.program.module)
         self._last = [p.detach().clone() for p in self._params(trainer)]
-        _copy_into(self._params(trainer), list(average.module.parameters()))  # evaluated with the mean
+        copy_into(self._params(trainer), list(average.module.parameters()))  # evaluated with the mean
 
     @property
     def holds_mean(self) -> bool:
@@ -78,11 +79,11 @@ class WeightAveraging(Callback):
             yield
             return
         mean = [p.detach().clone() for p in self._params(trainer)]
-        _copy_into(self._params(trainer), self._last)
+        copy_into(self._params(trainer), self._last)
         try:
             yield
         finally:
-            _copy_into(self._params(trainer), mean)
+            copy_into(self._params(trainer), mean)
 
     def on_epoch_metrics(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self._last is not None:
@@ -92,15 +93,15 @@ class WeightAveraging(Callback):
     def on_epoch_end(self, trainer: "Trainer", record: Dict[str, float]) -> None:
         if self._last is None:
             return
-        _copy_into(self._params(trainer), self._last)  # training and its checkpoint go on from the last weights
+        copy_into(self._params(trainer), self._last)  # training and its checkpoint go on from the last weights
         self._last = None
 
     def on_fit_end(self, trainer: "Trainer", error: Optional[BaseException]) -> None:
         if self._last is not None:  # stopped between the pass and the epoch's end
-            _copy_into(self._params(trainer), self._last)
+            copy_into(self._params(trainer), self._last)
             self._last = None
         if error is None and self.averaged is not None:
-            _copy_into(self._params(trainer), list(self.averaged.module.parameters()))
+            copy_into(self._params(trainer), list(self.averaged.module.parameters()))
 
     def state_dict(self) -> Dict[str, Any]:
         average = self.averaged.state_dict() if self.averaged is not None else self._pending

@@ -40,11 +40,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-import torch
 from torch.optim.swa_utils import AveragedModel
 
 from pyro_vae.errors import ConfigError, check_positive
 from pyro_vae.inference.objectives import get_objective
+from pyro_vae.training.averaging import copy_into
 from pyro_vae.training.callbacks import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -190,9 +190,7 @@ class TimeBudget(Callback):
                 f"train past it ({self.fraction():.2f} of the budget spent)",
                 settings=("average_from",),
             )
-        with torch.no_grad():
-            for param, mean in zip(trainer.program.module.parameters(), self.averaged.module.parameters()):
-                param.copy_(mean)
+        copy_into(trainer.program.module.parameters(), self.averaged.module.parameters())
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         if self._pending is not None:
