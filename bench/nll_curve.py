@@ -39,14 +39,20 @@ FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "best_nll.png")
 PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "models.md")]
 
 
-def recipe_name(result: dict) -> str:
-    """A short label: model, prior, widths, objective."""
+def model_name(result: dict) -> str:
+    """The model and its prior, as a short label."""
     r, c = result["recipe"], result["recipe"]["config"]
     if c["model"] == "hvae":
         name = f"two-layer VAE (Burda et al.'s networks, {c.get('activation', 'tanh')})"
     else:
         name = f"VAE {'-'.join(str(h) for h in r['hidden'])} {c.get('activation', 'softplus')}, z={r['z_dim']}"
-    name += ", VampPrior" if c.get("prior") == "vamp" else ", N(0, I) prior"
+    return name + (", VampPrior" if c.get("prior") == "vamp" else ", N(0, I) prior")
+
+
+def recipe_name(result: dict) -> str:
+    """A short label: model, prior, widths, objective."""
+    r = result["recipe"]
+    name = model_name(result)
     if r["objective"] != "elbo":
         name += f", {r['objective']}" + (f" k={r['particles']}" if r.get("particles") else "")
     return name + final_phase(result)
@@ -316,14 +322,14 @@ def choice_table(results: list) -> str:
     """The runs that chose the rule, each a budget of minutes evaluated on held-out training images."""
     base = results[0]
     lines = [
-        f"Each row: its budget of training minutes of the recipe above on the first "
+        f"Each row: its budget of training minutes of the recipe above, with the change its label names, on the first "
         f"{base['num_train']:,} training images, then the NLL (k = {base['recipe']['eval_samples']}) and ELBO of "
         f"the last {base['num_test']:,} training images, binarized once with a fixed seed; no test image is "
         f"used. Records: `bench/results/budget_choice/`; each row's command is in its record.",
         "",
-        "| run | budget | KL warm-up | batch doublings at | last part of the budget | epochs | held-out ELBO "
-        "| held-out NLL, k = 500 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | model | learning rate | budget | KL warm-up | batch doublings at | last part of the budget | epochs "
+        "| held-out ELBO | held-out NLL, k = 500 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         sched, last = schedule_of(result), result["curve"][-1]
@@ -339,8 +345,9 @@ def choice_table(results: list) -> str:
             elbo += f" (last weights: {last['last_weights']['test_elbo']:.2f})"
         doublings = ", ".join(f"{d:.0%}" for d in sched["batch_doublings"]) or "none"
         warmup = f"{sched['warmup'] * sched['minutes']:.1f} min ({sched['warmup']:.0%})"
+        lr = f"{result['recipe']['lr']:g} to {result['recipe']['lr_final']:g}"
         lines.append(
-            f"| {result['label']} | {sched['minutes']:g} min | {warmup} | {doublings} | {final} | {last['epochs']} | "
+            f"| {result['label']} | {model_name(result)} | {lr} | {sched['minutes']:g} min | {warmup} | {doublings} | {final} | {last['epochs']} | "
             f"{elbo} | {nll} |"
         )
     return "\n".join(lines) + "\n"
