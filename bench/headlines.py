@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import m2_runs  # noqa: E402
-from nll_curve import curves, final_key, schedule_of, seeds  # noqa: E402
+from nll_curve import curves, final_key, final_phase, seeds  # noqa: E402
 from report import load, write_block  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
@@ -38,15 +38,12 @@ def nll_line() -> str | None:
     iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
     others = ", ".join(f"{r['curve'][-1][final_key(r)]:.2f} with seed {r['recipe']['seed']}" for r in seeds())
     runs = f"one run each; the hour {others}" if others else "one run each"
-    hour_k = schedule_of(budgets[-1]).get("final_particles")
-    earlier = [r for r in budgets if schedule_of(r).get("final_particles") != hour_k]
-    if earlier:  # budgets run before the rule's last change say so
-        ks = sorted({schedule_of(r).get("final_particles") for r in earlier})
+    hour_rule = final_phase(budgets[-1]).lstrip(", ")
+    earlier = [r for r in budgets if final_phase(r).lstrip(", ") != hour_rule]
+    if earlier:  # budgets run before the rule's last change say so, with the version they ran
+        versions = dict.fromkeys(final_phase(r).lstrip(", ") for r in earlier)
         minutes = " and ".join(f"{r['recipe']['minutes']:g}" for r in earlier)
-        runs += (
-            f"; {minutes} minutes with the rule's earlier IWAE k = {', '.join(str(k) for k in ks)}, "
-            f"the hour with k = {hour_k}"
-        )
+        runs += f"; {minutes} minutes with the rule's earlier {'; '.join(versions)}, the hour with {hour_rule}"
     return (
         f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
         f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, {runs}); the published MLP "

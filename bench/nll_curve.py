@@ -59,11 +59,12 @@ def recipe_name(result: dict) -> str:
 
 
 def final_phase(result: dict) -> str:
-    """The budget's last part, as the rule of the record's run set it (records differ in it)."""
-    sched = schedule_of(result)
+    """The budget's last part and the learning rate, as the rule of the record's run set them
+    (records of earlier rules differ in them)."""
+    sched, lr = schedule_of(result), f", learning rate {result['recipe']['lr']:g}"
     if not sched.get("final_objective"):
-        return ""
-    return f", {sched['final_objective'].upper()} k={sched['final_particles']} from {sched['final_from']:.0%}"
+        return lr
+    return f", {sched['final_objective'].upper()} k={sched['final_particles']} from {sched['final_from']:.0%}" + lr
 
 
 def final_key(result: dict) -> str:
@@ -127,7 +128,7 @@ def verdict(
 ) -> str:
     """What the curves' last points say against the anchors and the hour's target, as prose;
     ``seeds``: records of the hour's rule with other training seeds (``bench/results/seeds/``);
-    ``previous``: the hours of the rule before its last change (``bench/results/before/iwae_k5/``)."""
+    ``previous``: the hours of the rule's earlier versions (:func:`previous_hours`)."""
     papers = anchors(results)
     lines = []
     for result in results:
@@ -181,21 +182,22 @@ def verdict(
             ),
         ]
     if hour and previous:
-        runs = ", ".join(
-            f"seed {r['recipe']['seed']}: {r['curve'][-1][final_key(r)]:.2f} ({r['curve'][-1]['epochs']} epochs)"
-            for r in previous
-        )
         now, seed = hour["curve"][-1][final_key(hour)], hour["recipe"]["seed"]
-        text = (
-            f"The hour of the rule before its last change ({final_phase(previous[0]).lstrip(', ')}; records "
-            f"`bench/results/before/iwae_k5/`, dotted in the figure): {runs}."
-        )
-        same = next((r for r in previous if r["recipe"]["seed"] == seed), None)
+        rules = []
+        for folder in dict.fromkeys(r["rule_folder"] for r in previous):
+            mine = [r for r in previous if r["rule_folder"] == folder]
+            runs = ", ".join(
+                f"seed {r['recipe']['seed']}: {r['curve'][-1][final_key(r)]:.2f} ({r['curve'][-1]['epochs']} epochs)"
+                for r in mine
+            )
+            rules.append(f"{final_phase(mine[0]).lstrip(', ')} (`bench/results/before/{folder}/`): {runs}")
+        text = f"The hours of the rule's earlier versions, oldest first, dotted in the figure: {'; '.join(rules)}."
+        same = next((r for r in reversed(previous) if r["recipe"]["seed"] == seed), None)
         if same is not None:
             gain = same["curve"][-1][final_key(same)] - now
             text += (
                 f" This hour's rule ({final_phase(hour).lstrip(', ')}) reached {now:.2f} with seed {seed}, "
-                f"{abs(gain):.2f} {'below' if gain > 0 else 'above'} the same seed's under the rule before."
+                f"{abs(gain):.2f} {'below' if gain > 0 else 'above'} the same seed's under the version just before it."
             )
         lines += ["", text]
     lines += [
@@ -209,10 +211,10 @@ def verdict(
 
 
 def budget_label(result: dict) -> str:
-    """The budget and its rule's final objective, short: ``60 min, IWAE-10``."""
+    """The budget, its rule's final objective and learning rate, short: ``60 min, IWAE-10, lr 0.002``."""
     sched = schedule_of(result)
     final = f", {sched['final_objective'].upper()}-{sched['final_particles']}" if sched.get("final_objective") else ""
-    return f"{result['recipe']['minutes']:g} min{final}"
+    return f"{result['recipe']['minutes']:g} min{final}, lr {result['recipe']['lr']:g}"
 
 
 TOP = 92.0  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
@@ -263,8 +265,13 @@ def figure(
             )
     # the same budget with another training seed, or under the rule before its last change: dotted, hollow star
     for seed in [*(seeds or []), *(previous or [])]:
-        earlier = any(seed is p for p in previous or [])
-        colour = "0.45" if earlier else colours.get(seed["recipe"]["minutes"], "0.3")
+        earlier = "rule_folder" in seed  # each earlier version of the rule in its own grey, the older the lighter
+        greys = ("0.7", "0.5", "0.3")
+        colour = (
+            greys[EARLIER_RULES.index(seed["rule_folder"]) % 3]
+            if earlier
+            else colours.get(seed["recipe"]["minutes"], "0.3")
+        )
         k_curve = seed["recipe"]["curve_samples"]
         name = f"{budget_label(seed)}, seed {seed['recipe']['seed']}"
         ax.plot(
@@ -416,10 +423,18 @@ def seeds() -> list:
     return [_read(path) for path in paths]
 
 
+#: the rule's earlier versions, oldest first: the folders of ``bench/results/before/`` that hold their hours
+EARLIER_RULES = ("iwae_k5", "lr_1e-3")
+
+
 def previous_hours() -> list:
-    """The hours of the rule before its last change (IWAE k = 5): ``bench/results/before/iwae_k5/``."""
-    paths = sorted(glob.glob(os.path.join(HERE, "results", "before", "iwae_k5", "best_nll_60min*.json")))
-    return [_read(path) for path in paths]
+    """The hours of the rule's earlier versions (:data:`EARLIER_RULES`), oldest first, each record
+    with its folder under ``"rule_folder"``."""
+    out = []
+    for folder in EARLIER_RULES:
+        for path in sorted(glob.glob(os.path.join(HERE, "results", "before", folder, "best_nll_60min*.json"))):
+            out.append({**_read(path), "rule_folder": folder})
+    return out
 
 
 def blocks() -> dict:
