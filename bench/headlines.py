@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import m2_runs  # noqa: E402
-from nll_curve import curves, final_key, final_phase, seeds  # noqa: E402
+from nll_curve import curves, final_key, rule_version, seeds  # noqa: E402
 from report import load, write_block  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
@@ -38,10 +38,10 @@ def nll_line() -> str | None:
     iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
     others = ", ".join(f"{r['curve'][-1][final_key(r)]:.2f} with seed {r['recipe']['seed']}" for r in seeds())
     runs = f"one run each; the hour {others}" if others else "one run each"
-    hour_rule = final_phase(budgets[-1]).lstrip(", ")
-    earlier = [r for r in budgets if final_phase(r).lstrip(", ") != hour_rule]
+    hour_rule = rule_version(budgets[-1])
+    earlier = [r for r in budgets if rule_version(r) != hour_rule]
     if earlier:  # budgets run before the rule's last change say so, with the version they ran
-        versions = dict.fromkeys(final_phase(r).lstrip(", ") for r in earlier)
+        versions = dict.fromkeys(rule_version(r) for r in earlier)
         minutes = " and ".join(f"{r['recipe']['minutes']:g}" for r in earlier)
         runs += f"; {minutes} minutes with the rule's earlier {'; '.join(versions)}, the hour with {hour_rule}"
     return (
