@@ -39,20 +39,14 @@ FIGURE = os.path.join(ROOT, "docs", "_static", "figures", "best_nll.png")
 PAGES = [os.path.join(ROOT, "docs", "results.md"), os.path.join(ROOT, "docs", "models.md")]
 
 
-def model_name(result: dict) -> str:
-    """The model and its prior, as a short label."""
+def recipe_name(result: dict) -> str:
+    """A short label: model, prior, widths, objective."""
     r, c = result["recipe"], result["recipe"]["config"]
     if c["model"] == "hvae":
         name = f"two-layer VAE (Burda et al.'s networks, {c.get('activation', 'tanh')})"
     else:
         name = f"VAE {'-'.join(str(h) for h in r['hidden'])} {c.get('activation', 'softplus')}, z={r['z_dim']}"
-    return name + (", VampPrior" if c.get("prior") == "vamp" else ", N(0, I) prior")
-
-
-def recipe_name(result: dict) -> str:
-    """A short label: model, prior, widths, objective."""
-    r = result["recipe"]
-    name = model_name(result)
+    name += ", VampPrior" if c.get("prior") == "vamp" else ", N(0, I) prior"
     if r["objective"] != "elbo":
         name += f", {r['objective']}" + (f" k={r['particles']}" if r.get("particles") else "")
     return f"{name}, {rule_version(result)}"
@@ -348,9 +342,9 @@ def choice_table(results: list) -> str:
         f"the last {base['num_test']:,} training images, binarized once with a fixed seed; no test image is "
         f"used. Records: `bench/results/budget_choice/`; each row's command is in its record.",
         "",
-        "| run | model | learning rate | budget | KL warm-up | batch doublings at | last part of the budget | epochs "
-        "| held-out ELBO | held-out NLL, k = 500 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | budget | learning rate at the start | KL warm-up | batch doublings at | last part of the budget "
+        "| epochs | held-out ELBO | held-out NLL, k = 500 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         sched, last = schedule_of(result), result["curve"][-1]
@@ -366,9 +360,8 @@ def choice_table(results: list) -> str:
             elbo += f" (last weights: {last['last_weights']['test_elbo']:.2f})"
         doublings = ", ".join(f"{d:.0%}" for d in sched["batch_doublings"]) or "none"
         warmup = f"{sched['warmup'] * sched['minutes']:.1f} min ({sched['warmup']:.0%})"
-        lr = f"{result['recipe']['lr']:g} to {result['recipe']['lr_final']:g}"
         lines.append(
-            f"| {result['label']} | {model_name(result)} | {lr} | {sched['minutes']:g} min | {warmup} | {doublings} "
+            f"| {result['label']} | {sched['minutes']:g} min | {result['recipe']['lr']:g} | {warmup} | {doublings} "
             f"| {final} | {last['epochs']} | {elbo} | {nll} |"
         )
     return "\n".join(lines) + "\n"
@@ -458,7 +451,10 @@ def blocks() -> dict:
     out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds(), previous_hours())
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
-        for path in sorted(glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")))
+        for path in sorted(
+            glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")),
+            key=lambda path: int(os.path.basename(path).split("_")[0]),  # row 10 after row 9
+        )
     ]
     if choices:
         out["budget-choice"] = choice_table(choices)
