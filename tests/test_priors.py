@@ -15,7 +15,8 @@ from pyro_vae.inference.elbo import elbo_terms
 from pyro_vae.inference.evaluate import log_likelihood
 from pyro_vae.inference.objectives import IWAE_ELBO
 from pyro_vae.models.hvae import HVAE
-from pyro_vae.models.priors import DiagonalNormalMixture, VampPrior, cached_priors
+from pyro_vae.models.mixture import DiagonalNormalMixture
+from pyro_vae.models.priors import VampPrior, cached_priors
 from pyro_vae.models.registry import build_model
 
 F64 = torch.float64
@@ -115,6 +116,75 @@ def test_density_in_blocks_is_the_density_in_one_piece(monkeypatch):
     assert torch.equal(in_blocks, whole)
     exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
     assert (whole.double() - exact).abs().max() < 1e-5
+
+
+def sharp_mixture(k=40, d=8, seed=0):
+    """Components as in the float32 test above: scales down to 0.01, means near 3."""
+    g = torch.Generator().manual_seed(seed)
+    locs, scales = 3 * torch.randn(k, d, generator=g), torch.rand(k, d, generator=g) * 0.5 + 0.01
+    return DiagonalNormalMixture.of(dist.Normal(locs, scales).to_event(1)), locs, scales, g
+
+
+def posterior_codes(locs, g, codes=300, width=0.05):
+    """``codes`` draws about each of six datapoints' centres ([codes, 6, D]): three centres at sharp
+    components, three elsewhere; ``width`` the posterior's scale."""
+    d = locs.shape[1]
+    centres = torch.cat([locs[:3] + 0.02 * torch.randn(3, d, generator=g), 3 * torch.randn(3, d, generator=g)])
+    return centres + width * torch.randn(codes, 6, d, generator=g)
+
+
+def test_many_codes_per_datapoint_take_the_centred_float32_product(monkeypatch):
+    """Without gradients, 300 codes per datapoint go through the float32 product about each datapoint's
+    centre: as close to the float64 brute force as the float64 product's own float32 result (1e-6 of the
+    value), where the same product of the expanded square in float32, without the centring, is not."""
+    mixture, locs, scales, g = sharp_mixture()
+    z = posterior_codes(locs, g)
+    exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
+    expanded = []
+    monkeypatch.setattr(
+        DiagonalNormalMixture,
+        "_expanded_log_prob",
+        lambda self, points: expanded.append(points) or pytest.fail("the centred product should have been used"),
+    )
+    with torch.no_grad():
+        ours = mixture.expand([6]).log_prob(z)
+    assert ours.dtype == torch.float32 and ours.shape == (300, 6) and not expanded
+    assert ((ours.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6  # measured 2e-7
+    with torch.no_grad():  # the expanded square's features times its weights, all in float32
+        features = torch.cat([z.pow(2), z, torch.ones(300, 6, 1)], -1)
+        uncentred = torch.logsumexp(features @ mixture._linear_weights().float(), -1) - math.log(40)
+    assert ((uncentred.double() - exact).abs() / exact.abs().clamp(min=1)).max() > 1e-5  # measured 6e-5
+
+
+def test_codes_far_from_their_centre_or_too_few_take_the_float64_product(monkeypatch):
+    """Codes spread over many widths of a sharp component, or fewer than centred_min_codes per datapoint,
+    or with gradients: the float64 product of the expanded square, as exact as before."""
+    mixture, locs, scales, g = sharp_mixture(seed=1)
+    spread = 6 * torch.randn(100, 6, 8, generator=g)  # far beyond centred_max_spread of each centre
+    few = posterior_codes(locs, g, codes=DiagonalNormalMixture.centred_min_codes - 1)
+    for z in (spread, few):
+        exact = brute_force_log_prior(z.double(), locs.double(), scales.double())
+        with torch.no_grad():
+            ours = mixture.expand([6]).log_prob(z)
+        assert ((ours.double() - exact).abs() / exact.abs().clamp(min=1)).max() < 1e-6
+        monkeypatch.setattr(DiagonalNormalMixture, "centred_min_codes", 10**9)  # force the float64 product
+        with torch.no_grad():
+            assert torch.equal(mixture.expand([6]).log_prob(z), ours)
+        monkeypatch.undo()
+
+
+def test_centred_product_in_blocks_is_the_centred_product_in_one_piece(monkeypatch):
+    """Blocks of datapoints, and blocks of one datapoint's codes when they alone exceed block_elements,
+    give the one-piece density to float32 rounding."""
+    mixture, locs, scales, g = sharp_mixture(seed=2)
+    z = posterior_codes(locs, g, codes=100)
+    with torch.no_grad():
+        whole = mixture.expand([6]).log_prob(z)
+        monkeypatch.setattr(DiagonalNormalMixture, "block_elements", 250 * 40)  # two datapoints a block
+        two = mixture.expand([6]).log_prob(z)
+        monkeypatch.setattr(DiagonalNormalMixture, "block_elements", 30 * 40)  # each datapoint's codes in four
+        parts = mixture.expand([6]).log_prob(z)
+    assert torch.allclose(two, whole, rtol=0, atol=1e-5) and torch.allclose(parts, whole, rtol=0, atol=1e-5)
 
 
 def test_cached_priors_encode_the_pseudo_inputs_once_and_change_no_estimate():

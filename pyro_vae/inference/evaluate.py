@@ -60,7 +60,7 @@ def log_likelihood(
     guide: Callable[..., Any],
     x: torch.Tensor,
     num_samples: int = 5000,
-    batch_size: int = 100,
+    batch_size: int = 10,
     particles_per_chunk: Optional[int] = None,
     max_elements: int = 5_000,
     progress: Optional[Callable[[int], None]] = None,
@@ -72,7 +72,10 @@ def log_likelihood(
     (:mod:`pyro_vae.inference.sites`).
 
     :param num_samples: :math:`K`, importance samples per datapoint.
-    :param batch_size: datapoints per chunk.
+    :param batch_size: datapoints per chunk. Few, so that a chunk holds many particles of
+        each: the guide encodes a chunk's datapoints once per chunk of particles, and the
+        VampPrior's density runs in float32 about each datapoint's centre, with that
+        datapoint's own slopes (:class:`~pyro_vae.models.mixture.DiagonalNormalMixture`).
     :param particles_per_chunk: particles per chunk; by default as many as keep
         ``particles x datapoints <= max_elements`` (peak memory is about
         ``max_elements x x_dim x 4 bytes x`` a small constant). The default keeps a

@@ -107,12 +107,30 @@ def softplus_sum(x: torch.Tensor, sign: Optional[torch.Tensor] = None) -> torch.
     return positive.sum(-1).add_(logs)  # in the factors' memory, used up
 
 
+def _softplus_rounded(x: torch.Tensor) -> torch.Tensor:
+    r"""The value with :math:`\log(1 + u)` taken as rounded: eight passes instead of thirteen, to within
+    the float's epsilon absolutely (not relatively: where :math:`u` is below half of it the result is
+    :math:`\max(x, 0)`, dropping a term smaller than the rounding of anything it is added to)."""
+    u = x.abs().neg_().clamp_(min=math.log(torch.finfo(x.dtype).tiny) + 1).exp_().add_(1).log_()
+    return u.add_(torch.clamp(x, min=0))
+
+
 class Softplus(nn.Softplus):
-    """:class:`torch.nn.Softplus` (``beta = 1``) computed by :func:`softplus`: a drop-in layer
-    with the same parameters (none) and the same outputs to within a few ulps."""
+    r""":class:`torch.nn.Softplus` (``beta = 1``) as a hidden layer's activation, faster on the CPU.
+
+    With gradients it is :func:`softplus`, to within a few ulps. Without them (evaluation: an
+    importance-sampled likelihood runs the decoder's two hidden layers on 5,000 particles an
+    image) the correction term of :math:`\log(1 + u)` is skipped, which leaves an absolute error
+    of at most about one float epsilon (:math:`1.2 \times 10^{-7}` in float32) in each output.
+    The next linear layer cannot see it: each of its outputs is a sum of hundreds of activations
+    times weights, rounded to a relative epsilon of that sum. It would be wrong for a quantity
+    read on its own where it is tiny, such as a scale: use :func:`softplus` there.
+    """
 
     def __init__(self) -> None:
         super().__init__()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return softplus(input)
+        if input.requires_grad and torch.is_grad_enabled():
+            return softplus(input)
+        return _softplus_rounded(input)
