@@ -5,8 +5,8 @@ Writes the lines between the README's ``<!-- headlines:start -->`` and ``<!-- he
 markers from ``bench/results/``: the best test NLL per budget of minutes (``best_nll_*min.json``),
 the example's test ELBO (``example/full.json``), M2's accuracy (``m2/``), the CVAE's
 -log p(y|x) (``cvae.json``), and the speed against plain PyTorch
-(``step.json``, ``prior_eval/standard_after.json``, ``prior_eval/vamp_after.json``). Each line links to its table in
-docs/results.md, where the protocol and the command stand beside it.
+(``step.json``, and the latest record of each prior in ``prior_eval/``). Each line links to its
+table in docs/results.md, where the protocol and the command stand beside it.
 
     python bench/headlines.py          # after any of the scripts that write those records
 """
@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import m2_runs  # noqa: E402
-from nll_curve import curves, final_key, rule_version, seeds  # noqa: E402
+from nll_curve import curves, eval_records, final_key, rule_version, seeds  # noqa: E402
 from report import load, write_block  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
@@ -73,9 +73,9 @@ def speed_line() -> str | None:
         return None
     row = next(r for r in step["rows"] if r["batch_size"] == 128)
     line = f"- **Speed**: a training step takes **{row['ratio']:.2f}×** a plain-PyTorch VAE's time (batch 128)"
-    evals = {name: load(f"prior_eval/{name}_after") for name in ("standard", "vamp")}
-    if all(evals.values()):
-        minutes = {name: r["minutes"] * 10_000 / r["test_images"] for name, r in evals.items() if r is not None}
+    evals = {r["prior"]: r for r in eval_records()}  # the last record of each prior: today's code
+    if {"standard", "vamp"} <= set(evals):
+        minutes = {name: r["minutes"] * 10_000 / r["test_images"] for name, r in evals.items()}
         line += (
             f"; the k = {evals['vamp']['samples_per_image']} log-likelihood of 10,000 test digits takes "
             f"{minutes['standard']:.1f} minutes with the N(0, I) prior, {minutes['vamp']:.1f} with the VampPrior "

@@ -8,8 +8,8 @@ Welling (2018) into ``docs/_static/figures/best_nll.png``, and writes the table 
 ``docs/models.md``. Into ``docs/models.md`` it also writes what the curves' last points say against
 the anchors and the hour's target (``<!-- best-nll-verdict -->``), the runs that chose the budget rule
 (``bench/results/budget_choice/<n>_<label>.json``, on held-out training images) and the
-evaluation minutes per prior (``bench/results/prior_eval/<prior>_after.json``, from
-``bench/prior_eval.py --compare``) and the independent check of the estimate
+evaluation minutes per prior (``bench/results/prior_eval/<prior>/<n>_<label>.json``, from
+``bench/prior_eval.py``) and the independent check of the estimate
 (``bench/results/independent_nll.json``, from ``bench/independent_nll.py``).
 
     python bench/nll_curve.py          # after bench/best_nll.py
@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sys
 from typing import Optional
 
@@ -367,23 +368,40 @@ def choice_table(results: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def eval_table(records: dict) -> str:
-    """Minutes of the k = 5000 NLL of the same checkpoint with the code before and after, per prior."""
+def eval_table(records: list) -> str:
+    """Minutes of the k = 5000 NLL per prior, checkpoint and code, oldest first (:func:`eval_records`);
+    where a record was compared with the one before it on the same particles, the largest change of
+    one image's estimate."""
     lines = [
-        "| prior | code before → after | test images | k | minutes before | minutes after | speed-up | "
-        "after, projected to 10,000 images | NLL before | NLL after | largest difference of one image's estimate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| prior | checkpoint | code | images × particles a chunk | test images | minutes | for 10,000 images "
+        "| NLL ± s.e. | largest change of one image's estimate, same particles |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, after in sorted(records.items()):
-        before = after["compared_with"]
-        code = f"{before.get('commit', 'unknown')[:7]} → {after.get('commit', 'unknown')[:7]}"
+    for r in records:
+        checkpoint = re.search(r"--checkpoint (\S+)", r["command"]).group(1).split("/")[-2]
+        batch = r.get("batch_size", 100)  # before the field: the default of the day, 100 images a chunk
+        compared = r.get("compared_with")
+        change = (
+            f"{compared['max_per_image_difference']:.1e} nats (from {compared['commit'][:7]})"
+            if compared and compared.get("batch_size", 100) == batch
+            else "–"
+        )
         lines.append(
-            f"| {name} | {code} | {after['test_images']:,} | {after['samples_per_image']} | {before['minutes']:.2f} | "
-            f"{after['minutes']:.2f} | {before['speedup']:.1f}x | "
-            f"{after['minutes'] * 10_000 / after['test_images']:.1f} min | {before['nll']:.4f} | {after['nll']:.4f} | "
-            f"{before['max_per_image_difference']:.1e} nats |"
+            f"| {r['prior']} | {checkpoint} | {r['commit'][:7]} | {batch} × {r.get('particles_per_chunk', 50)} "
+            f"| {r['test_images']:,} | {r['minutes']:.2f} | {r['minutes'] * 10_000 / r['test_images']:.1f} min "
+            f"| {r['nll']:.4f} ± {r['nll_stderr']:.4f} | {change} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def eval_records() -> list:
+    """``bench/results/prior_eval/<prior>/<n>_<label>.json`` (``bench/prior_eval.py``), each with its
+    ``"prior"``, by prior and then ``n``: the order the code changed in."""
+    out = []
+    for path in glob.glob(os.path.join(HERE, "results", "prior_eval", "*", "*.json")):
+        prior, name = path.split(os.sep)[-2:]
+        out.append((prior, int(name.split("_")[0]), {**_read(path), "prior": prior}))
+    return [record for _, _, record in sorted(out, key=lambda item: item[:2])]
 
 
 def independent_check(record: dict) -> str:
@@ -461,10 +479,7 @@ def blocks() -> dict:
     independent = os.path.join(HERE, "results", "independent_nll.json")
     if os.path.exists(independent):
         out["independent-nll"] = independent_check(_read(independent))
-    evals = {
-        os.path.basename(path)[: -len("_after.json")]: _read(path)
-        for path in sorted(glob.glob(os.path.join(HERE, "results", "prior_eval", "*_after.json")))
-    }
+    evals = eval_records()
     if evals:
         out["prior-eval"] = eval_table(evals)
     return out

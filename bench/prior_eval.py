@@ -6,9 +6,10 @@ images (binarized once with the fixed seed of every NLL in this repository) with
 ``--checkpoint`` (any pyro_vae checkpoint: the model is rebuilt from its config), from a fixed
 seed, and writes the NLL, its Monte Carlo standard error, the per-image estimates' digest and
 the minutes to ``--json``. Run it under two trees of pyro_vae to compare them on the same
-checkpoint: the same seed draws the same particles, so the two estimates must agree to far
-below their standard error. Both runs evaluate as ``bench/best_nll.py`` does: subnormals flushed
-to zero and freed memory kept in the heap (``--allocator glibc-default`` leaves glibc as is)::
+checkpoint: the same seed and the same ``--batch-size`` draw the same particles, so the two
+estimates must agree to far below their standard error. Both runs evaluate as
+``bench/best_nll.py`` does: subnormals flushed to zero and freed memory kept in the heap
+(``--allocator glibc-default`` leaves glibc as is)::
 
     git worktree add /tmp/before <commit>
     PYTHONPATH=/tmp/before python bench/prior_eval.py --checkpoint C --json /tmp/before.json
@@ -18,6 +19,7 @@ to zero and freed memory kept in the heap (``--allocator glibc-default`` leaves 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -43,6 +45,12 @@ def main() -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--test-size", type=int, default=10_000)
     p.add_argument("--samples", type=int, default=5000, help="k, importance samples per image")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per chunk (default: log_likelihood's); give two trees the same to draw the same particles",
+    )
     p.add_argument("--json", required=True, help="where to write this run's record")
     p.add_argument("--compare", default=None, help="a record of the same checkpoint to compare with")
     allocator.add_option(p)
@@ -57,9 +65,11 @@ def main() -> int:
     vae.load_state_dict(state["model"])
     vae.eval()
     test = Trainer(vae).prepare_test(load_mnist(args.data_dir, verbose=False).test_images)[: args.test_size]
+    defaults = inspect.signature(log_likelihood).parameters  # the tree's own, for the record
+    batch_size = args.batch_size or defaults["batch_size"].default
     torch.manual_seed(1)
     start = time.perf_counter()
-    ll = log_likelihood(vae.model, vae.guide, test, num_samples=args.samples)
+    ll = log_likelihood(vae.model, vae.guide, test, num_samples=args.samples, batch_size=batch_size)
     minutes = (time.perf_counter() - start) / 60
     result = {
         "command": " ".join(["python bench/prior_eval.py", *sys.argv[1:]]),
@@ -71,6 +81,8 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "test_images": len(test),
         "samples_per_image": args.samples,
+        "batch_size": batch_size,
+        "particles_per_chunk": min(args.samples, defaults["max_elements"].default // batch_size),
         "minutes": minutes,
         "nll": ll.nll(),
         "nll_stderr": ll.nll_stderr(),
@@ -84,6 +96,7 @@ def main() -> int:
             "record": args.compare,
             "code": before["code"],
             "commit": before.get("commit", "unknown"),
+            "batch_size": before.get("batch_size", 100),  # records before the field: that day's default
             "minutes": before["minutes"],
             "nll": before["nll"],
             "nll_difference": result["nll"] - before["nll"],
