@@ -92,6 +92,19 @@ def test_layer_is_a_drop_in_for_torch_softplus():
         assert torch.allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
+def test_layer_without_gradients_is_within_two_epsilons_absolutely():
+    """Without gradients the layer skips log1p's correction term: within two float32 epsilons of the
+    float64 truth in absolute terms (relative above 1), over the whole range, but not relatively
+    where the activation is tiny."""
+    x = torch.linspace(-100.0, 100.0, 200_001)
+    with torch.no_grad():
+        ours = Softplus()(x).double()
+    truth = F.softplus(x.double(), threshold=1e9)
+    eps = torch.finfo(torch.float32).eps
+    assert ((ours - truth).abs() <= 2 * eps * truth.clamp(min=1)).all()
+    assert ((ours - truth).abs() / truth).max() > 1e-3  # e^-20: 0 here, where softplus() keeps 2 ulp
+
+
 def test_bernoulli_pixels_under_many_particles_match_torch_bernoulli():
     torch.manual_seed(0)
     logits = torch.randn(30, 4, 784, dtype=torch.float64) * 20  # [particles, images, pixels]
