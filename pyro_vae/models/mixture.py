@@ -20,7 +20,7 @@ import torch
 
 class DiagonalNormalMixture(dist.MixtureSameFamily):
     r"""A uniform mixture of ``K`` diagonal Gaussians :math:`\frac1K\sum_k \mathcal N(z; \mu_k,
-    \mathrm{diag}\,\sigma_k^2)` whose density comes from one matrix product.
+    \mathrm{diag}\,\sigma_k^2)` whose density comes from matrix products.
 
     :class:`~pyro.distributions.MixtureSameFamily` evaluates every component at every point,
     a ``[N, K, D]`` tensor of squared distances: at ``K = 500`` and a batch of 512 that is
@@ -63,10 +63,11 @@ class DiagonalNormalMixture(dist.MixtureSameFamily):
     the first term is the float64 product above at one point per datapoint, shifted by its
     largest over the components; the second is one float32 product of all codes' squared offsets
     with the components' precisions, and the third a ``[S, D] x [D, K]`` float32 product per
-    datapoint (the shifted first term riding along as a row against a constant feature). Their size is set by the spread of the codes about their centre in units of the
-    sharpest component, :math:`s(z) = \sum_d e_d^2 \max_k \sigma_{kd}^{-2}`, and by the distance
-    of the components that matter from the code, not by :math:`z^2 / \sigma^2` as in the expanded
-    square: the codes of one datapoint's posterior lie within a few of its widths of each other.
+    datapoint (the shifted first term riding along as a row against a constant feature). Their
+    size is set by the spread of the codes about their centre in units of the sharpest component,
+    :math:`s(z) = \sum_d e_d^2 \max_k \sigma_{kd}^{-2}`, and by the distance of the components
+    that matter from the code, not by :math:`z^2 / \sigma^2` as in the expanded square: the codes
+    of one datapoint's posterior lie within a few of its widths of each other.
     Where a code's spread exceeds :attr:`centred_max_spread` the float64 product is used instead.
     Sampling and everything else are :class:`~pyro.distributions.MixtureSameFamily`'s.
     """
