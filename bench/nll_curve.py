@@ -373,22 +373,22 @@ def eval_table(records: list) -> str:
     where a record was compared with the one before it on the same particles, the largest change of
     one image's estimate."""
     lines = [
-        "| prior | checkpoint | code | images × particles a chunk | test images | minutes | for 10,000 images "
-        "| NLL ± s.e. | largest change of one image's estimate, same particles |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| prior | checkpoint | code | chunk: images × particles | test images | minutes for 10,000 images "
+        "| NLL ± s.e. | same particles: largest change of one image's NLL |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         checkpoint = re.search(r"--checkpoint (\S+)", r["command"]).group(1).split("/")[-2]
         batch = r.get("batch_size", 100)  # before the field: the default of the day, 100 images a chunk
         compared = r.get("compared_with")
         change = (
-            f"{compared['max_per_image_difference']:.1e} nats (from {compared['commit'][:7]})"
+            f"{compared['max_per_image_difference']:.1e} nats from {compared['commit'][:7]}"
             if compared and compared.get("batch_size", 100) == batch
             else "–"
         )
         lines.append(
             f"| {r['prior']} | {checkpoint} | {r['commit'][:7]} | {batch} × {r.get('particles_per_chunk', 50)} "
-            f"| {r['test_images']:,} | {r['minutes']:.2f} | {r['minutes'] * 10_000 / r['test_images']:.1f} min "
+            f"| {r['test_images']:,} | {r['minutes'] * 10_000 / r['test_images']:.2f} "
             f"| {r['nll']:.4f} ± {r['nll_stderr']:.4f} | {change} |"
         )
     return "\n".join(lines) + "\n"
