@@ -399,8 +399,8 @@ def eval_records() -> list:
     ``"prior"``, by prior and then ``n``: the order the code changed in."""
     out = []
     for path in glob.glob(os.path.join(HERE, "results", "prior_eval", "*", "*.json")):
-        prior, name = path.split(os.sep)[-2:]
-        out.append((prior, int(name.split("_")[0]), {**_read(path), "prior": prior}))
+        prior = os.path.basename(os.path.dirname(path))
+        out.append((prior, _number(path), {**_read(path), "prior": prior}))
     return [record for _, _, record in sorted(out, key=lambda item: item[:2])]
 
 
@@ -423,6 +423,11 @@ def independent_check(record: dict) -> str:
 
 def _minutes(path: str) -> float:
     return float(os.path.basename(path)[len("best_nll_") : -len("min.json")])
+
+
+def _number(path: str) -> int:
+    """``n`` of a record named ``<n>_<label>.json``: the order the records were made in."""
+    return int(os.path.basename(path).split("_")[0])
 
 
 def _read(path: str) -> dict:
@@ -471,7 +476,7 @@ def blocks() -> dict:
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(
             glob.glob(os.path.join(HERE, "results", "budget_choice", "*.json")),
-            key=lambda path: int(os.path.basename(path).split("_")[0]),  # row 10 after row 9
+            key=_number,  # row 10 after row 9
         )
     ]
     if choices:
