@@ -122,6 +122,7 @@ def anchors(results: list) -> dict:
 
 #: the hour's target of the quality-per-minute issue (k = 5000, 60 training minutes)
 HOUR_TARGET = 82.0
+NUMBER_WORDS = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}  #: counts of seeds, spelled at a sentence's start
 #: a margin below this against a paper's single run is called a match, not a win (one run, one seed)
 MATCH_MARGIN = 0.5
 
@@ -155,11 +156,18 @@ def verdict(
         )
         text = f"The hour {met}" + ("." if seeds else ", with one training seed.")
         finals = [[r["curve"][-1][final_key(r)] for r in runs] for runs in by_rule(previous or []).values()]
-        spreads = [max(n) - min(n) for n in finals if len(n) > 1]  # how far seeds of one earlier version fell apart
+        # how far the seeds of one earlier version fell apart: (spread, how many seeds)
+        spreads = [(max(n) - min(n), len(n)) for n in finals if len(n) > 1]
         if not seeds and spreads:
+            spread, count = max(spreads)
+            margin = abs(HOUR_TARGET - nll)
             text += (
-                f" Two seeds of an earlier version of the rule ended {max(spreads):.2f} apart, more than that "
-                f"margin: another seed could land on either side of the target."
+                f" {NUMBER_WORDS.get(count, str(count))} seeds of an earlier version of the rule ended {spread:.2f} apart, "
+                + (
+                    "more than that margin: another seed could land on either side of the target."
+                    if spread > margin
+                    else "less than that margin."
+                )
             )
         if len(curve) > 1:
             gain = curve[-2]["nll_k500"] - curve[-1]["nll_k500"]

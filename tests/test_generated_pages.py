@@ -66,3 +66,32 @@ def test_the_iwae_table_page_is_what_its_record_makes():
     """docs/iwae_table.md has no markers because bench/iwae_table.py writes it whole: all of it is checked."""
     iwae_table = import_from("bench", "iwae_table")
     assert (ROOT / "docs" / "iwae_table.md").read_text(encoding="utf-8") == iwae_table.page()
+
+
+def _hour(nll: float, seed: int = 0, folder: str = "") -> dict:
+    """A minimal record of the hour: one point of its curve, k = 5000 at the end."""
+    point = {"train_minutes": 60.0, "epochs": 600, "nll_k500": nll + 0.2, "nll_k5000": nll}
+    return {
+        "recipe": {"minutes": 60, "seed": seed, "eval_samples": 5000, "lr": 0.002},
+        "schedule": {"final_objective": "iwae", "final_particles": 10, "final_from": 0.7},
+        "paper": {"an anchor": 83.0},
+        "curve": [point],
+        "rule_folder": folder,
+    }
+
+
+@pytest.mark.parametrize(
+    "earlier, said",
+    [
+        ([81.9, 82.2], "Two seeds of an earlier version of the rule ended 0.30 apart, more than that margin"),
+        ([81.9, 82.0, 81.95], "Three seeds of an earlier version of the rule ended 0.10 apart, less than that margin."),
+    ],
+)
+def test_the_verdict_counts_an_earlier_versions_seeds_against_the_margin(earlier, said):
+    """One seed of the hour at 81.85 meets 82.0 by 0.15; whether another seed could cross the
+    line is read off the widest spread of an earlier version, with its own count of seeds."""
+    nll_curve = import_from("bench", "nll_curve")
+    previous = [_hour(n, seed, folder="v1") for seed, n in enumerate(earlier)]
+    text = nll_curve.verdict([_hour(81.85)], previous=previous)
+    assert "The hour meets the 82.0 target by 0.15, with one training seed." in text
+    assert said in text
