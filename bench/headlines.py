@@ -37,7 +37,7 @@ def nll_line() -> str | None:
     paper = budgets[-1]["paper"]
     iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
     others = ", ".join(f"{r['curve'][-1][final_key(r)]:.2f} with seed {r['recipe']['seed']}" for r in seeds())
-    runs = f"one run each; the hour {others}" if others else "one run each"
+    runs = f"one run each, the hour also {others}" if others else "one run each"
     hour_rule = rule_version(budgets[-1])
     earlier = [r for r in budgets if rule_version(r) != hour_rule]
     if earlier:  # budgets run before the rule's last change say so, with the version they ran

@@ -154,7 +154,8 @@ def verdict(
             if nll <= HOUR_TARGET
             else f"misses the {HOUR_TARGET} target by {nll - HOUR_TARGET:.2f}"
         )
-        text = f"The hour {met}" + ("." if seeds else ", with one training seed.")
+        who = f"The hour with seed {hour['recipe']['seed']}" if seeds else "The hour"
+        text = f"{who} {met}" + ("." if seeds else ", with one training seed.")
         finals = [[r["curve"][-1][final_key(r)] for r in runs] for runs in by_rule(previous or []).values()]
         # how far the seeds of one earlier version fell apart: (spread, how many seeds)
         spreads = [(max(n) - min(n), len(n)) for n in finals if len(n) > 1]
