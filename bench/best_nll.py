@@ -96,6 +96,7 @@ def main() -> int:
         help="activation of the deterministic layers (default: the model's, softplus for vae, tanh for hvae)",
     )
     p.add_argument("--guide", default="diagonal")
+    p.add_argument("--pseudo-inputs", type=int, default=None, help="K of the VampPrior (default: the library's)")
     p.add_argument("--objective", default="elbo", help="elbo, meanfield, iwae (with --particles)")
     p.add_argument("--particles", type=int, default=None)
     rule = BudgetSchedule(minutes=60.0)  # the defaults of the budget rule (pyro_vae.training.budget)
@@ -195,6 +196,8 @@ def main() -> int:
         config = {"model": "hvae", "prior": args.prior}
     if args.activation is not None:
         config["activation"] = args.activation
+    if args.pseudo_inputs is not None:
+        config["num_pseudo_inputs"] = args.pseudo_inputs
     vae = build_model(config)
     trainer = Trainer(
         vae, config=TrainConfig(lr=args.lr, seed=args.seed, objective=args.objective, num_particles=args.particles)
