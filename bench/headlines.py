@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import m2_runs  # noqa: E402
-from nll_curve import curves, eval_records, final_key, rule_version, seeds  # noqa: E402
+from nll_curve import curves, eval_records, final_nll, rule_version, seeds  # noqa: E402
 from report import load, write_block  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
@@ -31,12 +31,10 @@ def nll_line() -> str | None:
     budgets = curves()
     if not budgets:
         return None
-    reached = ", ".join(
-        f"**{r['curve'][-1][final_key(r)]:.2f}** nats after {r['recipe']['minutes']:g}" for r in budgets
-    )
+    reached = ", ".join(f"**{final_nll(r):.2f}** nats after {r['recipe']['minutes']:g}" for r in budgets)
     paper = budgets[-1]["paper"]
     iwae, vamp = "Burda et al.: two-layer IWAE k=50", "Tomczak & Welling: HVAE + VampPrior"
-    others = ", ".join(f"{r['curve'][-1][final_key(r)]:.2f} with seed {r['recipe']['seed']}" for r in seeds())
+    others = ", ".join(f"{final_nll(r):.2f} with seed {r['recipe']['seed']}" for r in seeds())
     runs = f"one run each, the hour also {others}" if others else "one run each"
     hour_rule = rule_version(budgets[-1])
     earlier = [r for r in budgets if rule_version(r) != hour_rule]

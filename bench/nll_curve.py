@@ -74,6 +74,11 @@ def final_key(result: dict) -> str:
     return f"nll_k{result['recipe']['eval_samples']}"
 
 
+def final_nll(result: dict) -> float:
+    """The record's last NLL, at its final ``k`` (5000 for the budgets)."""
+    return result["curve"][-1][final_key(result)]
+
+
 def table(results: list) -> str:
     lines = []
     for result in results:
@@ -137,7 +142,7 @@ def verdict(
     lines = []
     for result in results:
         last = result["curve"][-1]
-        nll = last[final_key(result)]
+        nll = final_nll(result)
         below = [
             f"{name} ({value:.2f}) by {value - nll:.2f}" + (", a match" if value - nll < MATCH_MARGIN else "")
             for name, value in sorted(papers.items(), key=lambda item: -item[1])
@@ -148,7 +153,7 @@ def verdict(
     hour = next((r for r in results if r["recipe"]["minutes"] == 60), None)
     if hour:
         curve = hour["curve"]
-        nll = curve[-1][final_key(hour)]
+        nll = final_nll(hour)
         met = (
             f"meets the {HOUR_TARGET} target by {HOUR_TARGET - nll:.2f}"
             if nll <= HOUR_TARGET
@@ -156,7 +161,7 @@ def verdict(
         )
         who = f"The hour with seed {hour['recipe']['seed']}" if seeds else "The hour"
         text = f"{who} {met}" + ("." if seeds else ", with one training seed.")
-        finals = [[r["curve"][-1][final_key(r)] for r in runs] for runs in by_rule(previous or []).values()]
+        finals = [[final_nll(r) for r in runs] for runs in by_rule(previous or []).values()]
         # how far the seeds of one earlier version fell apart: (spread, how many seeds)
         spreads = [(max(n) - min(n), len(n)) for n in finals if len(n) > 1]
         if not seeds and spreads:
@@ -179,12 +184,12 @@ def verdict(
         if before:
             old = before["curve"][-1]
             text += (
-                f" The first rule's hour (grey in the figure) reached {old[final_key(before)]:.2f} in "
-                f"{old['epochs']} epochs, {old[final_key(before)] - nll:.2f} above this one."
+                f" The first rule's hour (grey in the figure) reached {final_nll(before):.2f} in "
+                f"{old['epochs']} epochs, {final_nll(before) - nll:.2f} above this one."
             )
         lines += ["", text]
     if hour and seeds:
-        nlls = [hour["curve"][-1][final_key(hour)]] + [r["curve"][-1][final_key(r)] for r in seeds]
+        nlls = [final_nll(r) for r in [hour, *seeds]]
         mean = sum(nlls) / len(nlls)
         runs = ", ".join(
             f"seed {r['recipe']['seed']}: {n:.2f} ({r['curve'][-1]['epochs']} epochs)"
@@ -201,18 +206,17 @@ def verdict(
             ),
         ]
     if hour and previous:
-        now, seed = hour["curve"][-1][final_key(hour)], hour["recipe"]["seed"]
+        now, seed = final_nll(hour), hour["recipe"]["seed"]
         rules = []
         for folder, mine in by_rule(previous).items():
             runs = ", ".join(
-                f"seed {r['recipe']['seed']}: {r['curve'][-1][final_key(r)]:.2f} ({r['curve'][-1]['epochs']} epochs)"
-                for r in mine
+                f"seed {r['recipe']['seed']}: {final_nll(r):.2f} ({r['curve'][-1]['epochs']} epochs)" for r in mine
             )
             rules.append(f"{rule_version(mine[0])} (`bench/results/before/{folder}/`): {runs}")
         text = f"The hours of the rule's earlier versions, oldest first, dotted in the figure: {'; '.join(rules)}."
         same = next((r for r in reversed(previous) if r["recipe"]["seed"] == seed), None)
         if same is not None:
-            gain = same["curve"][-1][final_key(same)] - now
+            gain = final_nll(same) - now
             text += (
                 f" This hour's rule ({rule_version(hour)}) reached {now:.2f} with seed {seed}, "
                 f"{abs(gain):.2f} {'below' if gain > 0 else 'above'} the same seed's under the version just before it."
