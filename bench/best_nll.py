@@ -96,7 +96,12 @@ def main() -> int:
         help="activation of the deterministic layers (default: the model's, softplus for vae, tanh for hvae)",
     )
     p.add_argument("--guide", default="diagonal")
-    p.add_argument("--pseudo-inputs", type=int, default=None, help="K of the VampPrior (default: the library's)")
+    p.add_argument(
+        "--pseudo-inputs",
+        type=int,
+        default=250,
+        help="K of the VampPrior (250, chosen on held-out images over 500 and 125: docs/models.md, rows 10, 12, 13)",
+    )
     p.add_argument("--objective", default="elbo", help="elbo, meanfield, iwae (with --particles)")
     p.add_argument("--particles", type=int, default=None)
     rule = BudgetSchedule(minutes=60.0)  # the defaults of the budget rule (pyro_vae.training.budget)
@@ -196,7 +201,7 @@ def main() -> int:
         config = {"model": "hvae", "prior": args.prior}
     if args.activation is not None:
         config["activation"] = args.activation
-    if args.pseudo_inputs is not None:
+    if args.prior == "vamp":
         config["num_pseudo_inputs"] = args.pseudo_inputs
     vae = build_model(config)
     trainer = Trainer(
