@@ -38,10 +38,12 @@ def nll_line() -> str | None:
     runs = f"one run each, the hour also {others}" if others else "one run each"
     hour_rule = rule_version(budgets[-1])
     earlier = [r for r in budgets if rule_version(r) != hour_rule]
-    if earlier:  # budgets run before the rule's last change say so, with the version they ran
-        versions = dict.fromkeys(rule_version(r) for r in earlier)
-        minutes = " and ".join(f"{r['recipe']['minutes']:g}" for r in earlier)
-        runs += f"; {minutes} minutes with the rule's earlier {'; '.join(versions)}, the hour with {hour_rule}"
+    if earlier:  # budgets run before the rule's last change say so, each with the version it ran
+        minutes: dict = {}
+        for r in earlier:
+            minutes.setdefault(rule_version(r), []).append(f"{r['recipe']['minutes']:g}")
+        ran = "; ".join(f"{' and '.join(m)} minutes ran the rule's earlier {v}" for v, m in minutes.items())
+        runs += f"; {ran}; the hour ran {hour_rule}"
     return (
         f"- **Test NLL in a budget of minutes**: {reached} training minutes (a VAE with the VampPrior, all "
         f"10,000 test digits, k = {budgets[0]['recipe']['eval_samples']}, {runs}); the published MLP "

@@ -28,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.typing import ColorType
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -53,13 +54,23 @@ def recipe_name(result: dict) -> str:
     return f"{name}, {rule_version(result)}"
 
 
+def pseudo_inputs(result: dict) -> Optional[int]:
+    """The VampPrior's ``K`` in the record's run (records from before the script set it ran the
+    library's default, 500); ``None`` for another prior."""
+    config = result["recipe"]["config"]
+    return config.get("num_pseudo_inputs", 500) if config.get("prior") == "vamp" else None
+
+
 def rule_version(result: dict) -> str:
-    """What tells the rule's versions apart, as the record's run set it: the budget's last part
-    and the learning rate (``IWAE k=10 from 70%, learning rate 0.002``)."""
-    sched, lr = schedule_of(result), f"learning rate {result['recipe']['lr']:g}"
-    if not sched.get("final_objective"):
-        return lr
-    return f"{sched['final_objective'].upper()} k={sched['final_particles']} from {sched['final_from']:.0%}, {lr}"
+    """What tells the rule's versions apart, as the record's run set it: the budget's last part,
+    the learning rate and the VampPrior's size (``IWAE k=10 from 70%, learning rate 0.002,
+    250 pseudo-inputs``)."""
+    sched, version = schedule_of(result), f"learning rate {result['recipe']['lr']:g}"
+    if sched.get("final_objective"):
+        last = f"{sched['final_objective'].upper()} k={sched['final_particles']} from {sched['final_from']:.0%}"
+        version = f"{last}, {version}"
+    k = pseudo_inputs(result)
+    return version if k is None else f"{version}, {k} pseudo-inputs"
 
 
 def by_rule(previous: list) -> dict:
@@ -217,9 +228,10 @@ def verdict(
         same = next((r for r in reversed(previous) if r["recipe"]["seed"] == seed), None)
         if same is not None:
             gain = final_nll(same) - now
+            change = f"{abs(gain):.2f} {'below' if gain > 0 else 'above'}" if round(abs(gain), 2) else "level with"
             text += (
                 f" This hour's rule ({rule_version(hour)}) reached {now:.2f} with seed {seed}, "
-                f"{abs(gain):.2f} {'below' if gain > 0 else 'above'} the same seed's under the version just before it."
+                f"{change} the same seed's under the version just before it ({final_nll(same):.2f})."
             )
         lines += ["", text]
     lines += [
@@ -233,10 +245,24 @@ def verdict(
 
 
 def budget_label(result: dict) -> str:
-    """The budget, its rule's final objective and learning rate, short: ``60 min, IWAE-10, lr 0.002``."""
-    sched = schedule_of(result)
+    """The budget and its rule's version, short: ``60 min, IWAE-10, lr 0.002, K=250``."""
+    sched, k = schedule_of(result), pseudo_inputs(result)
     final = f", {sched['final_objective'].upper()}-{sched['final_particles']}" if sched.get("final_objective") else ""
-    return f"{result['recipe']['minutes']:g} min{final}, lr {result['recipe']['lr']:g}"
+    return f"{result['recipe']['minutes']:g} min{final}, lr {result['recipe']['lr']:g}" + (f", K={k}" if k else "")
+
+
+def dotted(
+    ax: plt.Axes, record: dict, colour: ColorType, label: Optional[str], star_label: Optional[str] = None
+) -> None:
+    """A record's curve dotted, with a hollow star at its final estimate (``None``: no legend entry)."""
+    k_curve = record["recipe"]["curve_samples"]
+    points = [(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in record["curve"]]
+    ax.plot(*zip(*points), "o:", ms=3, lw=1, color=colour, label=label, zorder=1.5)  # under the current curves
+    last = record["curve"][-1]
+    if final_key(record) in last:
+        ax.plot(
+            last["train_minutes"], final_nll(record), "*", ms=12, mfc="none", color=colour, label=star_label, zorder=1.5
+        )
 
 
 TOP = 92.0  #: the plot's upper limit: a recipe far above the others is marked at the edge, not scaled in
@@ -285,37 +311,20 @@ def figure(
                 color=line.get_color(),
                 label=f"{budget_label(result)}, k={result['recipe']['eval_samples']}: {finals[-1][1]:.2f}",
             )
-    # the same budget with another training seed, or under an earlier version of the rule: dotted, hollow star
-    for seed in [*(seeds or []), *(previous or [])]:
-        earlier = "rule_folder" in seed  # each earlier version of the rule in its own grey, the older the lighter
-        greys = ("0.7", "0.5", "0.3")
-        colour = (
-            greys[EARLIER_RULES.index(seed["rule_folder"]) % 3]
-            if earlier
-            else colours.get(seed["recipe"]["minutes"], "0.3")
-        )
-        k_curve = seed["recipe"]["curve_samples"]
+    # the same budget with another training seed: dotted, hollow star, an entry each
+    for seed in seeds or []:
         name = f"{budget_label(seed)}, seed {seed['recipe']['seed']}"
-        ax.plot(
-            *zip(*[(row["train_minutes"], row[f"nll_k{k_curve}"]) for row in seed["curve"]]),
-            "o:",
-            ms=3,
-            lw=1,
-            color=colour,
-            label=f"{name} (k={k_curve})",
-        )
-        last = seed["curve"][-1]
-        if final_key(seed) in last:
-            value = last[final_key(seed)]
-            ax.plot(
-                last["train_minutes"],
-                value,
-                "*",
-                ms=12,
-                mfc="none",
-                color=colour,
-                label=f"{name}, k={seed['recipe']['eval_samples']}: {value:.2f}",
-            )
+        k_curve, k_final = seed["recipe"]["curve_samples"], seed["recipe"]["eval_samples"]
+        star = f"{name}, k={k_final}: {final_nll(seed):.2f}" if final_key(seed) in seed["curve"][-1] else None
+        dotted(ax, seed, colours.get(seed["recipe"]["minutes"], "0.3"), f"{name} (k={k_curve})", star)
+    # the rule's earlier versions: each in its own grey, the older the lighter, one entry per version
+    greys = ("0.75", "0.55", "0.35")
+    for folder, runs in by_rule(previous or []).items():
+        colour = greys[EARLIER_RULES.index(folder) % len(greys)]
+        ends = ", ".join(f"{final_nll(r):.2f}" for r in runs)
+        label = f"{budget_label(runs[0])}, {len(runs)} seed{'s' if len(runs) > 1 else ''} (k=5000: {ends})"
+        for i, run in enumerate(runs):
+            dotted(ax, run, colour, label if i == 0 else None)
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
     for (name, value), style in zip(anchors(results).items(), styles):
         colour = "firebrick" if name.startswith("Tomczak") else "grey"
@@ -467,7 +476,7 @@ def seeds() -> list:
 
 
 #: the rule's earlier versions, oldest first: the folders of ``bench/results/before/`` that hold their hours
-EARLIER_RULES = ("iwae_k5", "lr_1e-3")
+EARLIER_RULES = ("iwae_k5", "lr_1e-3", "vamp_500")
 
 
 def previous_hours() -> list:

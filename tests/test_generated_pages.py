@@ -68,11 +68,12 @@ def test_the_iwae_table_page_is_what_its_record_makes():
     assert (ROOT / "docs" / "iwae_table.md").read_text(encoding="utf-8") == iwae_table.page()
 
 
-def _hour(nll: float, seed: int = 0, folder: str = "") -> dict:
+def _hour(nll: float, seed: int = 0, folder: str = "", config: dict | None = None) -> dict:
     """A minimal record of the hour: one point of its curve, k = 5000 at the end."""
     point = {"train_minutes": 60.0, "epochs": 600, "nll_k500": nll + 0.2, "nll_k5000": nll}
+    config = {"prior": "vamp", "num_pseudo_inputs": 250} if config is None else config
     return {
-        "recipe": {"minutes": 60, "seed": seed, "eval_samples": 5000, "lr": 0.002},
+        "recipe": {"minutes": 60, "seed": seed, "eval_samples": 5000, "lr": 0.002, "config": config},
         "schedule": {"final_objective": "iwae", "final_particles": 10, "final_from": 0.7},
         "paper": {"an anchor": 83.0},
         "curve": [point],
@@ -95,3 +96,17 @@ def test_the_verdict_counts_an_earlier_versions_seeds_against_the_margin(earlier
     text = nll_curve.verdict([_hour(81.85)], previous=previous)
     assert "The hour meets the 82.0 target by 0.15, with one training seed." in text
     assert said in text
+
+
+def test_the_verdict_tells_apart_versions_that_differ_in_the_vamppriors_size_only():
+    """Records from before ``--pseudo-inputs`` have no ``num_pseudo_inputs``: they ran the
+    library's 500, and their version is named so, beside the current one's 250."""
+    nll_curve = import_from("bench", "nll_curve")
+    old = _hour(82.1, folder="vamp_500", config={"prior": "vamp"})
+    text = nll_curve.verdict([_hour(81.9)], previous=[old])
+    assert "learning rate 0.002, 500 pseudo-inputs (`bench/results/before/vamp_500/`): seed 0: 82.10" in text
+    assert "This hour's rule (IWAE k=10 from 70%, learning rate 0.002, 250 pseudo-inputs) reached 81.90" in text
+    assert "0.20 below the same seed's under the version just before it (82.10)." in text
+    level = nll_curve.verdict([_hour(81.9)], previous=[_hour(81.903, folder="vamp_500", config={"prior": "vamp"})])
+    assert "reached 81.90 with seed 0, level with the same seed's under the version just before it (81.90)." in level
+    assert nll_curve.rule_version(_hour(83.0, config={"prior": "standard"})).endswith("learning rate 0.002")
