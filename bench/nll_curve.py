@@ -245,10 +245,10 @@ def verdict(
 
 
 def budget_label(result: dict) -> str:
-    """The budget and its rule's version, short: ``60 min, IWAE-10, lr 0.002, K=250``."""
+    """The budget and its rule's version, short: ``60 min, IWAE-10, lr 0.002, Vamp-250``."""
     sched, k = schedule_of(result), pseudo_inputs(result)
     final = f", {sched['final_objective'].upper()}-{sched['final_particles']}" if sched.get("final_objective") else ""
-    return f"{result['recipe']['minutes']:g} min{final}, lr {result['recipe']['lr']:g}" + (f", K={k}" if k else "")
+    return f"{result['recipe']['minutes']:g} min{final}, lr {result['recipe']['lr']:g}" + (f", Vamp-{k}" if k else "")
 
 
 def dotted(
