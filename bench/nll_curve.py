@@ -322,7 +322,7 @@ def figure(
     for folder, runs in by_rule(previous or []).items():
         colour = greys[EARLIER_RULES.index(folder) % len(greys)]
         ends = ", ".join(f"{final_nll(r):.2f}" for r in runs)
-        label = f"{budget_label(runs[0])}, {len(runs)} seed{'s' if len(runs) > 1 else ''} (k=5000: {ends})"
+        label = f"{budget_label(runs[0])}, {len(runs)} seed{'s' if len(runs) > 1 else ''} (k={runs[0]['recipe']['eval_samples']}: {ends})"
         for i, run in enumerate(runs):
             dotted(ax, run, colour, label if i == 0 else None)
     styles = ["--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 1)), (0, (8, 3))]
