@@ -6,7 +6,8 @@ training minutes beside the published numbers of Burda et al. (2016, Table 1) an
 Welling (2018) into ``docs/_static/figures/best_nll.png``, and writes the table between the
 ``<!-- best-nll:start -->`` and ``<!-- best-nll:end -->`` markers of ``docs/results.md`` and of
 ``docs/models.md``. Into ``docs/models.md`` it also writes what the curves' last points say against
-the anchors and the hour's target (``<!-- best-nll-verdict -->``), the runs that chose the budget rule
+the anchors, the hour's target, the rule's earlier versions (``bench/results/before/``) and the
+runs' speed (``<!-- best-nll-verdict -->``), the runs that chose the budget rule
 (``bench/results/budget_choice/<n>_<label>.json``, on held-out training images) and the
 evaluation minutes per prior (``bench/results/prior_eval/<prior>/<n>_<label>.json``, from
 ``bench/prior_eval.py``) and the independent check of the estimate
@@ -144,11 +145,16 @@ MATCH_MARGIN = 0.5
 
 
 def verdict(
-    results: list, before: Optional[dict] = None, seeds: Optional[list] = None, previous: Optional[list] = None
+    results: list,
+    before: Optional[dict] = None,
+    seeds: Optional[list] = None,
+    previous: Optional[list] = None,
+    earlier: Optional[list] = None,
 ) -> str:
     """What the curves' last points say against the anchors and the hour's target, as prose;
     ``seeds``: records of the hour's rule with other training seeds (``bench/results/seeds/``);
-    ``previous``: the hours of the rule's earlier versions (:func:`previous_hours`)."""
+    ``previous``: the hours of the rule's earlier versions (:func:`previous_hours`); ``earlier``: the
+    shorter budgets under those versions (:func:`earlier_budgets`)."""
     papers = anchors(results)
     lines = []
     for result in results:
@@ -234,6 +240,18 @@ def verdict(
                 f"{change} the same seed's under the version just before it ({final_nll(same):.2f})."
             )
         lines += ["", text]
+    shorter = shorter_budgets(results, earlier or [])
+    if shorter:
+        lines += ["", shorter]
+    # the speed of the runs of the longest budget's recipe, the hour's other seeds too
+    alike = [r for r in [*results, *(seeds or [])] if r["recipe"]["config"] == results[-1]["recipe"]["config"]]
+    if len(alike) > 1 and all(r.get("epochs") for r in alike):
+        names = [
+            f"{r['recipe']['minutes']:g} minutes"
+            + (f" (seed {r['recipe']['seed']})" if r["recipe"]["minutes"] == 60 else "")
+            for r in alike
+        ]
+        lines += ["", speed(alike, names)]
     lines += [
         "",
         "The ± is the importance estimate's error, not a seed's; the budgets are one run each"
@@ -242,6 +260,75 @@ def verdict(
         "until more seeds are run.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def shorter_budgets(results: list, earlier: list) -> str:
+    """The budgets under an hour, each beside its runs under the rule's earlier versions
+    (:func:`earlier_budgets`), oldest first; empty without such runs."""
+    lines = []
+    for result in results:
+        minutes = result["recipe"]["minutes"]
+        mine = [r for r in earlier if r["recipe"]["minutes"] == minutes]
+        if minutes == 60 or not mine:
+            continue
+        runs = "; ".join(
+            f"{rule_version(r)} (`bench/results/before/{r['rule_folder']}/`): {final_nll(r):.2f} "
+            f"({r['curve'][-1]['epochs']} epochs)"
+            for r in mine
+        )
+        lines.append(
+            f"{minutes:g} minutes under the rule's earlier versions, oldest first: {runs}; under this one "
+            f"{final_nll(result):.2f} ({result['curve'][-1]['epochs']} epochs)."
+        )
+    return " ".join(lines)
+
+
+def first_phase(record: dict) -> list:
+    """The record's epochs before its first change of batch size or objective: the warm-up's
+    work, the same in every budget of one recipe."""
+    rows = record["epochs"]
+    first = rows[0]
+    out = []
+    for row in rows:
+        if (row["batch_size"], row["objective"]) != (first["batch_size"], first["objective"]):
+            break
+        out.append(row)
+    return out
+
+
+def speed(records: list, names: list) -> str:
+    """How fast each record's run trained, in epochs per training minute over the first minutes
+    that all of them spent on the same work (:func:`first_phase`): a budget's minutes buy fewer
+    epochs on a slower machine, and the records were made on different days. ``names``: one label a
+    record. Records of other recipes (model, prior, widths) do the same epochs at other costs: the
+    caller passes one recipe's."""
+    window = min(first_phase(r)[-1]["train_minutes"] for r in records)
+    rates = []
+    for record in records:
+        done = [row for row in record["epochs"] if row["train_minutes"] <= window][-1]
+        rates.append(done["epoch"] / done["train_minutes"])
+    said = ", ".join(f"{name} {rate:.1f}" for name, rate in zip(names, rates))
+    slow, fast = min(rates), max(rates)
+    text = (
+        f"Speed: over their first {window:.1f} training minutes, the same work in every budget (batches of "
+        f"{first_phase(records[0])[0]['batch_size']} and the ELBO, before any change of either), the runs made these epochs a minute: "
+        f"{said}. "
+    )
+    if slow >= 0.95 * fast:
+        return text + "They are within 5% of each other: the budgets' minutes bought the same training."
+    text += f"The slowest made {1 - slow / fast:.0%} fewer than the fastest. "
+    evals = [r["curve"][-1].get(f"eval_minutes_k{r['recipe']['eval_samples']}") for r in records]
+    if all(evals):  # one computation for every checkpoint of one recipe: a second reading of the machine
+        took = ", ".join(f"{name} {minutes:.2f}" for name, minutes in zip(names, evals))
+        text += (
+            f"Their final estimates (k = {records[0]['recipe']['eval_samples']}, {records[0]['num_test']:,} test "
+            f"digits), the same computation for each, took these minutes: {took}. "
+        )
+    return text + (
+        "The runs were made on different days, on machines of one kind that were not equally fast, so a "
+        "budget's minutes did not buy every run the same training: a curve that ran slower understates what its "
+        "budget gives the rule."
+    )
 
 
 def budget_label(result: dict) -> str:
@@ -479,6 +566,19 @@ def seeds() -> list:
 EARLIER_RULES = ("iwae_k5", "lr_1e-3", "vamp_500")
 
 
+def earlier_budgets() -> list:
+    """The budgets under an hour run under the rule's earlier versions
+    (``bench/results/before/<version>/best_nll_<m>min.json``), oldest version first, each record with
+    its folder under ``"rule_folder"``."""
+    out = []
+    for folder in EARLIER_RULES:
+        paths = glob.glob(os.path.join(HERE, "results", "before", folder, "best_nll_*min.json"))
+        for path in sorted(paths, key=_minutes):
+            if _minutes(path) < 60:
+                out.append({**_read(path), "rule_folder": folder})
+    return out
+
+
 def previous_hours() -> list:
     """The hours of the rule's earlier versions (:data:`EARLIER_RULES`), oldest first, each record
     with its folder under ``"rule_folder"``."""
@@ -493,7 +593,7 @@ def blocks() -> dict:
     """Each generated block by its marker name: the curves' table (docs/results.md and docs/models.md),
     the verdict, the runs that chose the rule and the evaluation minutes (docs/models.md)."""
     out = {"best-nll": table(curves())}
-    out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds(), previous_hours())
+    out["best-nll-verdict"] = verdict(curves(), first_hour(), seeds(), previous_hours(), earlier_budgets())
     choices = [
         {**_read(path), "label": os.path.basename(path)[:-5].replace("_", ". ", 1).replace("_", " ")}
         for path in sorted(

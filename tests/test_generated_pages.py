@@ -110,3 +110,53 @@ def test_the_verdict_tells_apart_versions_that_differ_in_the_vamppriors_size_onl
     level = nll_curve.verdict([_hour(81.9)], previous=[_hour(81.903, folder="vamp_500", config={"prior": "vamp"})])
     assert "reached 81.90 with seed 0, level with the same seed's under the version just before it (81.90)." in level
     assert nll_curve.rule_version(_hour(83.0, config={"prior": "standard"})).endswith("learning rate 0.002")
+
+
+def _budget(minutes: float, nll: float, per_minute: float, folder: str = "", config: dict | None = None) -> dict:
+    """A budget's record whose run made ``per_minute`` epochs a training minute, with batches of 256
+    for its first 3 minutes and 512 after."""
+    record = _hour(nll, folder=folder, config=config)
+    record["recipe"]["minutes"] = minutes
+    record["curve"][0]["train_minutes"] = minutes
+    record["epochs"] = [
+        {"epoch": e, "train_minutes": e / per_minute, "batch_size": 256 if e / per_minute < 3 else 512}
+        | {"objective": "Trace_ELBO"}
+        for e in range(1, int(minutes * per_minute) + 1)
+    ]
+    return record
+
+
+def test_the_verdict_measures_how_fast_each_budgets_run_trained_on_the_same_work():
+    """Epochs a minute over the first minutes every run spent on the same work (here the batches of
+    256, 35 epochs at 12 a minute): a run on a slower machine is said to be, by how much."""
+    nll_curve = import_from("bench", "nll_curve")
+    slower = nll_curve.verdict([_budget(10, 83.8, per_minute=12.0), _budget(60, 81.9, per_minute=15.0)])
+    assert (
+        "over their first 2.9 training minutes, the same work in every budget (batches of 256 and the ELBO, before "
+        "any change of either), the runs made these epochs a minute: 10 minutes 12.0, 60 minutes (seed 0) 15.0. "
+        "The slowest made 20% fewer than the fastest." in slower
+    )
+    assert "Their final estimates" not in slower  # these records did not time their evaluation
+    timed = [_budget(10, 83.8, per_minute=12.0), _budget(60, 81.9, per_minute=15.0)]
+    for record, minutes in zip(timed, (5.98, 4.48)):
+        record["curve"][-1]["eval_minutes_k5000"] = minutes
+        record["num_test"] = 10_000
+    assert (
+        "Their final estimates (k = 5000, 10,000 test digits), the same computation for each, took these "
+        "minutes: 10 minutes 5.98, 60 minutes (seed 0) 4.48." in nll_curve.verdict(timed)
+    )
+    alike = nll_curve.verdict([_budget(10, 83.8, per_minute=14.7), _budget(60, 81.9, per_minute=15.0)])
+    assert "They are within 5% of each other" in alike
+    other_recipe = _budget(60, 81.9, per_minute=15.0, config={"prior": "standard"})
+    assert "Speed" not in nll_curve.verdict([_budget(10, 83.8, per_minute=12.0), other_recipe])
+
+
+def test_the_verdict_sets_a_shorter_budget_beside_its_runs_under_earlier_versions():
+    nll_curve = import_from("bench", "nll_curve")
+    old = _budget(10, 83.55, per_minute=12.0, folder="vamp_500", config={"prior": "vamp"})
+    text = nll_curve.verdict([_budget(10, 83.76, per_minute=12.0), _hour(81.9)], earlier=[old])
+    assert (
+        "10 minutes under the rule's earlier versions, oldest first: IWAE k=10 from 70%, learning rate 0.002, "
+        "500 pseudo-inputs (`bench/results/before/vamp_500/`): 83.55 (600 epochs); under this one 83.76 (600 epochs)."
+        in text
+    )
