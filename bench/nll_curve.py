@@ -284,8 +284,8 @@ def shorter_budgets(results: list, earlier: list) -> str:
 
 
 def first_phase(record: dict) -> list:
-    """The record's epochs before its first change of batch size or objective: the warm-up's
-    work, the same in every budget of one recipe."""
+    """The record's epochs before its first change of batch size or objective: the same work in
+    every budget of one recipe (the KL warm-up's weight costs nothing)."""
     rows = record["epochs"]
     first = rows[0]
     out = []
@@ -311,8 +311,8 @@ def speed(records: list, names: list) -> str:
     slow, fast = min(rates), max(rates)
     text = (
         f"Speed: over their first {window:.1f} training minutes, the same work in every budget (batches of "
-        f"{first_phase(records[0])[0]['batch_size']} and the ELBO, before any change of either), the runs made these epochs a minute: "
-        f"{said}. "
+        f"{first_phase(records[0])[0]['batch_size']} and the ELBO, before any change of either), the runs made "
+        f"these epochs a minute: {said}. "
     )
     if slow >= 0.95 * fast:
         return text + "They are within 5% of each other: the budgets' minutes bought the same training."
@@ -566,27 +566,25 @@ def seeds() -> list:
 EARLIER_RULES = ("iwae_k5", "lr_1e-3", "vamp_500")
 
 
-def earlier_budgets() -> list:
-    """The budgets under an hour run under the rule's earlier versions
-    (``bench/results/before/<version>/best_nll_<m>min.json``), oldest version first, each record with
-    its folder under ``"rule_folder"``."""
+def _earlier_versions(pattern: str) -> list:
+    """The records matching ``pattern`` in the folders of :data:`EARLIER_RULES`, oldest version
+    first, each with its folder under ``"rule_folder"``."""
     out = []
     for folder in EARLIER_RULES:
-        paths = glob.glob(os.path.join(HERE, "results", "before", folder, "best_nll_*min.json"))
-        for path in sorted(paths, key=_minutes):
-            if _minutes(path) < 60:
-                out.append({**_read(path), "rule_folder": folder})
+        for path in sorted(glob.glob(os.path.join(HERE, "results", "before", folder, pattern))):
+            out.append({**_read(path), "rule_folder": folder})
     return out
+
+
+def earlier_budgets() -> list:
+    """The budgets under an hour run under the rule's earlier versions
+    (``bench/results/before/<version>/best_nll_<m>min.json``)."""
+    return [r for r in _earlier_versions("best_nll_*min.json") if r["recipe"]["minutes"] < 60]
 
 
 def previous_hours() -> list:
-    """The hours of the rule's earlier versions (:data:`EARLIER_RULES`), oldest first, each record
-    with its folder under ``"rule_folder"``."""
-    out = []
-    for folder in EARLIER_RULES:
-        for path in sorted(glob.glob(os.path.join(HERE, "results", "before", folder, "best_nll_60min*.json"))):
-            out.append({**_read(path), "rule_folder": folder})
-    return out
+    """The hours of the rule's earlier versions, its seeds too (``best_nll_60min*.json``)."""
+    return _earlier_versions("best_nll_60min*.json")
 
 
 def blocks() -> dict:
